@@ -1,0 +1,1186 @@
+"""Benchmark this server against its peers, one server at a time, on loopback.
+
+    python bench/run.py [--quick] [--only NAME,...] [--duration S] [--repeat N]
+
+Standard library only; the servers and load generators are driven through their command
+lines. See bench/README.md for what each workload means and how to add one.
+
+Every step is bounded: apt-get and pip have timeouts, a server must accept a connection before a
+deadline, the load generator is killed if it overruns, and every process group this script
+starts is killed when it ends, including on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PEERS_DIR = BENCH / ".peers"
+RESULTS_DIR = BENCH / "results"
+LOGS_DIR = RESULTS_DIR / "logs"
+THIS_BIN = ROOT / ".venv" / "bin"
+
+# Pinning: the server gets core 0, the load generator (and this script) core 1.
+SERVER_CPUS = "0"
+LOAD_CPUS = "1"
+
+READY_TIMEOUT = 30.0  # seconds for a server to accept a TCP connection
+STOP_TIMEOUT = 10.0  # seconds for a graceful stop before SIGKILL to the process group
+APT_TIMEOUT = 600.0
+PIP_TIMEOUT = 900.0
+
+# --------------------------------------------------------------------------------------------
+# Peers: one virtual environment each under bench/.peers/<name>/ (git-ignored), pinned versions.
+# Upstream Hypercorn lives only in its own venv, never in the project's .venv.
+# --------------------------------------------------------------------------------------------
+
+PEERS: dict[str, tuple[str, ...]] = {
+    "hypercorn": ("hypercorn==0.18.0", "uvloop==0.23.0"),
+    "uvicorn": ("uvicorn==0.54.0", "h11==0.16.0", "httptools==0.9.0", "uvloop==0.23.0"),
+    "granian": ("granian==2.8.7",),
+    "gunicorn": ("gunicorn==27.0.1",),
+}
+
+# --------------------------------------------------------------------------------------------
+# Workloads: the registry. A workload names an app in bench/apps.py, the protocol the server
+# must speak, the load tool that drives it, and how processes are placed on cores.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    app: str  # "module:attr" in bench/ (PYTHONPATH=bench)
+    kind: str  # "asgi" | "wsgi": which servers can run the app
+    protocol: str = "h1"  # "h1" | later "h2", "ws": which servers speak it
+    tool: str = "wrk"  # key into TOOLS
+    path: str = "/"
+    expect_body: int = 13  # bytes in a correct response body (checked before measuring)
+    connections: int = 64
+    extra_args: tuple[str, ...] = ()  # extra load-tool arguments
+    workers: int = 1
+    server_cpus: str = SERVER_CPUS
+    load_cpus: str = LOAD_CPUS
+    default: bool = True
+    baseline: str | None = None  # workload this one is compared to (e.g. -w 2 vs -w 1)
+
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        name="h1-keepalive",
+        description="HTTP/1.1 keep-alive, 13-byte ASGI hello, wrk -t1 -c64",
+        app="apps:hello",
+        kind="asgi",
+    ),
+    Workload(
+        name="h1-close",
+        description="HTTP/1.1 new connection per request (wrk -H 'Connection: close')",
+        app="apps:hello",
+        kind="asgi",
+        extra_args=("-H", "Connection: close"),
+    ),
+    Workload(
+        name="h1-stream-100k",
+        description="HTTP/1.1 keep-alive, 100 KB ASGI response streamed in 10 KB chunks",
+        app="apps:stream",
+        kind="asgi",
+        expect_body=102_400,
+    ),
+    Workload(
+        name="wsgi-hello",
+        description="HTTP/1.1 keep-alive, 13-byte WSGI hello",
+        app="apps:wsgi_hello",
+        kind="wsgi",
+    ),
+    Workload(
+        name="h1-keepalive-w2",
+        description=(
+            "as h1-keepalive with 2 workers; server may use cores 0+1, wrk stays on core 1 "
+            "(shares it with one worker)"
+        ),
+        app="apps:hello",
+        kind="asgi",
+        workers=2,
+        server_cpus="0,1",
+        baseline="h1-keepalive",
+    ),
+]
+
+# --------------------------------------------------------------------------------------------
+# Targets: the servers. command(app, port, workers) returns argv; argv[0] is resolved in the
+# target's environment ("this" = the project's .venv, otherwise bench/.peers/<env>/).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    label: str
+    env: str
+    kinds: frozenset[str]
+    command: Callable[[str, int, int], list[str]]
+    protocols: frozenset[str] = frozenset({"h1"})
+    apps: frozenset[str] | None = None  # restrict to these apps (None: any app of `kinds`)
+    default: bool = True
+
+    def supports(self, workload: Workload) -> bool:
+        return (
+            workload.kind in self.kinds
+            and workload.protocol in self.protocols
+            and (self.apps is None or workload.app in self.apps)
+        )
+
+
+def _hypercorn(worker_class: str) -> Callable[[str, int, int], list[str]]:
+    def command(app: str, port: int, workers: int) -> list[str]:
+        return [
+            "hypercorn",
+            "--worker-class",
+            worker_class,
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app,
+        ]
+
+    return command
+
+
+def _uvicorn(http: str, loop: str) -> Callable[[str, int, int], list[str]]:
+    def command(app: str, port: int, workers: int) -> list[str]:
+        return [
+            "uvicorn",
+            "--http",
+            http,
+            "--loop",
+            loop,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            app,
+        ]
+
+    return command
+
+
+def _granian(interface: str) -> Callable[[str, int, int], list[str]]:
+    def command(app: str, port: int, workers: int) -> list[str]:
+        return [
+            "granian",
+            "--interface",
+            interface,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            app,
+        ]
+
+    return command
+
+
+def _granian_any(app: str, port: int, workers: int) -> list[str]:
+    interface = "wsgi" if app == "apps:wsgi_hello" else "asgi"
+    return _granian(interface)(app, port, workers)
+
+
+def _gunicorn_gthread(app: str, port: int, workers: int) -> list[str]:
+    return [
+        "gunicorn",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        app,
+    ]
+
+
+def _raw_uvloop(app: str, port: int, workers: int) -> list[str]:
+    return ["python", str(BENCH / "raw_uvloop.py"), str(port), str(workers)]
+
+
+ASGI_WSGI = frozenset({"asgi", "wsgi"})
+TARGETS: list[Target] = [
+    Target("this", "this server (uvloop)", "this", ASGI_WSGI, _hypercorn("uvloop")),
+    Target(
+        "this-asyncio",
+        "this server (asyncio)",
+        "this",
+        ASGI_WSGI,
+        _hypercorn("asyncio"),
+        default=False,
+    ),
+    Target("hypercorn", "hypercorn 0.18 (uvloop)", "hypercorn", ASGI_WSGI, _hypercorn("uvloop")),
+    Target(
+        "uvicorn-h11",
+        "uvicorn (h11, asyncio)",
+        "uvicorn",
+        frozenset({"asgi"}),
+        _uvicorn("h11", "asyncio"),
+    ),
+    Target(
+        "uvicorn-httptools",
+        "uvicorn (httptools, uvloop)",
+        "uvicorn",
+        frozenset({"asgi"}),
+        _uvicorn("httptools", "uvloop"),
+    ),
+    Target("granian", "granian", "granian", ASGI_WSGI, _granian_any),
+    Target(
+        "gunicorn-gthread",
+        "gunicorn gthread (4 threads)",
+        "gunicorn",
+        frozenset({"wsgi"}),
+        _gunicorn_gthread,
+    ),
+    Target(
+        "raw-uvloop",
+        "raw uvloop Protocol (ceiling, no parsing)",
+        "this",
+        frozenset({"asgi"}),
+        _raw_uvloop,
+        apps=frozenset({"apps:hello"}),
+        default=False,
+    ),
+]
+THIS = "this"
+
+# --------------------------------------------------------------------------------------------
+# Process handling: every child runs in its own session (process group); all are killed on exit.
+# --------------------------------------------------------------------------------------------
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _spawn(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    return proc
+
+
+def _killpg(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the group, wait (bounded), then SIGKILL whatever is left of the group."""
+    if proc.poll() is None:
+        _killpg(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    _killpg(proc, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+
+
+def _kill_all() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _killpg(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    with _LIVE_LOCK:
+        _LIVE.clear()
+
+
+def _run(argv: Sequence[str], timeout: float, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run to completion in its own process group; the whole group dies on timeout/Ctrl-C."""
+    proc = _spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _stop(proc, timeout=0)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out.decode(errors="replace"))
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------------------------
+# Setup: load tools from apt, peers into their own venvs.
+# --------------------------------------------------------------------------------------------
+
+TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
+_apt_updated = False
+
+
+def ensure_tool(binary: str) -> str:
+    global _apt_updated
+    found = shutil.which(binary)
+    if found:
+        return found
+    package = TOOL_PACKAGES[binary]
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    log(f"installing {package} with apt-get (for {binary})")
+    if not _apt_updated:
+        _run([*sudo, "apt-get", "update", "-q"], APT_TIMEOUT, env=env)
+        _apt_updated = True
+    result = _run([*sudo, "apt-get", "install", "-y", "-q", package], APT_TIMEOUT, env=env)
+    found = shutil.which(binary)
+    if not found:
+        raise SetupError(f"could not install {package}: {result.stdout[-2000:]}")
+    return found
+
+
+class SetupError(Exception):
+    pass
+
+
+def env_bin(env: str) -> Path:
+    return THIS_BIN if env == THIS else PEERS_DIR / env / "bin"
+
+
+def ensure_peer(name: str, install: bool) -> dict[str, str]:
+    """Create or reuse bench/.peers/<name>; return {distribution: version}."""
+    requirements = PEERS[name]
+    venv = PEERS_DIR / name
+    stamp = venv / ".bench-requirements"
+    wanted = "\n".join(requirements) + "\n"
+    python = venv / "bin" / "python"
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        if not install:
+            raise SetupError(f"peer venv {venv} missing or stale and --no-install given")
+        log(f"creating {venv.relative_to(ROOT)} with {' '.join(requirements)}")
+        if venv.exists():
+            shutil.rmtree(venv)
+        base = getattr(sys, "_base_executable", sys.executable)
+        result = _run([base, "-m", "venv", str(venv)], 120)
+        if result.returncode:
+            raise SetupError(f"venv creation failed for {name}: {result.stdout[-2000:]}")
+        result = _run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *requirements,
+            ],
+            PIP_TIMEOUT,
+        )
+        if result.returncode:
+            raise SetupError(f"pip install failed for {name}: {result.stdout[-3000:]}")
+        stamp.write_text(wanted)
+    return distribution_versions(python, [r.split("==")[0] for r in requirements])
+
+
+def distribution_versions(python: Path, names: Sequence[str]) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        "for n in sys.argv[1:]:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: out[n] = 'missing'\n"
+        "print(json.dumps(out))\n"
+    )
+    result = _run([str(python), "-c", code, *names], 60)
+    try:
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement helpers: /proc sampling for RSS and CPU accounting.
+# --------------------------------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _ppid_map() -> dict[int, int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return parents
+
+
+def process_tree(root: int) -> list[int]:
+    parents = _ppid_map()
+    tree = [root]
+    i = 0
+    while i < len(tree):
+        tree.extend(pid for pid, ppid in parents.items() if ppid == tree[i])
+        i += 1
+    return tree
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def worker_pids(root: int) -> list[int]:
+    """The processes that serve requests: the root's descendants, or the root if it has none.
+
+    multiprocessing helper processes (resource tracker) are not workers."""
+    tree = process_tree(root)
+    workers = [
+        pid
+        for pid in tree[1:]
+        if "resource_tracker" not in _cmdline(pid) and "semaphore_tracker" not in _cmdline(pid)
+    ]
+    return workers or [root]
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def machine_cpu() -> tuple[float, float, float]:
+    """(process, irq, steal) CPU seconds summed over all cores since boot, from /proc/stat.
+
+    Loopback traffic is processed in softirq context, which the kernel does not charge to the
+    server or wrk, so it is kept apart from "other processes"."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system) / CLK_TCK, (irq + softirq) / CLK_TCK, steal / CLK_TCK
+
+
+CALIBRATION_CODE = (
+    "import time\n"
+    "best = None\n"
+    "for _ in range(3):\n"
+    "    t = time.perf_counter(); s = 0\n"
+    "    for i in range(1_000_000): s += i\n"
+    "    d = time.perf_counter() - t\n"
+    "    best = d if best is None else min(best, d)\n"
+    "print(best * 1000)\n"
+)
+
+
+def calibrate(cpus: str) -> float | None:
+    """Milliseconds for a fixed pure-Python loop on the server's core (lower is faster).
+
+    These machines are virtual: the speed of a core drifts with load on the host, by 20% and
+    more within minutes. Recording this next to every run shows when a slow run was a slow
+    machine rather than a slow server."""
+    cpu = cpus.split(",")[0]
+    try:
+        out = _run(["taskset", "-c", cpu, sys.executable, "-c", CALIBRATION_CODE], 30).stdout
+        return round(float(out.strip().splitlines()[-1]), 1)
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+class Sampler(threading.Thread):
+    """Samples worker RSS every 0.25 s while the load runs; keeps the largest sample."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.stop_event = threading.Event()
+        self.max_sum = 0
+        self.per_worker: list[int] = []
+        self.workers = 0
+        self.total_tree = 0
+
+    def sample(self) -> None:
+        workers = worker_pids(self.root)
+        values = [rss_bytes(pid) for pid in workers]
+        if sum(values) >= self.max_sum:
+            self.max_sum = sum(values)
+            self.per_worker = values
+            self.workers = len(workers)
+            self.total_tree = sum(rss_bytes(pid) for pid in process_tree(self.root))
+
+    def run(self) -> None:
+        while not self.stop_event.wait(0.25):
+            self.sample()
+
+
+# --------------------------------------------------------------------------------------------
+# Load tools. A tool is a function (workload, url, duration) -> LoadResult. Add h2load / a
+# WebSocket echo client here and reference it from a Workload's `tool`.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    rate: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    requests: int = 0
+    errors: int = 0
+    error_detail: str = ""
+    raw: str = ""
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> LoadResult:
+    result = LoadResult(raw=out)
+    if m := re.search(r"Requests/sec:\s*([\d.]+)", out):
+        result.rate = float(m.group(1))
+    for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
+        if m := re.search(rf"^\s*{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M):
+            setattr(result, attr, _ms(m.group(1), m.group(2)))
+    if m := re.search(r"(\d+) requests in", out):
+        result.requests = int(m.group(1))
+    details = []
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        counts = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+        result.errors += sum(counts.values())
+        details.extend(f"{k} {v}" for k, v in counts.items() if v)
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        result.errors += int(m.group(1))
+        details.append(f"non-2xx {m.group(1)}")
+    result.error_detail = ", ".join(details)
+    return result
+
+
+def run_wrk(workload: Workload, url: str, duration: float) -> LoadResult:
+    wrk = ensure_tool("wrk")
+    argv = [
+        "taskset",
+        "-c",
+        workload.load_cpus,
+        wrk,
+        "-t1",
+        f"-c{workload.connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        *workload.extra_args,
+        url,
+    ]
+    result = _run(argv, timeout=duration + 30)
+    parsed = parse_wrk(result.stdout)
+    if result.returncode and parsed.rate is None:
+        parsed.error_detail = f"wrk exited {result.returncode}: {result.stdout[-500:]}"
+    return parsed
+
+
+TOOLS: dict[str, Callable[[Workload, str, float], LoadResult]] = {"wrk": run_wrk}
+TOOL_BINARIES = {"wrk": "wrk"}
+
+# --------------------------------------------------------------------------------------------
+# One run: start server pinned, wait, verify, warm up, measure, stop.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    workload: str
+    target: str
+    label: str
+    repeat: int
+    ok: bool = False
+    error: str = ""
+    rate: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    requests: int = 0
+    errors: int = 0
+    error_detail: str = ""
+    worker_rss_mb: float | None = None  # mean over workers of the peak sample
+    workers_seen: int = 0
+    tree_rss_mb: float | None = None  # all processes incl. master, at the same sample
+    server_cpu: float | None = None  # server CPU seconds / wall seconds during measurement
+    foreign_cpu: float | None = None  # other processes' CPU (cores) during measurement
+    steal: float | None = None  # hypervisor steal (cores) during measurement
+    irq: float | None = None  # irq + softirq (cores): mostly loopback packet processing
+    loadavg_before: str = ""
+    calib_ms: list[float | None] = field(default_factory=list)  # before, after
+    idle_waited: float = 0.0  # seconds spent waiting for other processes to go quiet
+    attempts: int = 1
+    argv: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> str | None:
+    """Connect-retry until the port accepts; returns an error string or None."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"server exited with {proc.returncode} before accepting connections"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return None
+        except OSError:
+            time.sleep(0.05)
+    return f"server did not accept connections within {READY_TIMEOUT:.0f}s"
+
+
+def verify(port: int, workload: Workload) -> str | None:
+    """One real request before measuring: status 200 and the expected body length."""
+    deadline = time.monotonic() + 10
+    last = ""
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", workload.path)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200 and len(body) == workload.expect_body:
+                return None
+            last = f"GET {workload.path}: status {response.status}, {len(body)} body bytes"
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"GET {workload.path}: {exc!r}"
+        finally:
+            conn.close()
+        time.sleep(0.2)
+    return last
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = str(BENCH)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_one(
+    workload: Workload, target: Target, repeat: int, duration: float, warmup: float
+) -> RunResult:
+    result = RunResult(workload.name, target.name, target.label, repeat)
+    argv = target.command(workload.app, port := free_port(), workload.workers)
+    executable = env_bin(target.env) / argv[0]
+    argv = ["taskset", "-c", workload.server_cpus, str(executable), *argv[1:]]
+    result.argv = argv
+    result.loadavg_before = Path("/proc/loadavg").read_text().strip()
+    result.calib_ms.append(calibrate(workload.server_cpus))
+    LOGS_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS_DIR / f"{workload.name}--{target.name}--{repeat}.log"
+    with log_path.open("wb") as log_file:
+        proc = _spawn(argv, cwd=BENCH, env=server_env(), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            return _measure(proc, port, workload, result, duration, warmup)
+        except subprocess.TimeoutExpired as exc:
+            result.error = f"timed out: {' '.join(map(str, exc.cmd))}"
+            return result
+        finally:
+            _stop(proc)
+            result.calib_ms.append(calibrate(workload.server_cpus))
+
+
+def _measure(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    workload: Workload,
+    result: RunResult,
+    duration: float,
+    warmup: float,
+) -> RunResult:
+    error = wait_ready(proc, port, time.monotonic() + READY_TIMEOUT)
+    error = error or verify(port, workload)
+    if error:
+        result.error = error
+        return result
+    tool = TOOLS[workload.tool]
+    url = f"http://127.0.0.1:{port}{workload.path}"
+    if warmup > 0:
+        tool(workload, url, warmup)
+    sampler = Sampler(proc.pid)
+    sampler.sample()
+    tree = process_tree(proc.pid)
+    cpu_before = {pid: cpu_seconds(pid) for pid in tree}
+    busy_before, irq_before, steal_before = machine_cpu()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    sampler.start()
+    try:
+        load = tool(workload, url, duration)
+    finally:
+        sampler.stop_event.set()
+        sampler.join(timeout=5)
+    wall = time.monotonic() - started
+    busy_after, irq_after, steal_after = machine_cpu()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in process_tree(proc.pid))
+    tool_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    result.server_cpu = server_cpu / wall
+    result.foreign_cpu = max(0.0, (busy_after - busy_before) - server_cpu - tool_cpu) / wall
+    result.steal = (steal_after - steal_before) / wall
+    result.irq = (irq_after - irq_before) / wall
+    result.rate, result.p50_ms, result.p99_ms = load.rate, load.p50_ms, load.p99_ms
+    result.requests, result.errors = load.requests, load.errors
+    result.error_detail = load.error_detail
+    if sampler.workers:
+        result.workers_seen = sampler.workers
+        result.worker_rss_mb = sampler.max_sum / sampler.workers / 2**20
+        result.tree_rss_mb = sampler.total_tree / 2**20
+    if proc.poll() is not None:
+        result.error = f"server exited with {proc.returncode} during the run"
+    elif load.rate is None:
+        result.error = load.error_detail or "no rate in load-tool output"
+    else:
+        result.ok = True
+    return result
+
+
+NOISE_LIMIT = 0.10  # cores used by other processes (plus steal) that marks a run as noisy
+
+
+def _noise(result: RunResult) -> float:
+    return (result.foreign_cpu or 0.0) + (result.steal or 0.0)
+
+
+def wait_for_quiet(limit: float, deadline_s: float) -> float:
+    """Wait (bounded) until the machine is idle: other users' CPU below `limit` cores for two
+    consecutive 0.5 s windows. No server of ours is running here, so all busy time is theirs.
+    Returns the seconds waited."""
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < deadline_s and quiet < 2:
+        busy0, _, steal0 = machine_cpu()
+        time.sleep(0.5)
+        busy1, _, steal1 = machine_cpu()
+        quiet = quiet + 1 if (busy1 - busy0 + steal1 - steal0) / 0.5 < limit else 0
+    return time.monotonic() - started
+
+
+def measure_quietly(
+    workload: Workload, target: Target, repeat: int, args: argparse.Namespace
+) -> RunResult:
+    """run_one, after waiting for an idle machine; a run disturbed by other processes is
+    retried (at most args.retries times) and the least disturbed attempt is kept."""
+    best: RunResult | None = None
+    for attempt in range(1 + args.retries):
+        waited = wait_for_quiet(NOISE_LIMIT, args.idle_wait) if args.idle_wait > 0 else 0.0
+        result = run_one(workload, target, repeat, args.duration, args.warmup)
+        result.idle_waited = round(waited, 1)
+        result.attempts = attempt + 1
+        if best is None or (result.ok and (not best.ok or _noise(result) < _noise(best))):
+            best = result
+        if not result.ok or _noise(result) <= NOISE_LIMIT or attempt == args.retries:
+            break
+        noise = _noise(result)
+        log(f"{workload.name} / {target.name}: others used {noise:.2f} cores; retrying")
+    assert best is not None
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting.
+# --------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Cell:
+    """Aggregate of the repeats of one (workload, target)."""
+
+    workload: str
+    target: str
+    label: str
+    rate: float | None
+    spread: float | None  # (max - min) / median over repeats, None with one repeat
+    p50_ms: float | None
+    p99_ms: float | None
+    worker_rss_mb: float | None
+    errors: int
+    error: str
+    noisy: bool
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def aggregate(results: Sequence[RunResult]) -> dict[tuple[str, str], Cell]:
+    grouped: dict[tuple[str, str], list[RunResult]] = {}
+    for r in results:
+        grouped.setdefault((r.workload, r.target), []).append(r)
+    cells = {}
+    for key, runs in grouped.items():
+        good = [r for r in runs if r.ok]
+        rates = [r.rate for r in good if r.rate is not None]
+        rate = statistics.median(rates) if rates else None
+        spread = (max(rates) - min(rates)) / rate if rate and len(rates) > 1 else None
+        cells[key] = Cell(
+            workload=key[0],
+            target=key[1],
+            label=runs[0].label,
+            rate=rate,
+            spread=spread,
+            p50_ms=_median([r.p50_ms for r in good]),
+            p99_ms=_median([r.p99_ms for r in good]),
+            worker_rss_mb=_median([r.worker_rss_mb for r in good]),
+            errors=sum(r.errors for r in good),
+            error="; ".join(sorted({r.error for r in runs if r.error})),
+            noisy=any(_noise(r) > NOISE_LIMIT for r in good),
+        )
+    return cells
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:,.0f}"
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms"
+
+
+def _fmt_ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or not b else f"{a / b:.2f}x"
+
+
+def render(
+    cells: dict[tuple[str, str], Cell],
+    workloads: Sequence[Workload],
+    targets: Sequence[Target],
+    meta: dict[str, object],
+) -> str:
+    peers = meta["peers"]
+    assert isinstance(peers, dict)
+    lines = [
+        f"# Benchmark results — {meta['date']}",
+        "",
+        f"Commit `{meta['commit']}`; {meta['machine']}; Python {meta['python']}; {meta['wrk']}.",
+        f"Duration {meta['duration']} s per run after {meta['warmup']} s warm-up, "
+        f"{meta['repeat']} repeat(s); server on core {SERVER_CPUS}, load generator on core "
+        f"{LOAD_CPUS} (see README for -w 2).",
+        "",
+        "Peers: " + "; ".join(f"{k}: {v}" for k, v in peers.items()),
+    ]
+    calib = meta.get("calibration_ms")
+    if isinstance(calib, dict) and calib:
+        lines += [
+            "",
+            f"Core speed (1M-iteration Python loop on the server core, before and after each "
+            f"run): median {calib['median']:.0f} ms, range {calib['min']:.0f}-{calib['max']:.0f} "
+            f"ms. A wide range means the host was busy and absolute rates drifted.",
+        ]
+    lines += [
+        "",
+        "| workload | server | req/s | p50 | p99 | worker RSS | errors | this ÷ server |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    notes: list[str] = []
+    for w in workloads:
+        this = cells.get((w.name, THIS))
+        for t in targets:
+            cell = cells.get((w.name, t.name))
+            if cell is None:
+                continue
+            rate = _fmt_rate(cell.rate)
+            if cell.spread is not None:
+                rate += f" ±{cell.spread * 50:.0f}%"
+            if cell.noisy:
+                rate += " *"
+            if cell.rate is None:
+                rate = "failed"
+                notes.append(f"- {w.name} / {t.name}: {cell.error}")
+            rss = "—" if cell.worker_rss_mb is None else f"{cell.worker_rss_mb:.0f} MB"
+            ratio = _fmt_ratio(this.rate if this else None, cell.rate)
+            lines.append(
+                f"| {w.name} | {cell.label} | {rate} | {_fmt_ms(cell.p50_ms)} | "
+                f"{_fmt_ms(cell.p99_ms)} | {rss} | {cell.errors:,} | {ratio} |"
+            )
+    peer_targets = [t for t in targets if t.name != THIS]
+    if any((w.name, THIS) in cells for w in workloads) and peer_targets:
+        lines += ["", "This server's rate ÷ each peer's rate:", ""]
+        lines.append("| peer | " + " | ".join(w.name for w in workloads) + " |")
+        lines.append("|---|" + "--:|" * len(workloads))
+        for t in peer_targets:
+            row = []
+            for w in workloads:
+                this, peer = cells.get((w.name, THIS)), cells.get((w.name, t.name))
+                row.append(_fmt_ratio(this.rate if this else None, peer.rate if peer else None))
+            lines.append(f"| {t.label} | " + " | ".join(row) + " |")
+    scaled = [w for w in workloads if w.baseline]
+    if scaled:
+        lines += ["", "Workers: rate with more workers ÷ rate with one worker:", ""]
+        lines.append("| server | " + " | ".join(f"{w.name} ÷ {w.baseline}" for w in scaled) + " |")
+        lines.append("|---|" + "--:|" * len(scaled))
+        for t in targets:
+            row = []
+            for w in scaled:
+                many, one = cells.get((w.name, t.name)), cells.get((str(w.baseline), t.name))
+                row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
+            if any(r != "—" for r in row):
+                lines.append(f"| {t.label} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Rate is the median over repeats (± half the min-max range when repeated). "
+        "Worker RSS is the peak during the run, per worker process. "
+        "`*` marks runs where other processes or hypervisor steal used more than 10% of a core.",
+    ]
+    if notes:
+        lines += ["", "Failures:", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def metadata(args: argparse.Namespace, peers: dict[str, dict[str, str]]) -> dict[str, object]:
+    commit = "unknown"
+    with contextlib.suppress(Exception):
+        head = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], 10).stdout.strip()
+        dirty = _run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], 10
+        ).stdout.strip()
+        commit = head + ("+dirty" if dirty else "")
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk = "wrk"
+    if shutil.which("wrk"):
+        out = _run(["wrk", "-v"], 10).stdout
+        if m := re.search(r"wrk (\S+)", out):
+            wrk = f"wrk {m.group(1)}"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "machine": f"{os.cpu_count()} x {cpu}, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "wrk": wrk,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "peers": {k: ", ".join(f"{n} {v}" for n, v in vs.items()) for k, vs in peers.items()},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Main.
+# --------------------------------------------------------------------------------------------
+
+
+def select(only: str | None) -> tuple[list[Workload], list[Target]]:
+    if not only:
+        return [w for w in WORKLOADS if w.default], [t for t in TARGETS if t.default]
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    known_w = {w.name: w for w in WORKLOADS}
+    known_t = {t.name: t for t in TARGETS}
+    unknown = [n for n in names if n not in known_w and n not in known_t]
+    if unknown:
+        raise SystemExit(
+            f"unknown name(s) {', '.join(unknown)}; workloads: {', '.join(known_w)}; "
+            f"servers: {', '.join(known_t)}"
+        )
+    # Registry order, not command-line order, so tables always read the same way.
+    workloads = [w for w in WORKLOADS if w.name in names] or [w for w in WORKLOADS if w.default]
+    targets = [t for t in TARGETS if t.name in names] or [t for t in TARGETS if t.default]
+    return workloads, targets
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
+    parser.add_argument(
+        "--only", metavar="NAME,...", help="workload and/or server names (see --list)"
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up load (default 2)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell (median reported)")
+    parser.add_argument(
+        "--idle-wait",
+        type=float,
+        default=30.0,
+        help="max seconds to wait before each run for other processes to go quiet (0: never)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-runs of a run that other processes disturbed (>10%% of a core)",
+    )
+    parser.add_argument("--no-install", action="store_true", help="never run apt-get or pip")
+    parser.add_argument("--list", action="store_true", help="list workloads and servers")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 2.0
+    if args.duration < 1 or args.repeat < 1:
+        parser.error("--duration must be >= 1 and --repeat >= 1")
+    return args
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for w in WORKLOADS:
+            print(f"workload {w.name:18} {'' if w.default else '(opt-in) '}{w.description}")
+        for t in TARGETS:
+            print(f"server   {t.name:18} {'' if t.default else '(opt-in) '}{t.label}")
+        return 0
+    workloads, targets = select(args.only)
+    if (os.cpu_count() or 1) < 2:
+        log("warning: fewer than 2 cores; server and load generator will share a core")
+    # This script shares the load generator's core, never the server's.
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {int(LOAD_CPUS)})
+
+    results: list[RunResult] = []
+    peers: dict[str, dict[str, str]] = {}
+    interrupted = False
+    with signals_raise():
+        try:
+            for tool in {w.tool for w in workloads}:
+                if args.no_install:
+                    if not shutil.which(TOOL_BINARIES[tool]):
+                        raise SetupError(f"{TOOL_BINARIES[tool]} missing and --no-install given")
+                else:
+                    ensure_tool(TOOL_BINARIES[tool])
+            usable = []
+            for t in targets:
+                if t.env != THIS and t.env not in peers:
+                    try:
+                        peers[t.env] = ensure_peer(t.env, not args.no_install)
+                    except (SetupError, subprocess.TimeoutExpired) as exc:
+                        log(f"skipping peer {t.env}: {exc}")
+                        peers[t.env] = {"error": str(exc)[:200]}
+                if t.env == THIS or "error" not in peers[t.env]:
+                    usable.append(t)
+            plan = [
+                (rep, w, t)
+                for rep in range(1, args.repeat + 1)
+                for w in workloads
+                for t in usable
+                if t.supports(w)
+            ]
+            per_run = args.duration + args.warmup + 5
+            log(f"{len(plan)} runs, roughly {len(plan) * per_run / 60:.1f} minutes")
+            for i, (rep, w, t) in enumerate(plan, 1):
+                result = measure_quietly(w, t, rep, args)
+                results.append(result)
+                status = (
+                    f"{result.rate:,.0f} req/s, p99 {_fmt_ms(result.p99_ms)}, "
+                    f"server cpu {result.server_cpu or 0:.2f}, other cpu "
+                    f"{(result.foreign_cpu or 0) + (result.steal or 0):.2f}, "
+                    f"calib {'/'.join(str(c) for c in result.calib_ms)} ms"
+                    if result.ok
+                    else f"FAILED: {result.error}"
+                )
+                log(f"[{i}/{len(plan)}] {w.name} / {t.name} (rep {rep}): {status}")
+        except KeyboardInterrupt:
+            interrupted = True
+            log("interrupted; stopping servers and writing partial results")
+        except SetupError as exc:
+            log(f"setup failed: {exc}")
+            return 2
+        finally:
+            _kill_all()
+
+    meta = metadata(args, peers)
+    meta["interrupted"] = interrupted
+    calib = [c for r in results for c in r.calib_ms if c is not None]
+    meta["calibration_ms"] = (
+        {"median": statistics.median(calib), "min": min(calib), "max": max(calib)} if calib else {}
+    )
+    cells = aggregate(results)
+    shown_targets = [t for t in targets if any((w.name, t.name) in cells for w in workloads)]
+    table = render(cells, workloads, shown_targets, meta)
+    print(table)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "latest.md").write_text(table)
+    payload = {
+        "meta": meta,
+        "workloads": [asdict(w) for w in workloads],
+        "cells": [asdict(c) for c in cells.values()],
+        "runs": [asdict(r) for r in results],
+    }
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    log(f"wrote {(RESULTS_DIR / 'latest.md').relative_to(ROOT)} and latest.json")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The smallest useful WSGI application: ``hypercorn examples.wsgi_app:app``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    body = b"Hello, world!\n"
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]

@@ -1,0 +1,618 @@
+"""The arbiter's brain: observations in, commands out, no I/O (no fork, no signals, no clock).
+
+Theory of operation
+-------------------
+The master keeps ``workers`` *slots*. Each slot holds at most one ``current`` worker (booting
+or serving) and, during a rolling restart, one ``incoming`` replacement. A worker told to
+stop leaves its slot and is *draining* until it is reaped. Workers are named by a core-chosen
+worker id (``wid``); the runner maps pids to wids.
+
+Phases::
+
+    BOOTING ─► RUNNING ─► ROLLING ─► RUNNING
+                  │  ▲        │
+                  │  └────────┘ (every old-generation worker replaced)
+                  └─► STOPPING(exit code, kill deadlines) ─► STOPPED
+
+Rules, re-checked after every observation (``_settle``):
+
+1. An empty slot outside STOPPING is refilled at once, or at its back-off deadline after a
+   crash. Nothing is ever spawned while STOPPING.
+2. BOOTING becomes RUNNING when every slot's current worker is READY (``Booted`` + READY=1).
+3. ROLLING replaces one slot at a time: spawn generation N+1 as ``incoming``, wait for its
+   READY, then TERM the old one and move on. At most one incoming worker exists at a time.
+   The roll ends when no slot's worker is older than the roll's generation.
+4. A worker that dies before READY with a boot-failure exit code (3: boot, 4: app load)
+   halts the server while BOOTING, aborts a roll (the old workers keep serving), and while
+   RUNNING halts only if no other worker is serving (otherwise it backs off).
+5. A worker that dies after READY is replaced; repeated quick deaths back off exponentially.
+6. A worker silent for ``timeout`` gets SIGABRT (its faulthandler dumps every thread's stack)
+   then SIGKILL ``kill_grace`` later. Draining workers get SIGKILL once their graceful
+   deadline passes.
+7. STOPPING ends (``Exit``) when the last worker has been reaped.
+
+Signals are dispatched through ``SIGNAL_TABLE``: a (phase, signal) pair with no row is ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hypercorn.arbiter.messages import (
+    Booted,
+    ChildExited,
+    CloseSlot,
+    Command,
+    ConfigReloaded,
+    CoreSettings,
+    Exit,
+    FilesChanged,
+    Halt,
+    HandOver,
+    Kill,
+    Log,
+    LogLevel,
+    Notify,
+    Observation,
+    Reexec,
+    ReloadConfig,
+    Sig,
+    SignalReceived,
+    Spawn,
+    Tick,
+    UpgradeFailed,
+    UpgradeReady,
+    WorkerBeat,
+    WorkerFailed,
+    WorkerReady,
+    WorkerStopping,
+    WritePidfile,
+)
+from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
+
+BOOT_FAILURE_CODES = frozenset({EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR})
+
+
+class Phase(enum.Enum):
+    BOOTING = "booting"
+    RUNNING = "running"
+    ROLLING = "rolling"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class WorkerState(enum.Enum):
+    BOOTING = "booting"  # forked, not READY yet
+    READY = "ready"  # serving, heartbeating
+    DRAINING = "draining"  # told to stop (or announced it is stopping); not in a slot
+
+
+@dataclass
+class WorkerRecord:
+    wid: int
+    slot: int
+    generation: int
+    spawned_at: float
+    last_beat: float
+    state: WorkerState = WorkerState.BOOTING
+    pid: int | None = None
+    ready_at: float | None = None
+    #: SIGKILL at this time (graceful deadline passed, or stack dump sent).
+    kill_at: float | None = None
+    #: SIGABRT already sent for a missed heartbeat.
+    timed_out: bool = False
+    #: The one-line reason the worker gave before exiting (WorkerFailed).
+    failure: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.pid}" if self.pid is not None else f"worker #{self.wid}"
+
+
+@dataclass
+class SlotRecord:
+    index: int
+    current: int | None = None
+    incoming: int | None = None
+    crashes: int = 0
+    respawn_at: float | None = None
+
+
+class ArbiterCore:
+    """Pure arbiter state machine. ``handle(observation, now) -> commands``."""
+
+    def __init__(self, settings: CoreSettings, now: float) -> None:
+        if settings.workers < 1:
+            raise ValueError("the arbiter needs at least one worker")
+        self.settings = settings
+        self.phase = Phase.BOOTING
+        self.workers: dict[int, WorkerRecord] = {}
+        self.slots: dict[int, SlotRecord] = {i: SlotRecord(i) for i in range(settings.workers)}
+        self.generation = 0
+        self.exit_code: int | None = None
+        self.halt_reason: str | None = None
+        self.upgrading = False
+        self._roll_target: int | None = None
+        self._reload_pending = False
+        self._boot_crashes = 0
+        self._next_wid = 1
+        self._out: list[Command] = []
+
+    # ------------------------------------------------------------------ public surface
+
+    def start(self, now: float) -> list[Command]:
+        """The first commands: spawn every slot."""
+        self._settle(now)
+        return self._flush()
+
+    def handle(self, observation: Observation, now: float) -> list[Command]:
+        match observation:
+            case SignalReceived(sig=sig):
+                handler = SIGNAL_TABLE.get((self.phase, sig))
+                if handler is None:
+                    self._log("debug", f"ignoring SIG{sig.value} while {self.phase.value}")
+                else:
+                    handler(self, now)
+            case ChildExited():
+                self._on_child_exit(observation, now)
+            case WorkerReady(wid=wid):
+                self._on_ready(wid, now)
+            case WorkerBeat(wid=wid):
+                worker = self.workers.get(wid)
+                if worker is not None:
+                    worker.last_beat = now
+            case WorkerStopping(wid=wid):
+                self._on_worker_stopping(wid, now)
+            case WorkerFailed(wid=wid, reason=reason):
+                worker = self.workers.get(wid)
+                if worker is not None:
+                    worker.failure = reason
+            case FilesChanged(paths=paths):
+                self._on_files_changed(paths, now)
+            case ConfigReloaded(settings=settings, error=error):
+                self._on_config_reloaded(settings, error, now)
+            case UpgradeReady():
+                self._on_upgrade_ready(now)
+            case UpgradeFailed(reason=reason):
+                self._on_upgrade_failed(reason)
+            case Tick():
+                pass
+            case _:  # pragma: no cover - exhaustiveness guard for mypy
+                raise AssertionError(observation)
+        self._check_deadlines(now)
+        self._settle(now)
+        return self._flush()
+
+    def set_pid(self, wid: int, pid: int) -> None:
+        """Record the pid the runner forked for ``wid`` (only used in log lines)."""
+        worker = self.workers.get(wid)
+        if worker is not None:
+            worker.pid = pid
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``handle(Tick(), now)`` has something to do."""
+        deadlines: list[float] = []
+        for worker in self.workers.values():
+            if worker.kill_at is not None:
+                deadlines.append(worker.kill_at)
+            limit = self._heartbeat_limit(worker)
+            if limit is not None:
+                deadlines.append(limit)
+        if self.phase not in (Phase.STOPPING, Phase.STOPPED):
+            deadlines.extend(s.respawn_at for s in self.slots.values() if s.respawn_at is not None)
+        return min(deadlines, default=None)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase is Phase.STOPPED
+
+    def ready_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state is WorkerState.READY)
+
+    # ------------------------------------------------------------------ signal handlers
+
+    def _graceful_stop(self, now: float) -> None:
+        self._log("info", "graceful stop requested; draining workers")
+        self._begin_stop(now, Sig.TERM, self.settings.graceful_timeout + self.settings.kill_grace)
+
+    def _quick_stop(self, now: float) -> None:
+        self._log("info", "quick stop requested")
+        self._begin_stop(now, Sig.QUIT, self.settings.quick_timeout)
+
+    def _immediate_stop(self, now: float) -> None:
+        self._log("warning", "second interrupt: killing workers now")
+        for worker in self.workers.values():
+            self._emit(Kill(worker.wid, Sig.KILL))
+            worker.kill_at = None
+
+    def _escalate_to_quick(self, now: float) -> None:
+        self._log("info", "quick stop requested while stopping")
+        for worker in self.workers.values():
+            self._emit(Kill(worker.wid, Sig.QUIT))
+            self._set_kill_at(worker, now + self.settings.quick_timeout)
+
+    def _reload(self, now: float) -> None:
+        self._log("info", "SIGHUP: re-reading the configuration, then rolling restart")
+        self._emit(Notify("RELOADING=1\nSTATUS=re-reading configuration"))
+        self._emit(ReloadConfig())
+        self._reload_pending = True
+
+    def _roll(self, now: float) -> None:
+        self._start_roll(now, "SIGUSR1")
+
+    def _upgrade(self, now: float) -> None:
+        if self.upgrading:
+            self._log("warning", "SIGUSR2 ignored: an upgrade is already in progress")
+            return
+        self.upgrading = True
+        self._log("info", "SIGUSR2: starting a new master on the same listeners")
+        self._emit(Reexec())
+
+    def _add_worker(self, now: float) -> None:
+        index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
+        self.slots[index] = SlotRecord(index)
+        self._log("info", f"SIGTTIN: adding a worker ({len(self.slots)} now)")
+
+    def _remove_worker(self, now: float) -> None:
+        if len(self.slots) <= 1:
+            self._log("warning", "SIGTTOU ignored: keeping at least one worker")
+            return
+
+        def age(slot: SlotRecord) -> tuple[int, float, int]:
+            # Empty slots first (nothing to drain), then the oldest worker (gunicorn).
+            if slot.current is None:
+                return (0, 0.0, slot.index)
+            worker = self.workers[slot.current]
+            return (1, worker.spawned_at, worker.wid)
+
+        slot = min(self.slots.values(), key=age)
+        del self.slots[slot.index]
+        for wid in (slot.current, slot.incoming):
+            if wid is not None:
+                self._drain(self.workers[wid], now, Sig.TERM)
+        self._emit(CloseSlot(slot.index))
+        self._log("info", f"SIGTTOU: removing a worker ({len(self.slots)} left)")
+
+    def _ignore_while_booting(self, now: float) -> None:
+        self._log("warning", "signal ignored: the server is still booting")
+
+    # ------------------------------------------------------------------ observations
+
+    def _on_child_exit(self, exited: ChildExited, now: float) -> None:
+        worker = self.workers.pop(exited.wid, None)
+        if worker is None:
+            return
+        slot = self.slots.get(worker.slot)
+        was_incoming = slot is not None and slot.incoming == worker.wid
+        if slot is not None:
+            if slot.current == worker.wid:
+                slot.current = None
+            if slot.incoming == worker.wid:
+                slot.incoming = None
+        how = _describe_exit(exited)
+
+        if self.phase is Phase.STOPPING or worker.state is WorkerState.DRAINING:
+            level: LogLevel = "info" if exited.code == EXIT_OK else "warning"
+            if self.halt_reason is not None:
+                level = "debug"  # the halt reason is the one line that matters
+            self._log(level, f"{worker.name} {how}")
+            return
+        if slot is None:
+            return
+        if worker.state is WorkerState.BOOTING:
+            self._on_boot_death(worker, slot, exited, how, was_incoming, now)
+            return
+
+        # Died after READY, unasked.
+        if worker.timed_out:
+            self._log("error", f"{worker.name} {how} after a heartbeat timeout; replacing it")
+        elif exited.code == EXIT_OK:
+            self._log("info", f"{worker.name} exited; replacing it")
+            return
+        else:
+            self._log("error", f"{worker.name} {how}; replacing it")
+        self._count_crash(slot, worker, now)
+
+    def _on_boot_death(
+        self,
+        worker: WorkerRecord,
+        slot: SlotRecord,
+        exited: ChildExited,
+        how: str,
+        was_incoming: bool,
+        now: float,
+    ) -> None:
+        boot_failure = exited.code in BOOT_FAILURE_CODES
+        reason = worker.failure or f"{worker.name} {how} before it was ready"
+        if was_incoming and self.phase is Phase.ROLLING:
+            self._roll_target = None
+            self.phase = Phase.RUNNING
+            self._log("error", f"rolling restart aborted, keeping the old workers: {reason}")
+            self._emit(Notify(f"READY=1\nSTATUS=rolling restart failed: {reason}"))
+            return
+        if self.phase is Phase.BOOTING:
+            if boot_failure:
+                assert exited.code is not None
+                self._halt(exited.code, reason, now)
+                return
+            self._boot_crashes += 1
+            if self._boot_crashes >= self.settings.max_boot_crashes:
+                self._halt(
+                    EXIT_BOOT_ERROR, f"workers keep dying before they are ready: {reason}", now
+                )
+                return
+            self._log("error", reason)
+            self._count_crash(slot, worker, now)
+            return
+        # RUNNING (or ROLLING, a respawned current worker): others may still be serving.
+        if boot_failure and self.ready_count() == 0:
+            assert exited.code is not None
+            self._halt(exited.code, reason, now)
+            return
+        self._log("error", reason)
+        self._count_crash(slot, worker, now)
+
+    def _count_crash(self, slot: SlotRecord, worker: WorkerRecord, now: float) -> None:
+        if worker.ready_at is not None and now - worker.ready_at >= self.settings.stable_after:
+            slot.crashes = 0
+        slot.crashes += 1
+        delay = 0.0
+        if slot.crashes > 1:
+            delay = min(
+                self.settings.backoff_max, self.settings.backoff_base * 2 ** (slot.crashes - 2)
+            )
+            self._log("warning", f"workers keep dying; next start in {delay:.1f}s")
+        slot.respawn_at = now + delay
+
+    def _on_ready(self, wid: int, now: float) -> None:
+        worker = self.workers.get(wid)
+        if worker is None or worker.state is not WorkerState.BOOTING:
+            return
+        worker.state = WorkerState.READY
+        worker.ready_at = worker.last_beat = now
+        self._boot_crashes = 0
+        slot = self.slots.get(worker.slot)
+        if slot is None or slot.incoming != wid:
+            return
+        slot.incoming = None
+        if slot.current is not None:
+            old = self.workers[slot.current]
+            self._log("info", f"{worker.name} ready; stopping {old.name}")
+            self._drain(old, now, Sig.TERM)
+        slot.current = wid
+
+    def _on_worker_stopping(self, wid: int, now: float) -> None:
+        worker = self.workers.get(wid)
+        if worker is None or worker.state is not WorkerState.READY:
+            return
+        if self.phase not in (Phase.RUNNING, Phase.ROLLING, Phase.BOOTING):
+            return
+        slot = self.slots.get(worker.slot)
+        self._log("info", f"{worker.name} is stopping on its own; starting its replacement")
+        # Leave the slot now so a replacement boots while this one drains.
+        if slot is not None and slot.current == wid:
+            slot.current = None
+            slot.respawn_at = None
+        worker.state = WorkerState.DRAINING
+        self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
+
+    def _on_files_changed(self, paths: tuple[str, ...], now: float) -> None:
+        if self.phase not in (Phase.RUNNING, Phase.ROLLING):
+            return
+        shown = ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
+        self._start_roll(now, f"changes detected ({shown})" if shown else "changes detected")
+
+    def _on_config_reloaded(
+        self, settings: CoreSettings | None, error: str | None, now: float
+    ) -> None:
+        if not self._reload_pending:
+            return
+        self._reload_pending = False
+        if self.phase not in (Phase.RUNNING, Phase.ROLLING):
+            return
+        if settings is None:
+            self._log("error", f"configuration not reloaded, keeping the old one: {error}")
+        else:
+            if settings.workers != self.settings.workers:
+                self._resize(settings.workers, now)
+            self.settings = settings
+        self._start_roll(now, "SIGHUP", notify=False)
+
+    def _on_upgrade_ready(self, now: float) -> None:
+        if not self.upgrading:
+            return
+        self.upgrading = False
+        self._log("info", "the new master is ready; this one retires")
+        self._emit(HandOver())
+        if self.phase is not Phase.STOPPING:
+            self._begin_stop(
+                now,
+                Sig.TERM,
+                self.settings.graceful_timeout + self.settings.kill_grace,
+                notify=False,
+            )
+
+    def _on_upgrade_failed(self, reason: str) -> None:
+        if not self.upgrading:
+            return
+        self.upgrading = False
+        self._log("error", f"upgrade failed, this master keeps running: {reason}")
+        self._emit(WritePidfile())
+
+    # ------------------------------------------------------------------ helpers
+
+    def _start_roll(self, now: float, why: str, *, notify: bool = True) -> None:
+        self.generation += 1
+        self._roll_target = self.generation
+        self.phase = Phase.ROLLING
+        self._log("info", f"{why}: rolling restart, one worker at a time")
+        if notify:
+            self._emit(Notify("RELOADING=1\nSTATUS=rolling restart"))
+
+    def _resize(self, workers: int, now: float) -> None:
+        while len(self.slots) < workers:
+            self._add_worker(now)
+        while len(self.slots) > workers:
+            self._remove_worker(now)
+
+    def _begin_stop(self, now: float, sig: Sig, grace: float, *, notify: bool = True) -> None:
+        self.phase = Phase.STOPPING
+        self._roll_target = None
+        if self.exit_code is None:
+            self.exit_code = EXIT_OK
+        if notify:
+            self._emit(Notify("STOPPING=1\nSTATUS=stopping"))
+        for worker in self.workers.values():
+            self._emit(Kill(worker.wid, sig))
+            worker.state = WorkerState.DRAINING
+            self._set_kill_at(worker, now + grace)
+        for slot in self.slots.values():
+            slot.current = slot.incoming = slot.respawn_at = None
+
+    def _halt(self, code: int, reason: str, now: float) -> None:
+        self.exit_code = code
+        self.halt_reason = reason
+        self._emit(Halt(code, reason))
+        # TERM, not QUIT: workers still importing have default dispositions, and SIGQUIT's
+        # default action dumps core.
+        self._begin_stop(now, Sig.TERM, self.settings.quick_timeout)
+
+    def _drain(self, worker: WorkerRecord, now: float, sig: Sig) -> None:
+        worker.state = WorkerState.DRAINING
+        self._emit(Kill(worker.wid, sig))
+        self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
+
+    @staticmethod
+    def _set_kill_at(worker: WorkerRecord, when: float) -> None:
+        if worker.kill_at is None or when < worker.kill_at:
+            worker.kill_at = when
+
+    def _heartbeat_limit(self, worker: WorkerRecord) -> float | None:
+        if worker.timed_out or self.settings.timeout <= 0:
+            return None
+        if worker.state is WorkerState.BOOTING:
+            return worker.spawned_at + self.settings.boot_timeout
+        if worker.state is WorkerState.READY:
+            return worker.last_beat + self.settings.timeout
+        return None
+
+    def _check_deadlines(self, now: float) -> None:
+        for worker in self.workers.values():
+            if worker.kill_at is not None and now >= worker.kill_at:
+                worker.kill_at = None
+                self._log("warning", f"{worker.name} did not stop in time; killing it")
+                self._emit(Kill(worker.wid, Sig.KILL))
+                continue
+            limit = self._heartbeat_limit(worker)
+            if limit is not None and now >= limit:
+                worker.timed_out = True
+                if worker.state is WorkerState.BOOTING:
+                    silence = f"not ready after {self.settings.boot_timeout:g}s"
+                else:
+                    silence = f"silent for {now - worker.last_beat:.1f}s"
+                self._log(
+                    "critical",
+                    f"{worker.name} timed out ({silence}); dumping its stacks, then killing it",
+                )
+                self._emit(Kill(worker.wid, Sig.ABRT))
+                self._set_kill_at(worker, now + self.settings.kill_grace)
+
+    def _settle(self, now: float) -> None:
+        if self.phase is Phase.STOPPING:
+            if not self.workers:
+                self.phase = Phase.STOPPED
+                self._emit(Exit(EXIT_OK if self.exit_code is None else self.exit_code))
+            return
+        if self.phase is Phase.STOPPED:
+            return
+        for slot in self.slots.values():
+            empty = slot.current is None and slot.incoming is None
+            if empty and (slot.respawn_at is None or slot.respawn_at <= now):
+                slot.respawn_at = None
+                slot.current = self._spawn(slot.index, now)
+        if self.phase is Phase.BOOTING:
+            if all(self._current_ready(slot) for slot in self.slots.values()):
+                self.phase = Phase.RUNNING
+                count = len(self.slots)
+                self._log("info", f"{count} worker{'s' if count != 1 else ''} ready")
+                self._emit(Booted())
+                self._emit(Notify(f"READY=1\nSTATUS=serving with {count} workers"))
+        elif self.phase is Phase.ROLLING:
+            self._advance_roll(now)
+
+    def _current_ready(self, slot: SlotRecord) -> bool:
+        return slot.current is not None and self.workers[slot.current].state is WorkerState.READY
+
+    def _advance_roll(self, now: float) -> None:
+        target = self._roll_target
+        assert target is not None
+        if any(slot.incoming is not None for slot in self.slots.values()):
+            return
+        old = [
+            slot
+            for slot in sorted(self.slots.values(), key=lambda s: s.index)
+            if slot.current is not None and self.workers[slot.current].generation < target
+        ]
+        if not old:
+            self.phase = Phase.RUNNING
+            self._roll_target = None
+            self._log("info", "rolling restart complete")
+            self._emit(Notify(f"READY=1\nSTATUS=serving with {len(self.slots)} workers"))
+            return
+        for slot in old:
+            # Replace a serving worker; an old one still booting gets its turn once READY.
+            if self._current_ready(slot):
+                slot.incoming = self._spawn(slot.index, now)
+                return
+
+    def _spawn(self, slot: int, now: float) -> int:
+        wid = self._next_wid
+        self._next_wid += 1
+        self.workers[wid] = WorkerRecord(
+            wid=wid, slot=slot, generation=self.generation, spawned_at=now, last_beat=now
+        )
+        self._emit(Spawn(wid, slot, self.generation))
+        return wid
+
+    def _emit(self, command: Command) -> None:
+        self._out.append(command)
+
+    def _log(self, level: LogLevel, message: str) -> None:
+        self._out.append(Log(level, message))
+
+    def _flush(self) -> list[Command]:
+        out, self._out = self._out, []
+        return out
+
+
+def _describe_exit(exited: ChildExited) -> str:
+    if exited.signal is not None:
+        return f"was killed by signal {exited.signal}"
+    return f"exited with code {exited.code}"
+
+
+Handler = Callable[[ArbiterCore, float], None]
+
+_ACTIVE = (Phase.BOOTING, Phase.RUNNING, Phase.ROLLING)
+
+#: (phase, signal) -> handler. A missing row means "ignored in that phase".
+SIGNAL_TABLE: dict[tuple[Phase, Sig], Handler] = {
+    **{(p, Sig.TERM): ArbiterCore._graceful_stop for p in _ACTIVE},
+    **{(p, Sig.INT): ArbiterCore._graceful_stop for p in _ACTIVE},
+    **{(p, Sig.QUIT): ArbiterCore._quick_stop for p in _ACTIVE},
+    **{(p, Sig.TTIN): ArbiterCore._add_worker for p in _ACTIVE},
+    **{(p, Sig.TTOU): ArbiterCore._remove_worker for p in _ACTIVE},
+    (Phase.BOOTING, Sig.USR1): ArbiterCore._ignore_while_booting,
+    (Phase.BOOTING, Sig.HUP): ArbiterCore._ignore_while_booting,
+    (Phase.BOOTING, Sig.USR2): ArbiterCore._ignore_while_booting,
+    (Phase.RUNNING, Sig.USR1): ArbiterCore._roll,
+    (Phase.ROLLING, Sig.USR1): ArbiterCore._roll,
+    (Phase.RUNNING, Sig.HUP): ArbiterCore._reload,
+    (Phase.ROLLING, Sig.HUP): ArbiterCore._reload,
+    (Phase.RUNNING, Sig.USR2): ArbiterCore._upgrade,
+    (Phase.ROLLING, Sig.USR2): ArbiterCore._upgrade,
+    (Phase.STOPPING, Sig.INT): ArbiterCore._immediate_stop,
+    (Phase.STOPPING, Sig.QUIT): ArbiterCore._escalate_to_quick,
+}

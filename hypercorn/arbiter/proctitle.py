@@ -1,0 +1,19 @@
+"""Process titles (``hypercorn: master [app:app]``) via the optional setproctitle package."""
+
+from __future__ import annotations
+
+__all__ = ["set_title", "title_for"]
+
+
+def title_for(role: str, name: str) -> str:
+    return f"hypercorn: {role} [{name}]" if name else f"hypercorn: {role}"
+
+
+def set_title(title: str) -> bool:
+    """Set this process's title; False when setproctitle is not installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return False
+    setproctitle(title)
+    return True

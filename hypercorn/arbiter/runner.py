@@ -1,0 +1,522 @@
+"""The arbiter's I/O loop: fork, waitpid, signals, pipes, carried out for ``ArbiterCore``.
+
+One ``selectors`` wait covers the signal wakeup pipe, every worker's heartbeat pipe, the
+reloader's pipe and (during SIGUSR2) the new master's readiness pipe. Its timeout is the
+core's next deadline, so the master sleeps until something happens: no polling interval.
+Everything the loop learns becomes an observation for the core; the commands that come
+back are carried out in order. Observations produced while carrying out commands (a failed
+fork, a re-read configuration) are queued, never handled re-entrantly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hypercorn.arbiter import systemd
+from hypercorn.arbiter.core import ArbiterCore
+from hypercorn.arbiter.messages import (
+    Booted,
+    ChildExited,
+    CloseSlot,
+    Command,
+    ConfigReloaded,
+    CoreSettings,
+    Exit,
+    FilesChanged,
+    Halt,
+    HandOver,
+    Kill,
+    Log,
+    Notify,
+    Observation,
+    Reexec,
+    ReloadConfig,
+    Sig,
+    SignalReceived,
+    Spawn,
+    Tick,
+    UpgradeFailed,
+    UpgradeReady,
+    WorkerBeat,
+    WorkerFailed,
+    WorkerReady,
+    WorkerStopping,
+    WritePidfile,
+)
+from hypercorn.arbiter.signals import MASTER_SIGNALS, SignalQueue, to_signal
+from hypercorn.arbiter.sockets import (
+    FDS_ENV,
+    FDS_PID_ENV,
+    Listeners,
+    Sockets,
+    all_sockets,
+    reuse_port_clone,
+    upgrade_env,
+)
+from hypercorn.errors import EXIT_BOOT_ERROR, EXIT_FAILURE, BootError
+from hypercorn.workers.heartbeat import MessageDecoder, MessageKind
+
+if TYPE_CHECKING:
+    from hypercorn.arbiter.daemon import DaemonReporter
+    from hypercorn.arbiter.reloader import Reloader
+    from hypercorn.config import Config
+
+__all__ = ["UPGRADE_FD_ENV", "Runner", "core_settings"]
+
+#: The write end of the pipe on which a re-executed master reports READY to its parent.
+UPGRADE_FD_ENV = "HYPERCORN_UPGRADE_FD"
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def core_settings(config: Config) -> CoreSettings:
+    return CoreSettings(
+        workers=max(1, config.workers),
+        graceful_timeout=config.graceful_timeout,
+        timeout=config.timeout,
+        boot_timeout=config.startup_timeout + config.timeout,
+    )
+
+
+@dataclass
+class _Worker:
+    wid: int
+    pid: int
+    fd: int | None
+    decoder: MessageDecoder = field(default_factory=MessageDecoder)
+
+
+class Runner:
+    """Carries out the core's commands; ``run()`` returns the exit status."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: Listeners,
+        *,
+        app: object | None = None,
+        reporter: DaemonReporter | None = None,
+        upgrade_fd: int | None = None,
+        cli_args: list[str] | None = None,
+        reloader: Reloader | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.app = app
+        self.reporter = reporter
+        self.upgrade_fd = upgrade_fd
+        self.cli_args = cli_args
+        self.reloader = reloader
+        self.config_file = config_file
+        self.master_pid = os.getpid()
+        self.core = ArbiterCore(core_settings(config), time.monotonic())
+        self.workers: dict[int, _Worker] = {}  # by pid
+        self.pids: dict[int, int] = {}  # wid -> pid
+        self.handed_over = False
+        self.halt: Halt | None = None
+        self.exit_code: int | None = None
+        self._pending: deque[Observation] = deque()
+        self._busy = False
+        self._upgrade_pid: int | None = None
+        self._upgrade_read_fd: int | None = None
+        self._selector = selectors.DefaultSelector()
+        self._signals: SignalQueue | None = None
+
+    # ------------------------------------------------------------------ logging
+
+    @property
+    def logger(self) -> logging.Logger:
+        with contextlib.suppress(Exception):
+            logger = self.config.log.error_logger
+            if logger is not None:
+                return logger
+        return logging.getLogger("hypercorn.error")
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> int:
+        self._signals = SignalQueue()
+        try:
+            self._selector.register(self._signals.fileno(), selectors.EVENT_READ, "signals")
+            if self.reloader is not None:
+                self._selector.register(self.reloader.fileno(), selectors.EVENT_READ, "reload")
+                self.reloader.start()
+            self._execute(self.core.start(time.monotonic()))
+            self._drain_pending()
+            while self.exit_code is None:
+                self._wait_once()
+            return self.exit_code
+        finally:
+            self._shutdown()
+
+    def _wait_once(self) -> None:
+        deadline = self.core.next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for key, _ in self._selector.select(timeout):
+            tag = key.data
+            if tag == "signals":
+                assert self._signals is not None
+                for signum in self._signals.drain():
+                    sig = MASTER_SIGNALS.get(signum)
+                    if sig is not None:
+                        self._feed(SignalReceived(sig))
+            elif tag == "reload":
+                self._on_reload_wakeup()
+            elif tag == "upgrade":
+                self._on_upgrade_pipe()
+            else:
+                self._read_worker(tag)
+        self._reap()
+        self._feed(Tick())
+
+    def _feed(self, observation: Observation) -> None:
+        self._pending.append(observation)
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._pending:
+                observation = self._pending.popleft()
+                self._execute(self.core.handle(observation, time.monotonic()))
+        finally:
+            self._busy = False
+
+    # ------------------------------------------------------------------ inputs
+
+    def _read_worker(self, pid: int) -> None:
+        worker = self.workers.get(pid)
+        if worker is None or worker.fd is None:
+            return
+        while True:
+            try:
+                data = os.read(worker.fd, 4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_worker_pipe(worker)
+                return
+            for message in worker.decoder.feed(data):
+                if message.kind is MessageKind.READY:
+                    self._feed(WorkerReady(worker.wid))
+                elif message.kind is MessageKind.BEAT:
+                    self._feed(WorkerBeat(worker.wid))
+                elif message.kind is MessageKind.STOPPING:
+                    self._feed(WorkerStopping(worker.wid))
+                else:
+                    self._feed(WorkerFailed(worker.wid, message.reason))
+
+    def _close_worker_pipe(self, worker: _Worker) -> None:
+        if worker.fd is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(worker.fd)
+        with contextlib.suppress(OSError):
+            os.close(worker.fd)
+        worker.fd = None
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self._upgrade_pid:
+                self._on_upgrade_exit(code)
+                continue
+            worker = self.workers.get(pid)
+            if worker is None:
+                continue
+            self._read_worker(pid)  # messages written just before the exit come first
+            del self.workers[pid]
+            self._close_worker_pipe(worker)
+            self.pids.pop(worker.wid, None)
+            if code < 0:
+                self._feed(ChildExited(worker.wid, signal=-code))
+            else:
+                self._feed(ChildExited(worker.wid, code=code))
+
+    def _on_reload_wakeup(self) -> None:
+        assert self.reloader is not None
+        changed = self.reloader.drain()
+        if self.reloader.error is not None:
+            self.logger.error("--reload: %s", self.reloader.error)
+            self.reloader.error = None
+        if not changed:
+            return
+        config_file = os.path.abspath(self.config_file) if self.config_file else None
+        if config_file is not None and config_file in changed:
+            self._feed(SignalReceived(Sig.HUP))
+        else:
+            cwd = os.getcwd()
+            self._feed(FilesChanged(tuple(os.path.relpath(p, cwd) for p in changed)))
+
+    # ------------------------------------------------------------------ commands
+
+    def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            match command:
+                case Spawn():
+                    self._spawn(command)
+                case Kill(wid=wid, sig=sig):
+                    pid = self.pids.get(wid)
+                    if pid is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, to_signal(sig))
+                case Notify(message=message):
+                    systemd.notify(message)
+                case Log(level=level, message=message):
+                    self.logger.log(_LEVELS[level], message)
+                case ReloadConfig():
+                    self._pending.append(self._reload_config())
+                case Reexec():
+                    self._reexec()
+                case Booted():
+                    self._on_booted()
+                case HandOver():
+                    self.handed_over = True
+                    if self._upgrade_pid is not None:
+                        systemd.notify(f"MAINPID={self._upgrade_pid}")
+                case WritePidfile():
+                    if self.config.pid_path:
+                        from hypercorn.arbiter.pidfile import write_pidfile
+
+                        with contextlib.suppress(BootError):
+                            write_pidfile(self.config.pid_path)
+                case CloseSlot(slot=slot):
+                    self._close_slot(slot)
+                case Halt():
+                    self.halt = command
+                case Exit(code=code):
+                    self.exit_code = code
+                case _:  # pragma: no cover
+                    raise AssertionError(command)
+
+    def _sockets_for(self, slot: int) -> Sockets:
+        if slot == 0:
+            return self.listeners.base
+        if slot not in self.listeners.slots:
+            if self.config.reuse_port:
+                self.listeners.slots[slot] = reuse_port_clone(
+                    self.listeners.base, self.config.backlog
+                )
+            else:
+                return self.listeners.base
+        return self.listeners.slots[slot]
+
+    def _master_fds(self) -> list[int]:
+        fds = [w.fd for w in self.workers.values() if w.fd is not None]
+        if self._signals is not None:
+            fds.extend(self._signals.fds)
+        if self.reloader is not None:
+            fds.extend(self.reloader.fds)
+        fds.extend(fd for fd in (self._upgrade_read_fd, self.upgrade_fd) if fd is not None)
+        selector_fileno = getattr(self._selector, "fileno", None)
+        if selector_fileno is not None:
+            fds.append(selector_fileno())
+        return fds
+
+    def _spawn(self, command: Spawn) -> None:
+        from hypercorn.workers.process import WorkerSpec, worker_main
+
+        try:
+            sockets = self._sockets_for(command.slot)
+        except BootError as exc:
+            self._pending.append(WorkerFailed(command.wid, str(exc)))
+            self._pending.append(ChildExited(command.wid, code=EXIT_BOOT_ERROR))
+            return
+        mine = {id(sock) for sock in all_sockets(sockets)}
+        others = [
+            sock
+            for extra in (self.listeners.base, *self.listeners.slots.values())
+            for sock in all_sockets(extra)
+            if id(sock) not in mine
+        ]
+        read_fd, write_fd = os.pipe()
+        spec = WorkerSpec(
+            config=self.config,
+            sockets=sockets,
+            channel_fd=write_fd,
+            master_pid=self.master_pid,
+            slot=command.slot,
+            generation=command.generation,
+            app=self.app,
+            close_fds=[read_fd, *self._master_fds()],
+            close_sockets=list({id(s): s for s in others}.values()),
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            with warnings.catch_warnings():
+                # 3.12+ warns about fork() with threads; the reloader's thread holds no locks
+                # the worker needs.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            self._pending.append(WorkerFailed(command.wid, f"cannot fork a worker: {exc}"))
+            self._pending.append(ChildExited(command.wid, code=EXIT_FAILURE))
+            return
+        if pid == 0:
+            worker_main(spec)  # never returns
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.workers[pid] = _Worker(command.wid, pid, read_fd)
+        self.pids[command.wid] = pid
+        self.core.set_pid(command.wid, pid)
+        self._selector.register(read_fd, selectors.EVENT_READ, pid)
+
+    def _close_slot(self, slot: int) -> None:
+        sockets = self.listeners.slots.pop(slot, None)
+        if sockets is None:
+            return
+        keep = {id(sock) for sock in all_sockets(self.listeners.base)}
+        for extra in self.listeners.slots.values():
+            keep.update(id(sock) for sock in all_sockets(extra))
+        for sock in all_sockets(sockets):
+            if id(sock) not in keep:
+                sock.close()
+
+    def _reload_config(self) -> ConfigReloaded:
+        if self.cli_args is None:
+            return ConfigReloaded(
+                None, "started from Python rather than the command line: nothing to re-read"
+            )
+        from hypercorn.conf.cli import config_from_args
+
+        try:
+            new = config_from_args(self.cli_args)
+        except Exception as exc:  # ConfigError, or anything a Python config file raises
+            return ConfigReloaded(None, " ".join(str(exc).split()) or type(exc).__name__)
+        except SystemExit:
+            return ConfigReloaded(None, "the configuration exited instead of loading")
+        if (new.bind, new.insecure_bind, new.quic_bind) != (
+            self.config.bind,
+            self.config.insecure_bind,
+            self.config.quic_bind,
+        ):
+            self.logger.warning("bind changes take effect on restart or SIGUSR2 only")
+        self.config = new
+        return ConfigReloaded(core_settings(new))
+
+    def _on_booted(self) -> None:
+        if self.reporter is not None:
+            self.reporter.ready()
+        if self.upgrade_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.upgrade_fd, b"R")
+            with contextlib.suppress(OSError):
+                os.close(self.upgrade_fd)
+            self.upgrade_fd = None
+
+    # ------------------------------------------------------------------ SIGUSR2
+
+    def _reexec(self) -> None:
+        slots = {0: self.listeners.base, **self.listeners.slots}
+        fds_value, fds = upgrade_env(slots)
+        read_fd, write_fd = os.pipe()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        env[FDS_ENV] = fds_value
+        env[UPGRADE_FD_ENV] = str(write_fd)
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            self._pending.append(UpgradeFailed(f"cannot fork: {exc}"))
+            return
+        if pid == 0:  # pragma: no cover - replaced by exec
+            try:
+                signal.set_wakeup_fd(-1)
+                env[FDS_PID_ENV] = str(os.getpid())
+                for fd in (*fds, write_fd):
+                    os.set_inheritable(fd, True)
+                os.close(read_fd)
+                os.execve(sys.executable, argv, env)
+            finally:
+                os._exit(127)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._upgrade_pid = pid
+        self._upgrade_read_fd = read_fd
+        self._selector.register(read_fd, selectors.EVENT_READ, "upgrade")
+        self.logger.info("new master %d started", pid)
+
+    def _on_upgrade_pipe(self) -> None:
+        fd = self._upgrade_read_fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if b"R" in data:
+            self._feed(UpgradeReady())
+        if not data or b"R" in data:
+            self._close_upgrade_pipe()
+
+    def _close_upgrade_pipe(self) -> None:
+        fd, self._upgrade_read_fd = self._upgrade_read_fd, None
+        if fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _on_upgrade_exit(self, code: int) -> None:
+        self._upgrade_pid = None
+        self._close_upgrade_pipe()
+        if self.handed_over:
+            return
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        self._feed(UpgradeFailed(f"the new master {how} before it was ready"))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> None:
+        # Normally every worker has been reaped by now; after a crash of the loop itself,
+        # make sure none is left behind holding the port.
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for worker in self.workers.values():
+            self._close_worker_pipe(worker)
+        self._close_upgrade_pipe()
+        if self.reloader is not None:
+            self.reloader.close()
+        if self._signals is not None:
+            self._signals.close()
+        with contextlib.suppress(Exception):
+            self._selector.close()

@@ -1,0 +1,123 @@
+"""Where and how the server listens."""
+
+from __future__ import annotations
+
+from hypercorn.conf import parsers as p
+from hypercorn.conf.setting import Setting, SettingsHolder
+
+__all__ = ["ServerSettings"]
+
+
+def _root_path(value: object) -> str:
+    # Upstream strips trailing slashes on assignment so "/api/" and "/api" behave the same.
+    return p.string(value).rstrip("/")
+
+
+root_path_parser = p.Parser(_root_path, type_name="str", expects="a string")
+
+
+class ServerSettings(SettingsHolder):
+    """Listening sockets and the application they serve."""
+
+    application_path = Setting(
+        "",
+        parse=p.string,
+        section="server",
+        metavar="MODULE:APP",
+        help="""The application to serve, as `path.to.module:attribute` (`module` alone means
+        `module:app`; `module:factory()` calls a factory). Set by the positional CLI argument,
+        or in a config file.""",
+    )
+    bind = Setting(
+        ["127.0.0.1:8000"],
+        parse=p.address_list,
+        section="server",
+        flags=("-b", "--bind"),
+        action="append",
+        metavar="ADDRESS",
+        help="""The TCP host/address to bind to. Should be either host:port, host, unix:path or
+        fd://num, e.g. 127.0.0.1:5000, 127.0.0.1, unix:/tmp/socket or fd://33 respectively.
+        Repeat the flag to bind several addresses. When TLS is configured these are the secure
+        binds.""",
+    )
+    insecure_bind: Setting[list[str]] = Setting(
+        [],
+        parse=p.address_list,
+        section="server",
+        flags=("--insecure-bind",),
+        action="append",
+        metavar="ADDRESS",
+        help="""The TCP host/address to bind to without TLS, even when TLS is configured. See
+        *bind* for the formats. Take care: see the HTTP to HTTPS redirection docs.""",
+    )
+    quic_bind: Setting[list[str]] = Setting(
+        [],
+        parse=p.address_list,
+        section="server",
+        flags=("--quic-bind",),
+        action="append",
+        metavar="ADDRESS",
+        help="""The UDP host/address to serve HTTP/3 (QUIC) on. Requires TLS and the `h3`
+        extra. See *bind* for the formats.""",
+    )
+    backlog = Setting(
+        100,
+        parse=p.positive_int,
+        section="server",
+        flags=("--backlog",),
+        metavar="INT",
+        help="The maximum number of pending connections queued by the kernel per listener.",
+    )
+    reuse_port = Setting(
+        False,
+        parse=p.boolean,
+        section="server",
+        flags=("--reuse-port",),
+        action="store_true",
+        help="""Set SO_REUSEPORT on TCP listeners and give each worker its own listening socket,
+        so the kernel balances new connections across workers.""",
+    )
+    root_path = Setting(
+        "",
+        parse=root_path_parser,
+        section="server",
+        flags=("--root-path",),
+        metavar="PATH",
+        help="""The ASGI `root_path` given to the application, for serving under a URL
+        prefix. A trailing slash is removed.""",
+    )
+    server_names: Setting[list[str]] = Setting(
+        [],
+        parse=p.string_list,
+        section="server",
+        flags=("--server-name",),
+        action="append",
+        metavar="HOSTNAME",
+        help="""The hostnames that can be served; requests for any other host are answered with
+        404. Empty (the default) serves every host.""",
+    )
+    umask = Setting(
+        None,
+        parse=p.umask,
+        section="server",
+        flags=("-m", "--umask"),
+        metavar="MASK",
+        help="""The permission bit mask applied while creating unix sockets, e.g. 0o007. Strings
+        with a leading zero are read as octal.""",
+    )
+    user = Setting(
+        None,
+        parse=p.user_id,
+        section="server",
+        flags=("-u", "--user"),
+        metavar="UID",
+        help="User (id or name) to own any unix sockets; applied together with *group*.",
+    )
+    group = Setting(
+        None,
+        parse=p.group_id,
+        section="server",
+        flags=("-g", "--group"),
+        metavar="GID",
+        help="Group (id or name) to own any unix sockets; applied together with *user*.",
+    )

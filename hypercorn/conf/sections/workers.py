@@ -1,0 +1,119 @@
+"""How many workers run, of which kind, and how they start, stop and recycle."""
+
+from __future__ import annotations
+
+from hypercorn.conf import parsers as p
+from hypercorn.conf.setting import Setting, SettingsHolder
+
+__all__ = ["WORKER_CLASSES", "WorkerSettings"]
+
+WORKER_CLASSES = ("asyncio", "uvloop", "trio")
+
+
+class WorkerSettings(SettingsHolder):
+    """Worker processes and their lifecycle."""
+
+    workers = Setting(
+        1,
+        parse=p.non_negative_int,
+        section="workers",
+        flags=("-w", "--workers"),
+        metavar="INT",
+        help="""The number of worker processes to spawn and use. 0 serves from the current
+        process without an arbiter.""",
+    )
+    worker_class = Setting(
+        "asyncio",
+        parse=p.one_of(*WORKER_CLASSES),
+        section="workers",
+        flags=("-k", "--worker-class"),
+        metavar="CLASS",
+        help="""The type of worker to use. Options include asyncio, uvloop (pip install
+        hypercorn[uvloop]), and trio (pip install hypercorn[trio]).""",
+    )
+    max_requests = Setting(
+        None,
+        parse=p.optional(p.positive_int),
+        section="workers",
+        flags=("--max-requests",),
+        metavar="INT",
+        help="""Maximum number of requests a worker will process before restarting gracefully.
+        None (the default) disables recycling.""",
+    )
+    max_requests_jitter = Setting(
+        0,
+        parse=p.non_negative_int,
+        section="workers",
+        flags=("--max-requests-jitter",),
+        metavar="INT",
+        help="""Adds randint(0, max_requests_jitter) to max_requests per worker, so workers do
+        not all restart at once.""",
+    )
+    max_connections = Setting(
+        None,
+        parse=p.optional(p.positive_int),
+        section="workers",
+        flags=("--max-connections",),
+        metavar="INT",
+        help="""Maximum number of simultaneous connections per worker; further connections wait
+        in the listen backlog. None (the default) is unlimited.""",
+    )
+    graceful_timeout = Setting(
+        3.0,
+        parse=p.non_negative_float,
+        section="workers",
+        flags=("--graceful-timeout",),
+        metavar="SECONDS",
+        help="""Time to wait after SIGTERM or Ctrl-C for any remaining requests (tasks) to
+        complete before they are cancelled.""",
+    )
+    timeout = Setting(
+        30.0,
+        parse=p.positive_float,
+        section="workers",
+        flags=("-t", "--timeout"),
+        metavar="SECONDS",
+        help="""Worker heartbeat timeout: a worker whose event loop has not reported for this
+        long is killed and replaced.""",
+    )
+    startup_timeout = Setting(
+        60.0,
+        parse=p.positive_float,
+        section="workers",
+        metavar="SECONDS",
+        help="Time the ASGI lifespan startup may take before the worker gives up.",
+    )
+    shutdown_timeout = Setting(
+        60.0,
+        parse=p.positive_float,
+        section="workers",
+        metavar="SECONDS",
+        help="Time the ASGI lifespan shutdown may take before it is abandoned.",
+    )
+    preload_app = Setting(
+        False,
+        parse=p.boolean,
+        section="workers",
+        flags=("--preload",),
+        action="store_true",
+        help="""Import the application in the arbiter before forking workers: faster worker
+        boot and shared memory, but code reloads need a full restart.""",
+    )
+    use_reloader = Setting(
+        False,
+        parse=p.boolean,
+        section="workers",
+        flags=("--reload",),
+        action="store_true",
+        help="Enable automatic reloads on code changes (needs the `reload` extra).",
+    )
+    reload_dirs: Setting[list[str]] = Setting(
+        [],
+        parse=p.string_list,
+        section="workers",
+        flags=("--reload-dir",),
+        action="append",
+        metavar="DIR",
+        help="""Directories to watch for changes when *use_reloader* is on. Repeatable. Empty
+        (the default) watches the current directory.""",
+    )

@@ -1,0 +1,354 @@
+"""The ASGI HTTP stream: one request/response exchange, for every HTTP version.
+
+Theory of operation
+-------------------
+An ``AsgiHttpStream`` sits between a *wire* (HTTP/1.1 today; HTTP/2 and HTTP/3 reuse it) and
+the ASGI application, and knows nothing about framing. The wire feeds it request facts
+(``body_received``, ``end_received``, ``peer_closed``); the app's messages come in through
+``app_send``, are checked against the ASGI rules, and go out through the wire's
+``StreamWire`` methods. Received messages wait in ``inbox`` until the app's ``receive()``
+takes them with ``receive_nowait``; when the inbox is empty the driver parks the app and sets
+``waiter``, which the stream calls (once) when the next message arrives.
+
+Response states (``AsgiHttpState``)::
+
+    REQUEST --start--> STARTED --body--> RESPONSE --body(more_body=False)--> CLOSED
+                          |                  \\--body(more_body=False), trailers--> TRAILERS
+                          \\--body(more_body=False)--> CLOSED / TRAILERS       |
+                                                                 trailers(more_trailers=False)
+                                                                               v
+                                                                            CLOSED
+
+Rules:
+
+1. The response head goes to the wire together with the first body message (ASGI: a server
+   must not start the response before the first body message), so the wire can choose
+   Content-Length when the whole body is known and write head and body at once.
+2. Anything the app does wrong raises ``AppProtocolError`` out of ``app_send`` *after* the
+   stream has cleaned up: a 500 if the head was not written yet, otherwise the wire aborts
+   the stream (HTTP/1.1 closes the connection, so a truncated body never looks complete).
+   The stream is then CLOSED and every later ``app_send`` raises again.
+3. Once the peer is gone (``peer_closed``) the app gets ``http.disconnect`` and its sends are
+   silently dropped (upstream Hypercorn: "allow the app to finish after close").
+4. After the response is complete ``receive`` returns ``http.disconnect``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from hypercorn.protocols.errors import AppProtocolError
+from hypercorn.protocols.headers import check_status
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+Message: TypeAlias = "dict[str, Any]"
+Headers: TypeAlias = "list[tuple[bytes, bytes]]"
+
+ASGI_SPEC_VERSION = "2.3"
+
+
+class AsgiHttpState(Enum):
+    REQUEST = "request"  # waiting for http.response.start
+    STARTED = "started"  # start received, head not written (waits for the first body)
+    RESPONSE = "response"  # head written, body streaming
+    TRAILERS = "trailers"  # body complete, trailers expected
+    CLOSED = "closed"  # response complete, failed, or the peer is gone
+
+
+class StreamWire(Protocol):
+    """What a stream needs from its wire protocol. Every call is synchronous.
+
+    The wire validates what it serialises (header names/values) and raises
+    ``AppProtocolError`` *before* writing anything when they are unacceptable.
+    ``end=True`` completes the response; the wire may then recycle the connection.
+    """
+
+    def send_head(
+        self,
+        stream: AsgiHttpStream,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        end: bool,
+        now: float,
+    ) -> None: ...
+
+    def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None: ...
+
+    def send_trailers(
+        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
+    ) -> None: ...
+
+    def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
+        """Answer ``status`` with an empty body (only before the head was written)."""
+
+    def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
+        """The response cannot be completed: make the peer see an incomplete response."""
+
+    def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
+        """The app called ``receive()`` while ``stream.notify_on_read`` was set."""
+
+
+_DISCONNECT_TYPE = "http.disconnect"
+
+
+class AsgiHttpStream:
+    """One ASGI HTTP exchange. See the module docstring."""
+
+    __slots__ = (
+        "app_done",
+        "buffered",
+        "disconnected",
+        "head_written",
+        "inbox",
+        "method",
+        "notify_on_read",
+        "response_length",
+        "scope",
+        "start_time",
+        "state",
+        "status",
+        "stream_id",
+        "task",
+        "trailers_expected",
+        "waiter",
+        "_headers",
+        "_trailers",
+        "_wire",
+    )
+
+    def __init__(
+        self, wire: StreamWire, scope: dict[str, Any], stream_id: int, now: float
+    ) -> None:
+        self._wire = wire
+        self.scope = scope
+        self.stream_id = stream_id
+        self.method: str = scope["method"]
+        self.start_time = now
+        self.state = AsgiHttpState.REQUEST
+        self.inbox: deque[Message] = deque()
+        #: Called once when a message is queued; set by the driver while the app waits.
+        self.waiter: Callable[[], object] | None = None
+        #: Ask the wire (``app_reading``) the next time the app calls receive().
+        self.notify_on_read = False
+        #: Bytes of request body queued in ``inbox``.
+        self.buffered = 0
+        self.disconnected = False
+        self.head_written = False
+        self.app_done = False
+        self.trailers_expected = False
+        self.status: int | None = None
+        self.response_length = 0
+        #: The driver's handle on the app task (anything with ``cancel()``), if any.
+        self.task: object = None
+        self._headers: Iterable[tuple[bytes, bytes]] = ()
+        self._trailers: list[tuple[bytes, bytes]] = []
+
+    # -- wire side -------------------------------------------------------------------------
+
+    def _push(self, message: Message) -> None:
+        self.inbox.append(message)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter()
+
+    def body_received(self, data: bytes) -> None:
+        """A piece of request body arrived (``data`` is not empty)."""
+        if self.disconnected:
+            return
+        self.buffered += len(data)
+        self._push({"type": "http.request", "body": data, "more_body": True})
+
+    def end_received(self) -> None:
+        """The request is complete."""
+        if self.disconnected:
+            return
+        self._push({"type": "http.request", "body": b"", "more_body": False})
+
+    def peer_closed(self) -> None:
+        """The peer went away (or the connection was closed under us): disconnect the app."""
+        if self.disconnected:
+            return
+        self.disconnected = True
+        if self.state is not AsgiHttpState.CLOSED:
+            self.state = AsgiHttpState.CLOSED
+            self._push({"type": _DISCONNECT_TYPE})
+        elif self.waiter is not None:
+            # Response was complete: an app waiting in receive() is woken to see disconnect.
+            self._push({"type": _DISCONNECT_TYPE})
+
+    # -- app side --------------------------------------------------------------------------
+
+    def receive_nowait(self, now: float) -> Message | None:
+        """The next message for the app's ``receive()``, or None if it must wait."""
+        inbox = self.inbox
+        message: Message | None = None
+        if inbox:
+            message = inbox.popleft()
+            if self.buffered:
+                self.buffered -= len(message.get("body", b""))
+        elif self.state is AsgiHttpState.CLOSED:
+            message = {"type": _DISCONNECT_TYPE}
+        if self.notify_on_read:
+            self.notify_on_read = False
+            self._wire.app_reading(self, now)
+        return message
+
+    def app_send(self, message: Mapping[str, Any], now: float) -> None:
+        """Carry out one message from the app's ``send()``; raises AppProtocolError."""
+        if self.disconnected:
+            return
+        try:
+            self._app_send(message, now)
+        except AppProtocolError:
+            self._fail(now)
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            self._fail(now)
+            raise AppProtocolError(f"malformed ASGI message {message!r}: {exc!r}") from exc
+
+    def _app_send(self, message: Mapping[str, Any], now: float) -> None:
+        mtype = message["type"]
+        state = self.state
+        if mtype == "http.response.body":
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise AppProtocolError(f"body must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            more = message.get("more_body", False)
+            if more:
+                next_state = AsgiHttpState.RESPONSE
+            elif self.trailers_expected:
+                next_state = AsgiHttpState.TRAILERS
+            else:
+                next_state = AsgiHttpState.CLOSED
+            end = next_state is AsgiHttpState.CLOSED
+            if state is AsgiHttpState.RESPONSE:
+                self.state = next_state
+                self.response_length += len(body)
+                self._wire.send_body(self, body, end, now)
+            elif state is AsgiHttpState.STARTED:
+                self.state = next_state
+                self.response_length += len(body)
+                self._wire.send_head(self, self.status, self._headers, body, end, now)  # type: ignore[arg-type]
+                self.head_written = True
+            else:
+                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+        elif mtype == "http.response.start":
+            if state is not AsgiHttpState.REQUEST:
+                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+            self.status = check_status(message["status"])
+            headers = message.get("headers", ())
+            if not isinstance(headers, (list, tuple)):
+                headers = list(headers)
+            self._headers = headers
+            self.trailers_expected = bool(message.get("trailers", False))
+            self.state = AsgiHttpState.STARTED
+        elif mtype == "http.response.trailers":
+            if state is not AsgiHttpState.TRAILERS:
+                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+            self._trailers.extend(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self.state = AsgiHttpState.CLOSED
+                self._wire.send_trailers(self, self._trailers, now)
+        else:
+            raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+
+    def _fail(self, now: float) -> None:
+        if self.disconnected:
+            return
+        self.state = AsgiHttpState.CLOSED
+        if self.head_written:
+            self._wire.abort_stream(self, now)
+        else:
+            self.status = 500
+            self._wire.send_error(self, 500, now)
+
+    def app_finished(self, now: float) -> None:
+        """The app returned or raised. An unstarted response becomes a 500; an unfinished one
+        is aborted."""
+        self.app_done = True
+        self.waiter = None
+        if self.disconnected or self.state is AsgiHttpState.CLOSED:
+            return
+        self._fail(now)
+
+
+# -- scope building ------------------------------------------------------------------------
+
+_HTTP_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0", b"2": "2", b"3": "3"}
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    """(raw_path, query_string) from a request target, accepting absolute-form."""
+    path, _, query = target.partition(b"?")
+    if path[:1] != b"/" and path != b"*":
+        # absolute-form ("http://host/path"): keep the path part only.
+        scheme_sep = path.find(b"://")
+        if scheme_sep != -1:
+            slash = path.find(b"/", scheme_sep + 3)
+            path = path[slash:] if slash != -1 else b"/"
+    return path, query
+
+
+def decode_path(raw_path: bytes) -> str:
+    """Percent-decode ``raw_path`` and decode it as UTF-8 (invalid bytes replaced)."""
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    return raw_path.decode("utf-8", "replace")
+
+
+def build_scope(
+    *,
+    http_version: bytes,
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    scheme: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any] | None,
+    tls: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The ASGI HTTP scope, built once per request."""
+    raw_path, query_string = split_target(target)
+    extensions: dict[str, Any] = {"http.response.trailers": {}}
+    if tls is not None:
+        extensions["tls"] = dict(tls)
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": ASGI_SPEC_VERSION},
+        "http_version": _HTTP_VERSIONS.get(http_version) or http_version.decode("ascii"),
+        "method": method.decode("ascii").upper(),
+        "scheme": scheme,
+        "path": decode_path(raw_path),
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "extensions": extensions,
+    }
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope
+
+
+def host_allowed(headers: Headers, server_names: tuple[str, ...]) -> bool:
+    """Config ``server_names``: with names configured, the Host must be one of them."""
+    if not server_names:
+        return True
+    for name, value in headers:
+        if name == b"host" or name == b":authority":
+            return value.decode("latin-1") in server_names
+    return False

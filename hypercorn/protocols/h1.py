@@ -1,0 +1,596 @@
+"""HTTP/1.1 server connection: keep-alive, pipelining, framing and deadlines.
+
+Theory of operation
+-------------------
+Requests come in through an ``H1Parser`` (``h1_parser.py``), one at a time; each becomes an
+``AsgiHttpStream`` (``asgi_http.py``) that the driver runs the app for. Responses are
+serialised here (the parser never writes), so every parser shares the same response rules.
+Effects go straight to the ``ConnectionSink`` (see ``connection.py``).
+
+Rule 1 - one exchange at a time. A new request is parsed only after the previous response
+is complete *and* the previous request was read to its end. Bytes of a pipelined request
+that arrive while a response is outstanding stay in the parser (it reports ``PAUSED``) and
+reading from the socket is paused until the response is done; responses therefore leave
+in request order.
+
+Rule 2 - never a truncated body that looks complete. If the response cannot be completed
+(the app raised or returned early, or broke its own Content-Length) the connection is closed
+without the terminating chunk or the missing bytes. Keep-alive survives only exchanges where
+the request was fully read before the response head was written, so no request-body bytes
+are ever mistaken for a new request.
+
+Rule 3 - framing is chosen when the head is written: the app's Content-Length if given;
+otherwise Content-Length of the whole body when the first body message is also the last;
+otherwise chunked (HTTP/1.1) or close-delimited (HTTP/1.0). HEAD, 204 and 304 responses
+carry no body bytes whatever the app sends.
+
+Deadlines (one at a time, plus the write deadline), reported by ``next_deadline``:
+
+====================  ======================================  ==================================
+phase                 deadline                                 on expiry
+====================  ======================================  ==================================
+IDLE (new conn)       accept + header_read_timeout             close
+IDLE (keep-alive)     end of last response + keep_alive_timeout  close
+HEAD                  first byte + header_read_timeout         408, close
+BODY                  last body byte + read_timeout (reading,  408 (if no response yet), close
+                      not waiting for 100-continue)
+RESPONDING            none (the app takes the time it takes)   -
+any, write blocked    blocked since + write_timeout            abort
+====================  ======================================  ==================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any
+
+from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
+from hypercorn.protocols.connection import ConnectionSink
+from hypercorn.protocols.errors import AppProtocolError, RemoteProtocolError
+from hypercorn.protocols.h1_parser import (
+    CLOSED,
+    END_OF_MESSAGE,
+    NEED_DATA,
+    PAUSED,
+    H1Parser,
+    RequestHead,
+)
+from hypercorn.protocols.headers import DateCache, check_header, is_token, status_line
+from hypercorn.protocols.limits import ProtocolLimits
+
+
+class H1Phase(Enum):
+    IDLE = "idle"  # between requests
+    HEAD = "head"  # part of a request head received
+    BODY = "body"  # request body expected
+    RESPONDING = "responding"  # request read; response outstanding
+    CLOSED = "closed"
+
+
+class Framing(Enum):
+    CONTENT_LENGTH = "content-length"
+    CHUNKED = "chunked"
+    CLOSE_DELIMITED = "close-delimited"
+    NONE = "none"  # HEAD / 204 / 304: no body bytes on the wire
+
+
+_NO_BODY_STATUSES = frozenset((204, 304))
+_SPECIAL_HEADERS = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"date", b"server")
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_CONNECTION_CLOSE = b"connection: close\r\n"
+_CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
+_STREAM_ID = 1
+
+
+def _parse_content_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise AppProtocolError(f"invalid content-length {value!r}")
+    return int(value)
+
+
+class H1Connection:
+    """One HTTP/1.1 connection's protocol state. See the module docstring."""
+
+    __slots__ = (
+        "_body_limit",
+        "_body_paused",
+        "_chunk_trailers_ok",
+        "_client",
+        "_closed",
+        "_continue_pending",
+        "_dates",
+        "_deadline",
+        "_eof",
+        "_extra_lines",
+        "_framing",
+        "_head",
+        "_keep_alive",
+        "_limits",
+        "_parser",
+        "_phase",
+        "_pipeline_paused",
+        "_read_timeout",
+        "_remaining",
+        "_request_done",
+        "_response_started",
+        "_scheme",
+        "_server",
+        "_server_line",
+        "_shutting_down",
+        "_sink",
+        "_state",
+        "_stream",
+        "_tls",
+        "_write",
+        "_write_deadline",
+    )
+
+    def __init__(
+        self,
+        *,
+        sink: ConnectionSink,
+        parser: H1Parser,
+        limits: ProtocolLimits,
+        dates: DateCache,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        ssl: bool,
+        tls: Mapping[str, Any] | None,
+        state: dict[str, Any] | None,
+        now: float,
+    ) -> None:
+        self._sink = sink
+        self._write = sink.write
+        self._parser = parser
+        self._limits = limits
+        self._dates: DateCache | None = dates if limits.include_date_header else None
+        self._server_line = (
+            b"server: " + limits.server_header + _CRLF if limits.server_header else b""
+        )
+        self._extra_lines = b"".join(name + b": " + value + _CRLF for name, value in limits.extra_headers)
+        self._read_timeout = limits.read_timeout
+        self._body_limit = limits.body_buffer_size
+        self._client = client
+        self._server = server
+        self._scheme = "https" if ssl else "http"
+        self._tls = tls
+        self._state = state
+        self._stream: AsgiHttpStream | None = None
+        self._head: RequestHead | None = None
+        self._phase = H1Phase.IDLE
+        self._deadline: float | None = now + limits.header_read_timeout
+        self._write_deadline: float | None = None
+        self._keep_alive = True
+        self._request_done = False
+        self._response_started = False
+        self._continue_pending = False
+        self._chunk_trailers_ok = False
+        self._framing = Framing.NONE
+        self._remaining = 0
+        self._body_paused = False
+        self._pipeline_paused = False
+        self._shutting_down = False
+        self._eof = False
+        self._closed = False
+
+    # -- driver side -----------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return self._stream is None and self._phase is H1Phase.IDLE
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def phase(self) -> H1Phase:
+        return self._phase
+
+    def next_deadline(self) -> float | None:
+        deadline = self._deadline
+        write_deadline = self._write_deadline
+        if write_deadline is None:
+            return deadline
+        if deadline is None or write_deadline < deadline:
+            return write_deadline
+        return deadline
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self._closed:
+            return
+        if data:
+            phase = self._phase
+            if phase is H1Phase.IDLE:
+                self._phase = H1Phase.HEAD
+                self._deadline = now + self._limits.header_read_timeout
+            elif phase is H1Phase.BODY and self._deadline is not None:
+                self._deadline = now + self._read_timeout  # type: ignore[operator]
+        else:
+            self._eof = True
+        self._parser.feed(data)
+        self._process(now)
+
+    def handle_deadline(self, now: float) -> None:
+        if self._closed:
+            return
+        write_deadline = self._write_deadline
+        if write_deadline is not None and now >= write_deadline:
+            self._closed = True
+            self._phase = H1Phase.CLOSED
+            self._deadline = self._write_deadline = None
+            if self._stream is not None:
+                self._stream.peer_closed()
+            self._sink.abort()
+            return
+        deadline = self._deadline
+        if deadline is None or now < deadline:
+            return
+        phase = self._phase
+        if phase is H1Phase.HEAD or (phase is H1Phase.BODY and not self._response_started):
+            self._write_error(408, now)
+        self._close()
+
+    def write_paused(self, now: float) -> None:
+        if not self._closed:
+            self._write_deadline = now + self._limits.write_timeout
+
+    def write_resumed(self, now: float) -> None:
+        self._write_deadline = None
+
+    def start_shutdown(self, now: float) -> None:
+        if self._closed:
+            return
+        self._shutting_down = True
+        self._keep_alive = False
+        if self._stream is None and self._phase is H1Phase.IDLE:
+            self._close()
+
+    def connection_lost(self) -> None:
+        self._closed = True
+        self._phase = H1Phase.CLOSED
+        self._deadline = self._write_deadline = None
+        if self._stream is not None:
+            self._stream.peer_closed()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _process(self, now: float) -> None:
+        parser = self._parser
+        while not self._closed:
+            try:
+                event = parser.next_event()
+            except RemoteProtocolError as exc:
+                self._protocol_error(exc, now)
+                return
+            event_type = type(event)
+            if event_type is bytes:
+                stream = self._stream
+                if stream is not None and not stream.disconnected:
+                    stream.body_received(event)  # type: ignore[arg-type]
+                    if stream.buffered > self._body_limit and not self._body_paused:
+                        self._body_paused = True
+                        stream.notify_on_read = True
+                        self._deadline = None
+                        if not self._pipeline_paused:
+                            self._sink.pause_reading()
+            elif event is NEED_DATA:
+                return
+            elif event_type is RequestHead:
+                self._start_request(event, now)  # type: ignore[arg-type]
+            elif event is END_OF_MESSAGE:
+                self._request_complete(now)
+            elif event is PAUSED:
+                if not self._pipeline_paused:
+                    self._pipeline_paused = True
+                    if not self._body_paused:
+                        self._sink.pause_reading()
+                return
+            elif event is CLOSED:
+                self._peer_gone()
+                return
+            else:  # pragma: no cover
+                raise AssertionError(f"unexpected parser event {event!r}")
+
+    def _start_request(self, head: RequestHead, now: float) -> None:
+        if head.http_version != b"1.1" and head.http_version != b"1.0":
+            self._protocol_error(RemoteProtocolError("unsupported HTTP version", status_hint=505), now)
+            return
+        self._head = head
+        self._keep_alive = head.keep_alive and not self._shutting_down
+        self._request_done = False
+        self._response_started = False
+        self._continue_pending = head.expect_continue and head.has_body
+        scope = build_scope(
+            http_version=head.http_version,
+            method=head.method,
+            target=head.target,
+            headers=head.headers,
+            scheme=self._scheme,
+            client=self._client,
+            server=self._server,
+            root_path=self._limits.root_path,
+            state=self._state,
+            tls=self._tls,
+        )
+        stream = AsgiHttpStream(self, scope, _STREAM_ID, now)
+        self._stream = stream
+        if head.has_body:
+            self._phase = H1Phase.BODY
+            if self._continue_pending:
+                stream.notify_on_read = True
+                self._deadline = None
+            elif self._read_timeout is not None:
+                self._deadline = now + self._read_timeout
+            else:
+                self._deadline = None
+        else:
+            self._phase = H1Phase.RESPONDING
+            self._deadline = None
+        if self._limits.server_names and not host_allowed(head.headers, self._limits.server_names):
+            stream.status = 404
+            self._write_error(404, now)
+            self._close()
+            return
+        self._sink.start_app(stream)
+
+    def _request_complete(self, now: float) -> None:
+        self._request_done = True
+        self._continue_pending = False
+        if self._phase is not H1Phase.CLOSED:
+            self._phase = H1Phase.RESPONDING
+            self._deadline = None
+        stream = self._stream
+        if stream is not None:
+            stream.end_received()
+
+    def _peer_gone(self) -> None:
+        self._close()
+
+    def _protocol_error(self, exc: RemoteProtocolError, now: float) -> None:
+        if not self._eof and not self._response_started:
+            self._write_error(exc.status_hint, now)
+            if self._stream is not None:
+                self._stream.status = exc.status_hint
+        self._close()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._phase = H1Phase.CLOSED
+        self._deadline = self._write_deadline = None
+        stream = self._stream
+        if stream is not None:
+            stream.peer_closed()
+        self._sink.close()
+
+    def _write_error(self, status: int, now: float) -> None:
+        dates = self._dates
+        self._response_started = True
+        self._write(
+            b"".join(
+                (
+                    status_line(status),
+                    b"content-length: 0\r\n",
+                    _CONNECTION_CLOSE,
+                    dates.line(now) if dates is not None else b"",
+                    self._server_line,
+                    self._extra_lines,
+                    _CRLF,
+                )
+            )
+        )
+
+    # -- writing (StreamWire) ---------------------------------------------------------------
+
+    def send_head(
+        self,
+        stream: AsgiHttpStream,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        end: bool,
+        now: float,
+    ) -> None:
+        if stream is not self._stream or self._closed:
+            return
+        head = self._head
+        assert head is not None
+        keep_alive = self._keep_alive and self._request_done
+        no_body_status = status in _NO_BODY_STATUSES
+        is_head = head.method == b"HEAD"
+        parts = [status_line(status)]
+        append = parts.append
+        app_lines = 0
+        content_length: int | None = None
+        has_date = has_server = False
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes or is_token(name) is None:
+                check_header(name, value)  # raises with a precise message
+            lname = name.lower()
+            if lname in _SPECIAL_HEADERS:
+                if lname == b"content-length":
+                    length = _parse_content_length(value)
+                    if content_length is not None and content_length != length:
+                        raise AppProtocolError("conflicting content-length headers")
+                    content_length = length
+                    if status == 204:
+                        continue
+                elif lname == b"transfer-encoding":
+                    continue  # framing is ours to choose (Rule 3)
+                elif lname == b"connection":
+                    if b"close" in value.lower():
+                        keep_alive = False
+                elif lname == b"date":
+                    has_date = True
+                else:
+                    has_server = True
+            append(name)
+            append(b": ")
+            append(value)
+            append(_CRLF)
+            app_lines += 1
+        if app_lines:
+            block = b"".join(parts[1:])
+            if (
+                block.count(b"\n") != app_lines
+                or block.count(b"\r") != app_lines
+                or b"\x00" in block
+            ):
+                for name, value in headers:
+                    check_header(name, value)
+        # Framing (Rule 3).
+        if no_body_status:
+            framing = Framing.NONE
+        elif content_length is not None:
+            framing = Framing.NONE if is_head else Framing.CONTENT_LENGTH
+            self._remaining = content_length
+        elif end:
+            framing = Framing.NONE if is_head else Framing.CONTENT_LENGTH
+            self._remaining = len(body)
+            if body or not is_head:
+                append(b"content-length: %d\r\n" % len(body))
+        elif head.http_version == b"1.1":
+            framing = Framing.NONE if is_head else Framing.CHUNKED
+            append(_CHUNKED_HEADER)
+        else:
+            framing = Framing.NONE if is_head else Framing.CLOSE_DELIMITED
+            keep_alive = False
+        if stream.trailers_expected and framing is Framing.CHUNKED:
+            self._chunk_trailers_ok = _accepts_trailers(head.headers)
+        self._framing = framing
+        if not keep_alive:
+            self._keep_alive = False
+            append(_CONNECTION_CLOSE)
+        dates = self._dates
+        if dates is not None and not has_date:
+            append(dates.line(now))
+        if not has_server and self._server_line:
+            append(self._server_line)
+        if self._extra_lines:
+            append(self._extra_lines)
+        append(_CRLF)
+        framed, short = self._frame(body, end)
+        self._response_started = True
+        self._continue_pending = False
+        stream.head_written = True
+        stream.status = status
+        if framed:
+            append(framed)
+        self._write(b"".join(parts))
+        if short:
+            raise AppProtocolError("response body shorter than its content-length")
+        if end:
+            self._response_complete(now)
+
+    def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
+        """(bytes to write for this body piece, content-length left unfilled at the end)."""
+        framing = self._framing
+        if framing is Framing.CHUNKED:
+            if data:
+                data = b"".join((b"%x\r\n" % len(data), data, _CRLF))
+                return (data + _LAST_CHUNK if end else data), False
+            return (_LAST_CHUNK if end else b""), False
+        if framing is Framing.CONTENT_LENGTH:
+            remaining = self._remaining - len(data)
+            if remaining < 0:
+                raise AppProtocolError("response body longer than its content-length")
+            self._remaining = remaining
+            return data, end and remaining > 0
+        if framing is Framing.CLOSE_DELIMITED:
+            return data, False
+        return b"", False
+
+    def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
+        if stream is not self._stream or self._closed:
+            return
+        framed, short = self._frame(data, end)
+        if framed:
+            self._write(framed)
+        if short:
+            raise AppProtocolError("response body shorter than its content-length")
+        if end:
+            self._response_complete(now)
+
+    def send_trailers(
+        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
+    ) -> None:
+        if stream is not self._stream or self._closed:
+            return
+        framing = self._framing
+        if framing is Framing.CHUNKED:
+            if self._chunk_trailers_ok:
+                lines = [b"0\r\n"]
+                for name, value in headers:
+                    check_header(name, value)
+                    lines.append(b"%s: %s\r\n" % (name, value))
+                lines.append(_CRLF)
+                self._write(b"".join(lines))
+            else:
+                self._write(_LAST_CHUNK)
+        elif framing is Framing.CONTENT_LENGTH and self._remaining:
+            raise AppProtocolError("response body shorter than its content-length")
+        self._response_complete(now)
+
+    def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
+        if stream is not self._stream or self._closed:
+            return
+        if not self._response_started:
+            self._write_error(status, now)
+        self._close()
+
+    def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
+        if stream is self._stream:
+            self._close()
+
+    def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
+        if stream is not self._stream or self._closed:
+            return
+        read_deadline = None if self._read_timeout is None else now + self._read_timeout
+        if self._continue_pending:
+            self._continue_pending = False
+            if not self._response_started:
+                self._write(_CONTINUE)
+            if self._phase is H1Phase.BODY and not self._body_paused:
+                self._deadline = read_deadline
+        if self._body_paused:
+            if stream.buffered <= self._body_limit // 2:
+                self._body_paused = False
+                if self._phase is H1Phase.BODY:
+                    self._deadline = read_deadline
+                if not self._pipeline_paused:
+                    self._sink.resume_reading()
+            else:
+                stream.notify_on_read = True
+
+    # -- recycling -------------------------------------------------------------------------
+
+    def _response_complete(self, now: float) -> None:
+        if not self._keep_alive or not self._request_done:
+            self._close()
+            return
+        # Next cycle (Rule 1).
+        self._stream = None
+        self._head = None
+        self._parser.start_next_cycle()
+        self._phase = H1Phase.IDLE
+        self._deadline = now + self._limits.keep_alive_timeout
+        if self._pipeline_paused or self._body_paused:
+            self._pipeline_paused = self._body_paused = False
+            self._sink.resume_reading()
+        self._process(now)
+
+
+def _accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"te" and b"trailers" in value.lower():
+            return True
+    return False

@@ -1,0 +1,43 @@
+"""ProtocolLimits: the frozen subset of Config the protocol core needs.
+
+The worker builds one instance per process (``hypercorn.workers.driver.limits_from_config``)
+and hands it to every connection; ``protocols/`` never imports ``conf/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolLimits:
+    #: Largest request head (request line + headers) h11 buffers before answering 431
+    #: (Config ``h11_max_incomplete_size``).
+    max_incomplete_size: int = 16 * 1024
+    #: Longest request line (method, target, version) before answering 414.
+    max_request_line_size: int = 8192
+    #: Most header fields in one request before answering 431.
+    max_header_count: int = 100
+    #: Seconds an idle keep-alive connection is kept open (Config ``keep_alive_timeout``).
+    keep_alive_timeout: float = 5.0
+    #: Seconds the whole request head may take to arrive, from its first byte (and, on a new
+    #: connection, from the accept).
+    header_read_timeout: float = 10.0
+    #: Seconds without request-body progress, while the body is expected, before closing.
+    #: None disables it.
+    read_timeout: float | None = 60.0
+    #: Seconds the peer may leave our write buffer above its high-water mark.
+    write_timeout: float = 60.0
+    #: Bytes of request body buffered for an app that is not reading before we stop reading.
+    body_buffer_size: int = 64 * 1024
+    #: The ASGI ``root_path``.
+    root_path: str = ""
+    #: Allowed Host values; empty means any (Config ``server_names``). Others get 404.
+    server_names: tuple[str, ...] = ()
+    #: Add a ``date`` header to responses (Config ``include_date_header``).
+    include_date_header: bool = True
+    #: Value of the ``server`` header for HTTP/1.1 responses, or None to send none
+    #: (Config ``include_server_header``; upstream sends ``hypercorn-h11``).
+    server_header: bytes | None = b"hypercorn-h11"
+    #: Extra headers added to every response (for example ``alt-svc``).
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()

@@ -1,0 +1,156 @@
+"""WSGI (PEP 3333) environ building and ``start_response`` validation.
+
+Pure functions: no threads, no event loop, no clock. The thread hop and the streaming of the
+response live in ``hypercorn.workers.wsgi_bridge``; this module only turns an ASGI HTTP scope
+plus the request body into an environ, and a WSGI status line plus header list into the
+``(status_code, [(name, value), ...])`` pair an ASGI ``http.response.start`` message carries.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+from typing import Any
+
+__all__ = [
+    "InvalidPathError",
+    "WSGIResponseError",
+    "build_environ",
+    "encode_response_headers",
+    "parse_status",
+]
+
+
+class InvalidPathError(Exception):
+    """The request path does not lie under the configured ``root_path`` (answered with 404)."""
+
+
+class WSGIResponseError(Exception):
+    """The application broke PEP 3333 in ``start_response`` (bad status or headers)."""
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+
+# RFC 9110 token characters for header names.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# CR, LF and NUL would let an application (or the data it echoes) split the response.
+_FORBIDDEN_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def build_environ(scope: Mapping[str, Any], body: bytes, errors: Any = None) -> dict[str, Any]:
+    """Build a PEP 3333 environ for an ASGI HTTP ``scope`` whose whole body is ``body``.
+
+    ``SCRIPT_NAME`` is the scope's ``root_path`` and ``PATH_INFO`` the rest of the path, both
+    as the latin-1 decoding of their UTF-8 bytes ("bytes-as-unicode"). Repeated request
+    headers are joined with ``","``. Raises ``InvalidPathError`` when the path does not start
+    with ``root_path``.
+    """
+    path: str = scope["path"]
+    script_name: str = scope.get("root_path", "") or ""
+    if script_name:
+        if path == script_name or path.startswith(script_name + "/"):
+            path = path[len(script_name) :] or "/"
+        elif script_name.endswith("/") and path.startswith(script_name):
+            path = "/" + path[len(script_name) :]
+            script_name = script_name[:-1]
+        else:
+            raise InvalidPathError(path)
+
+    scheme: str = scope.get("scheme", "http") or "http"
+    server = scope.get("server")
+    if server is None:
+        server_name, server_port = "localhost", _DEFAULT_PORTS.get(scheme, "80")
+    else:
+        server_name = str(server[0])
+        port = server[1] if len(server) > 1 else None
+        server_port = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
+
+    query_string: bytes = scope.get("query_string", b"")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": _bytes_as_unicode(script_name),
+        "PATH_INFO": _bytes_as_unicode(path),
+        "QUERY_STRING": query_string.decode("latin-1"),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": BytesIO(body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    client = scope.get("client")
+    if client is not None:
+        environ["REMOTE_ADDR"] = str(client[0])
+        if len(client) > 1 and client[1] is not None:
+            environ["REMOTE_PORT"] = str(client[1])
+
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        if name == "content-length":
+            key = "CONTENT_LENGTH"
+        elif name == "content-type":
+            key = "CONTENT_TYPE"
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        value = raw_value.decode("latin-1")
+        existing = environ.get(key)
+        environ[key] = value if existing is None else existing + "," + value
+    return environ
+
+
+def _bytes_as_unicode(text: str) -> str:
+    # PEP 3333 "native strings": the UTF-8 bytes of the path, each byte one code point.
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def parse_status(status: object) -> int:
+    """Validate a WSGI status line (``"200 OK"``) and return its numeric code."""
+    if not isinstance(status, str):
+        raise WSGIResponseError(f"status must be a str, got {type(status).__name__}")
+    code = status[:3]
+    if (
+        len(code) != 3
+        or not code.isdigit()
+        or not code.isascii()
+        or (len(status) > 3 and status[3] != " ")
+        or _FORBIDDEN_VALUE.search(status) is not None
+    ):
+        raise WSGIResponseError(f"invalid status line {status!r}, expected e.g. '200 OK'")
+    value = int(code)
+    if value < 100:
+        raise WSGIResponseError(f"invalid status code {value} in {status!r}")
+    return value
+
+
+def encode_response_headers(headers: object) -> list[tuple[bytes, bytes]]:
+    """Validate a WSGI header list and encode it for ASGI (lower-case latin-1 names)."""
+    if not isinstance(headers, list):
+        raise WSGIResponseError(f"headers must be a list, got {type(headers).__name__}")
+    encoded: list[tuple[bytes, bytes]] = []
+    for header in headers:
+        if not isinstance(header, tuple) or len(header) != 2:
+            raise WSGIResponseError(f"each header must be a (name, value) tuple, got {header!r}")
+        name, value = header
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise WSGIResponseError(f"header name and value must be str, got {header!r}")
+        if _TOKEN.fullmatch(name) is None:
+            raise WSGIResponseError(f"invalid header name {name!r}")
+        if _FORBIDDEN_VALUE.search(value) is not None:
+            raise WSGIResponseError(f"invalid character in header {name!r}: {value!r}")
+        try:
+            encoded.append((name.lower().encode("ascii"), value.encode("latin-1")))
+        except UnicodeEncodeError as error:
+            raise WSGIResponseError(f"header {name!r} is not latin-1: {value!r}") from error
+    return encoded
+
+
+def has_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bool:
+    """True if the encoded (lower-case) header list contains ``name``."""
+    return any(key == name for key, _ in headers)

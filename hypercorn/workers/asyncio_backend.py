@@ -1,0 +1,447 @@
+"""The asyncio implementation of the per-loop contract (``backend.py``); uvloop reuses it.
+
+Hot path: ``_StreamProtocol`` is both the ``asyncio.Protocol`` and our ``Transport``; its
+``data_received`` calls the driver's directly, and ``pause_writing``/``resume_writing``
+drive ``drain`` (uvicorn's flow control). Accepting is our own loop on ``add_reader`` rather
+than ``loop.create_server``, for two things ``create_server`` cannot do: stop accepting at
+``max_connections``, and back off quietly (one log line a second at most) on EMFILE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import errno
+import functools
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from hypercorn.workers.backend import (
+    BackendName,
+    ConnectionHandler,
+    ConnectionInfo,
+    ExceptionMapping,
+    Listener,
+    OnConnection,
+    ServeOptions,
+    TransportClosed,
+    TransportTimeout,
+    map_exceptions,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from hypercorn.workers.backend import AsyncEvent
+
+    Ts = TypeVarTuple("Ts")
+
+T = TypeVar("T")
+
+_logger = logging.getLogger("hypercorn.error")
+
+_EXHAUSTION = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: Seconds between accept retries after resource exhaustion, and between log lines about it.
+_EXHAUSTION_BACKOFF = 0.1
+_EXHAUSTION_LOG_INTERVAL = 1.0
+
+EXCEPTIONS: ExceptionMapping = {
+    asyncio.TimeoutError: TransportTimeout,
+    TimeoutError: TransportTimeout,
+    ConnectionError: TransportClosed,
+    ssl.SSLError: TransportClosed,
+    OSError: TransportClosed,
+}
+
+
+def _address(addr: Any) -> tuple[str, int] | None:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (str(addr[0]), int(addr[1]))
+    return None
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """An accepted connection: asyncio Protocol below, our ``Transport`` above."""
+
+    __slots__ = (
+        "_closing",
+        "_drain_waiters",
+        "_handler",
+        "_info",
+        "_loop",
+        "_on_lost",
+        "_options",
+        "_paused",
+        "_transport",
+        "_tls",
+        "_on_connection",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_connection: OnConnection,
+        options: ServeOptions,
+        on_lost: Callable[[], None],
+        tls: bool,
+    ) -> None:
+        self._loop = loop
+        self._on_connection = on_connection
+        self._options = options
+        self._on_lost = on_lost
+        self._tls = tls
+        self._paused = False
+        self._closing = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._transport: asyncio.Transport | None = None
+        self._handler: ConnectionHandler | None = None
+        self._info = ConnectionInfo(client=None, server=None)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport = transport
+        options = self._options
+        transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
+        sock = transport.get_extra_info("socket")
+        family = sock.family if sock is not None else socket.AF_INET
+        if family == getattr(socket, "AF_UNIX", None):
+            client = None
+            server: tuple[str, int | None] | None = (str(transport.get_extra_info("sockname")), None)
+        else:
+            client = _address(transport.get_extra_info("peername"))
+            server = _address(transport.get_extra_info("sockname"))
+        alpn = None
+        tls_info: dict[str, Any] | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            alpn = ssl_object.selected_alpn_protocol()
+            tls_info = {
+                "server_cert": None,
+                "client_cert_chain": [],
+                "client_cert_name": None,
+                "client_cert_error": None,
+                "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
+                "cipher_suite": None,
+            }
+        self._info = ConnectionInfo(
+            client=client, server=server, ssl=self._tls, alpn_protocol=alpn, tls=tls_info
+        )
+        try:
+            self._handler = self._on_connection(self)
+        except Exception:
+            _logger.exception("Error setting up a connection")
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        handler = self._handler
+        if handler is not None:
+            handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._handler is not None:
+            self._handler.eof_received()
+        # Keep the write side open for the response unless TLS (asyncio can't half-close it).
+        return None if self._tls else True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(TransportClosed("connection lost"))
+        self._drain_waiters.clear()
+        handler = self._handler
+        self._handler = None
+        if handler is not None:
+            handler.connection_lost()
+        self._on_lost()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self._handler is not None:
+            self._handler.write_paused()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+        if self._handler is not None:
+            self._handler.write_resumed()
+
+    # -- Transport -----------------------------------------------------------------------------
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return self._info
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._paused
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data: bytes) -> None:
+        if not self._closing:
+            self._transport.write(data)  # type: ignore[union-attr]
+
+    async def drain(self) -> None:
+        if self._closing:
+            raise TransportClosed("connection closed")
+        if not self._paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    def pause_reading(self) -> None:
+        if not self._closing:
+            self._transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if not self._closing:
+            self._transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._transport.close()  # type: ignore[union-attr]
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
+
+
+class AsyncioBackend:
+    """``Backend`` on the running asyncio (or uvloop) event loop."""
+
+    def __init__(self, name: BackendName = "asyncio") -> None:
+        self._name: BackendName = name
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.now = self._loop.time  # type: ignore[method-assign]
+
+    @property
+    def name(self) -> BackendName:
+        return self._name
+
+    def now(self) -> float:  # replaced per instance by the loop's bound ``time``
+        return self._loop.time()
+
+    def event(self) -> AsyncEvent:
+        return asyncio.Event()
+
+    def spawn(
+        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
+    ) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = self._loop.create_task(fn(*args))  # type: ignore[arg-type]
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        else:
+            self._task_done(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _logger.error("Unhandled error in a worker task", exc_info=task.exception())
+
+    def call_at(self, deadline: float, fn: Callable[[], object]) -> asyncio.TimerHandle:
+        return self._loop.call_at(deadline, fn)
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        self._loop.call_soon(fn)
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        self._loop.call_soon_threadsafe(fn)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_event(self, event: AsyncEvent, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return event.is_set()
+        return True
+
+    async def run_sync(self, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts]) -> T:
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, fn, *args)
+        return await self._loop.run_in_executor(None, call)
+
+    def add_signal_handler(self, signum: int, fn: Callable[[], object]) -> None:
+        self._loop.add_signal_handler(signum, fn)
+
+    def remove_signal_handler(self, signum: int) -> None:
+        self._loop.remove_signal_handler(signum)
+
+    async def serve(
+        self,
+        listeners: Sequence[Listener],
+        on_connection: OnConnection,
+        stop: AsyncEvent,
+        options: ServeOptions,
+    ) -> None:
+        acceptor = _Acceptor(self._loop, listeners, on_connection, options)
+        acceptor.start()
+        try:
+            await stop.wait()
+        finally:
+            acceptor.stop()
+
+
+class _Acceptor:
+    """Accept loop over ``add_reader`` with max_connections and EMFILE back-off."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listeners: Sequence[Listener],
+        on_connection: OnConnection,
+        options: ServeOptions,
+    ) -> None:
+        self._loop = loop
+        self._listeners = listeners
+        self._on_connection = on_connection
+        self._options = options
+        self._open = 0
+        self._reading = False
+        self._stopped = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._last_log = -_EXHAUSTION_LOG_INTERVAL
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        for listener in self._listeners:
+            listener.sock.setblocking(False)
+        self._set_reading(True)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._set_reading(False)
+        if self._retry is not None:
+            self._retry.cancel()
+
+    def _set_reading(self, on: bool) -> None:
+        if on == self._reading:
+            return
+        self._reading = on
+        for listener in self._listeners:
+            if on:
+                self._loop.add_reader(listener.sock.fileno(), self._accept, listener)
+            else:
+                self._loop.remove_reader(listener.sock.fileno())
+
+    def _can_accept(self) -> bool:
+        limit = self._options.max_connections
+        return not self._stopped and (limit is None or self._open < limit)
+
+    def _accept(self, listener: Listener) -> None:
+        for _ in range(128):
+            if not self._can_accept():
+                self._set_reading(False)
+                return
+            try:
+                conn, _addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _EXHAUSTION:
+                    self._exhausted(exc)
+                    return
+                # ECONNABORTED and friends: that one connection is gone; keep accepting.
+                continue
+            conn.setblocking(False)
+            if conn.family != getattr(socket, "AF_UNIX", None):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._open += 1
+            self._connect(conn, listener.ssl_context)
+
+    def _exhausted(self, exc: OSError) -> None:
+        now = self._loop.time()
+        if now - self._last_log >= _EXHAUSTION_LOG_INTERVAL:
+            self._last_log = now
+            _logger.error(
+                "Out of resources accepting connections (%s); backing off", exc.strerror
+            )
+        self._set_reading(False)
+        self._retry = self._loop.call_later(_EXHAUSTION_BACKOFF, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._can_accept():
+            self._set_reading(True)
+
+    def _lost(self) -> None:
+        self._open -= 1
+        if not self._reading and self._retry is None and self._can_accept():
+            self._set_reading(True)
+
+    def _connect(self, conn: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        protocol = _StreamProtocol(
+            self._loop, self._on_connection, self._options, self._lost, ssl_context is not None
+        )
+        task = self._loop.create_task(self._handshake(conn, ssl_context, protocol))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(
+        self, conn: socket.socket, ssl_context: ssl.SSLContext | None, protocol: _StreamProtocol
+    ) -> None:
+        try:
+            with map_exceptions(EXCEPTIONS):
+                await self._loop.connect_accepted_socket(
+                    lambda: protocol,
+                    conn,
+                    ssl=ssl_context,
+                    ssl_handshake_timeout=(
+                        self._options.ssl_handshake_timeout if ssl_context is not None else None
+                    ),
+                )
+        except (TransportClosed, TransportTimeout) as exc:
+            _logger.debug("Connection failed during setup: %s", exc)
+            conn.close()
+            self._lost()
+
+
+def run(
+    main: Callable[[Any], Awaitable[T]],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    name: BackendName = "asyncio",
+) -> T:
+    """Run ``main(backend)`` on a new event loop made by ``loop_factory``."""
+
+    async def _main() -> T:
+        if sys.version_info >= (3, 12):
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        return await main(AsyncioBackend(name))
+
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_main())
+    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_main())
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

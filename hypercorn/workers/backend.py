@@ -1,0 +1,318 @@
+"""The whole per-loop contract: everything above this file is written once.
+
+A *backend* adapts one event loop (asyncio, uvloop, trio) to the small vocabulary below. The
+connection driver, lifespan, the WSGI bridge and ``serve()`` are written against these
+Protocols only, so they never import ``asyncio`` or ``trio`` (``tests/test_layering.py``
+enforces that). Every backend passes the same conformance suite,
+``tests/workers/test_backend_conformance.py``.
+
+Vocabulary
+----------
+``Backend``
+    The loop-wide services: the monotonic clock, events, tasks, timers, threads, signals and
+    the accept loop.
+``Transport``
+    One accepted connection as seen from above: non-blocking ``write``, ``drain`` for
+    back-pressure, reading flow control and closing. Data flows *up* through a
+    ``ConnectionHandler`` (implemented by the driver) whose methods the backend calls
+    synchronously from the loop (``asyncio.Protocol.data_received`` on asyncio, a reader task
+    on trio).
+``TransportClosed`` / ``TransportTimeout``
+    The only two exceptions the code above sees from a transport. Backends translate their
+    native errors (``ConnectionResetError``, ``BrokenPipeError``, ``ssl.SSLError``,
+    ``trio.BrokenResourceError``, ...) with ``map_exceptions`` and one table each (httpcore's
+    idea); the native exception is kept as ``__cause__``.
+
+Threading: every method here must be called from the loop's thread, except
+``Backend.call_soon_threadsafe``.
+
+Cancellation: ``TaskHandle.cancel()`` raises the loop's cancellation exception
+(``asyncio.CancelledError`` / ``trio.Cancelled``) inside the task at its current ``await``.
+Both derive from ``BaseException``, so code above that catches ``Exception`` (for example
+around an ASGI app) never swallows a cancellation by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import socket
+    import ssl
+
+    from typing_extensions import TypeVarTuple, Unpack
+
+    Ts = TypeVarTuple("Ts")
+
+T = TypeVar("T")
+
+BackendName = Literal["asyncio", "uvloop", "trio"]
+
+
+class TransportClosed(Exception):  # noqa: N818 - a state, like h11's "RemoteProtocolError"
+    """The connection is gone: the peer reset or closed it, or we closed it ourselves.
+
+    Raised by ``Transport.drain`` when the connection is lost while (or before) waiting. The
+    backend's native exception, if any, is ``__cause__``.
+    """
+
+
+class TransportTimeout(Exception):  # noqa: N818
+    """A transport-level operation exceeded its deadline (for example the TLS handshake)."""
+
+
+ExceptionMapping = Mapping[type[BaseException], type[Exception]]
+
+
+@contextlib.contextmanager
+def map_exceptions(mapping: ExceptionMapping) -> Iterator[None]:
+    """Translate native exceptions into the contract's vocabulary.
+
+    The first entry in ``mapping`` whose key matches (``isinstance``) wins, so put subclasses
+    before their bases. Exceptions that match nothing propagate unchanged, as do
+    ``BaseException``s that are not ``Exception``s (cancellation, ``KeyboardInterrupt``).
+    """
+    try:
+        yield
+    except Exception as exc:
+        for native, ours in mapping.items():
+            if isinstance(exc, native):
+                raise ours(str(exc) or type(exc).__name__) from exc
+        raise
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionInfo:
+    """Facts about a connection fixed when it is accepted (after the TLS handshake, if any).
+
+    ``client`` / ``server`` use the ASGI scope's shapes: ``(host, port)`` for TCP. For a Unix
+    socket ``client`` is ``None`` and ``server`` is ``(path, None)`` (upstream Hypercorn's
+    shape).
+    """
+
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    #: True when the connection is TLS (scheme "https"/"wss").
+    ssl: bool = False
+    #: The ALPN protocol the TLS handshake selected ("h2", "http/1.1") or None.
+    alpn_protocol: str | None = None
+    #: The contents of the ASGI ``tls`` scope extension (``server_cert``,
+    #: ``client_cert_chain``, ``tls_version``, ``cipher_suite``) or None without TLS.
+    tls: Mapping[str, Any] | None = None
+
+
+class ConnectionHandler(Protocol):
+    """The receiving side of one connection; implemented by the driver, called by the backend.
+
+    Every method is called synchronously from the loop, never concurrently, and in this order:
+    any number of ``data_received`` / ``write_paused`` / ``write_resumed``, then at most one
+    ``eof_received``, then exactly one ``connection_lost`` (also after ``Transport.close()`` or
+    ``abort()`` initiated by us). None of them may block or raise: an exception escaping
+    them is a bug, and the backend aborts the connection and logs it.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived, in order. ``data`` is never empty."""
+
+    def eof_received(self) -> None:
+        """The peer closed its sending side (TCP FIN, TLS close_notify). No more data follows.
+
+        The transport stays open for writing until ``close()``; over TLS a backend may close it
+        right after this call.
+        """
+
+    def connection_lost(self) -> None:
+        """The connection is closed for good: writes are now dropped and ``drain`` raises."""
+
+    def write_paused(self) -> None:
+        """The write buffer went above the high-water mark (the peer is not reading)."""
+
+    def write_resumed(self) -> None:
+        """The write buffer drained below the low-water mark."""
+
+
+class Transport(Protocol):
+    """One connection, as seen by the driver. Created by the backend, handed to ``on_connection``.
+
+    Buffering: ``write`` never blocks and never raises; it appends to an unbounded buffer that
+    the backend flushes as the socket allows. Back-pressure is cooperative: when the buffer is
+    above the high-water mark ``writing_paused`` is True and ``drain()`` waits until it falls
+    below the low-water mark. Producers (the ASGI ``send``) check ``writing_paused`` first and
+    only ``await drain()`` when it is True, which keeps the common case free of awaits.
+
+    Closing: ``close()`` flushes what is buffered, then closes; ``abort()`` drops the buffer and
+    closes at once (used for a peer that stopped reading). Both are idempotent and safe after
+    the peer went away; after either, ``write`` silently drops data.
+    """
+
+    @property
+    def info(self) -> ConnectionInfo:
+        """Addresses and TLS facts, fixed at accept time."""
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while the write buffer is above the high-water mark."""
+
+    @property
+    def is_closing(self) -> bool:
+        """True once ``close``/``abort`` was called or the connection was lost."""
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for sending. Never blocks; dropped silently once closing."""
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below the low-water mark.
+
+        Returns at once when it already is. Raises ``TransportClosed`` if the connection is
+        lost before or while waiting. Safe to call from several tasks at once.
+        """
+
+    def pause_reading(self) -> None:
+        """Stop calling ``data_received`` until ``resume_reading``. Idempotent."""
+
+    def resume_reading(self) -> None:
+        """Undo ``pause_reading``. Idempotent."""
+
+    def close(self) -> None:
+        """Flush the write buffer, then close. Idempotent."""
+
+    def abort(self) -> None:
+        """Close now, discarding the write buffer. Idempotent."""
+
+
+class AsyncEvent(Protocol):
+    """A one-shot event (trio semantics: once set it stays set; there is no ``clear``)."""
+
+    def set(self) -> None:
+        """Wake every waiter, now and in future. Idempotent."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> object:
+        """Return once the event is set (immediately if it already is)."""
+
+
+class TaskHandle(Protocol):
+    """A task started with ``Backend.spawn``."""
+
+    def cancel(self) -> object:
+        """Ask the task to stop: it sees the loop's cancellation at its current ``await``.
+        Idempotent; a no-op once the task is done."""
+
+    def done(self) -> bool: ...
+
+
+class TimerHandle(Protocol):
+    """A callback scheduled with ``Backend.call_at``."""
+
+    def cancel(self) -> object:
+        """Stop the callback from running. Idempotent; a no-op once it ran."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A listening stream socket (TCP or Unix) and the TLS context for its connections."""
+
+    sock: socket.socket
+    ssl_context: ssl.SSLContext | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """Accept-loop settings, taken from Config by ``serve()``."""
+
+    #: Stop accepting while this many connections are open (None: no limit). Pending
+    #: connections wait in the kernel backlog and are accepted as others close.
+    max_connections: int | None = None
+    #: Seconds a TLS handshake may take before the connection is dropped.
+    ssl_handshake_timeout: float = 60.0
+    #: Write-buffer marks for ``Transport.writing_paused`` (bytes).
+    write_high_water: int = 64 * 1024
+    write_low_water: int = 16 * 1024
+
+
+#: Builds the handler for a freshly accepted connection; called synchronously by the backend.
+OnConnection = Callable[[Transport], ConnectionHandler]
+
+
+class Backend(Protocol):
+    """The loop-wide services. One instance per running event loop.
+
+    Time: ``now()`` is the loop's monotonic clock, in seconds; every deadline passed to
+    ``call_at`` and to the protocol core uses it.
+
+    Tasks: ``spawn`` starts a task in the worker-wide group and returns immediately (on
+    asyncio 3.12+ the task may run eagerly up to its first real suspension before ``spawn``
+    returns). ``fn`` must handle its own exceptions: one that escapes is logged on
+    ``hypercorn.error`` and otherwise ignored. Cancellation is not logged.
+    """
+
+    @property
+    def name(self) -> BackendName:
+        """ "asyncio", "uvloop" or "trio"."""
+
+    def now(self) -> float:
+        """The loop's monotonic clock."""
+
+    def event(self) -> AsyncEvent:
+        """A new unset one-shot event."""
+
+    def spawn(
+        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
+    ) -> TaskHandle:
+        """Start ``fn(*args)`` as a new task (see the class docstring)."""
+
+    def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:
+        """Run ``fn()`` from the loop once ``now() >= deadline`` (at once if already due).
+
+        Timers fire in deadline order; ``fn`` must not raise.
+        """
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` from the loop on its next iteration (same thread only)."""
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` from the loop; the only method that may be called from other threads."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    async def wait_event(self, event: AsyncEvent, timeout: float | None) -> bool:
+        """Wait for ``event``; True if it is set, False if ``timeout`` seconds passed first."""
+
+    async def run_sync(self, fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts]) -> T:
+        """Run the blocking ``fn(*args)`` in the worker's thread pool and return its result.
+
+        Exceptions from ``fn`` propagate. Cancelling the caller does not stop the thread.
+        """
+
+    def add_signal_handler(self, signum: int, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` from the loop (never inside the signal handler) when ``signum`` arrives.
+
+        Main thread only. Replaces an earlier handler for the same signal.
+        """
+
+    def remove_signal_handler(self, signum: int) -> None:
+        """Restore the default disposition for ``signum``. Idempotent."""
+
+    async def serve(
+        self,
+        listeners: Sequence[Listener],
+        on_connection: OnConnection,
+        stop: AsyncEvent,
+        options: ServeOptions,
+    ) -> None:
+        """Accept connections on every listener until ``stop`` is set, then stop accepting.
+
+        For each accepted connection (after its TLS handshake, which must not block the
+        accept loop) the backend builds a ``Transport`` and calls ``on_connection(transport)``
+        once; the returned handler then receives that connection's data. Returns after the
+        listeners stopped accepting; connections already accepted stay open (the caller
+        shuts them down). Listener sockets are not closed: they belong to the caller.
+
+        Resource exhaustion while accepting (EMFILE/ENFILE/ENOBUFS/ENOMEM) never ends the
+        loop: the backend logs it (at most about once a second), backs off briefly and tries
+        again. A failed TLS handshake is logged at debug level and dropped.
+        """

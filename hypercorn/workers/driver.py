@@ -1,0 +1,325 @@
+"""The connection driver: runs the protocol core on a ``Transport`` (written once, any loop).
+
+One ``ConnectionDriver`` per accepted connection. It is the backend's ``ConnectionHandler``
+(bytes in) and the core's ``ConnectionSink`` (effects out):
+
+* ``data_received`` feeds the core synchronously (uvicorn's fast path), then starts the apps
+  of any streams the core opened during that call and re-arms the connection's one timer.
+* The core writes through the transport's bound ``write``; the ASGI ``send`` awaits
+  ``drain`` only while the transport is above its high-water mark.
+* Each request's app runs as a task from ``backend.spawn``; its ``receive`` takes messages
+  from the stream's inbox and parks on a one-shot event only when the inbox is empty.
+* One timer per connection, re-armed lazily: it is moved only when the core's next deadline
+  becomes *earlier* than the armed one; a timer that fires early (because the deadline
+  moved later) just re-arms itself. Keep-alive traffic therefore costs no timer operations.
+
+``WorkerContext`` holds what all connections of a worker share (app, limits, Date cache,
+lifespan state, loggers, counters) and is what ``serve()`` uses to shut connections down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hypercorn.protocols.h1 import H1Connection
+from hypercorn.protocols.h1_parser import make_parser
+from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.workers.backend import TransportClosed
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+    from hypercorn.protocols.asgi_http import AsgiHttpStream
+    from hypercorn.typing import ASGIApp, Message
+    from hypercorn.workers.backend import AsyncEvent, Backend, TimerHandle, Transport
+
+_error_logger = logging.getLogger("hypercorn.error")
+
+
+def limits_from_config(config: Config) -> ProtocolLimits:
+    """The frozen subset of ``config`` the protocol core needs."""
+    extra = tuple(
+        (name, value)
+        for name, value in config.response_headers("h11")
+        if name not in (b"date", b"server")
+    )
+    return ProtocolLimits(
+        max_incomplete_size=config.h11_max_incomplete_size,
+        max_request_line_size=config.h11_max_request_line_size,
+        max_header_count=config.h11_max_header_count,
+        keep_alive_timeout=config.keep_alive_timeout,
+        header_read_timeout=config.header_read_timeout,
+        read_timeout=config.read_timeout,
+        write_timeout=config.write_timeout,
+        root_path=config.root_path,
+        server_names=tuple(config.server_names),
+        include_date_header=config.include_date_header,
+        server_header=b"hypercorn-h11" if config.include_server_header else None,
+        extra_headers=extra,
+    )
+
+
+class WorkerContext:
+    """Everything the connections of one worker share. Built by ``serve()``."""
+
+    def __init__(
+        self,
+        *,
+        app: ASGIApp,
+        backend: Backend,
+        limits: ProtocolLimits,
+        parser_kind: str = "auto",
+        state: dict[str, Any] | None = None,
+        access_log: Any = None,
+        on_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.limits = limits
+        self.parser_kind = parser_kind
+        self.state = state
+        self.dates = DateCache()
+        self.refresh_clock()
+        #: A ``hypercorn.logging.Logger`` whose ``log_access`` is called per request, or None.
+        self.access_log = access_log if access_log is not None and access_log.access_enabled else None
+        #: Called when each request's app finished (max_requests accounting).
+        self.on_request = on_request
+        self.connections: set[ConnectionDriver] = set()
+        self.running_apps = 0
+        self.requests = 0
+        self._idle_waiter: AsyncEvent | None = None
+
+    def refresh_clock(self) -> None:
+        """Re-measure wall clock minus loop clock (for the Date header)."""
+        self.dates.wall_offset = time.time() - self.backend.now()
+
+    def on_connection(self, transport: Transport) -> ConnectionDriver:
+        """The backend's ``OnConnection``."""
+        return ConnectionDriver(self, transport)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.connections) or self.running_apps > 0
+
+    def _maybe_idle(self) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None and not self.busy:
+            self._idle_waiter = None
+            waiter.set()
+
+    def start_shutdown(self) -> None:
+        """Every connection: finish its in-flight request (Connection: close), close if idle."""
+        now = self.backend.now()
+        for driver in list(self.connections):
+            driver.start_shutdown(now)
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no connection is open and no app runs; False on timeout."""
+        if not self.busy:
+            return True
+        waiter = self._idle_waiter
+        if waiter is None:
+            waiter = self._idle_waiter = self.backend.event()
+        return await self.backend.wait_event(waiter, timeout)
+
+    def abort_all(self) -> None:
+        """Close every connection now and cancel every running app."""
+        for driver in list(self.connections):
+            driver.abort_all()
+
+
+class ConnectionDriver:
+    """Runs one connection's protocol core. See the module docstring."""
+
+    __slots__ = (
+        "_backend",
+        "_core",
+        "_ctx",
+        "_pending",
+        "_streams",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "write",
+    )
+
+    def __init__(self, ctx: WorkerContext, transport: Transport) -> None:
+        self._ctx = ctx
+        self._backend = backend = ctx.backend
+        self._transport = transport
+        #: The sink's ``write`` is the transport's, bound once (no extra call per write).
+        self.write = transport.write
+        self._pending: list[AsgiHttpStream] = []
+        self._streams: set[AsgiHttpStream] = set()
+        self._timer: TimerHandle | None = None
+        self._timer_at: float | None = None
+        info = transport.info
+        self._core = H1Connection(
+            sink=self,
+            parser=make_parser(ctx.parser_kind, ctx.limits),
+            limits=ctx.limits,
+            dates=ctx.dates,
+            client=info.client,
+            server=info.server,
+            ssl=info.ssl,
+            tls=info.tls,
+            state=ctx.state,
+            now=backend.now(),
+        )
+        ctx.connections.add(self)
+        self._after_core()
+
+    @property
+    def core(self) -> H1Connection:
+        return self._core
+
+    # -- ConnectionHandler (called by the backend) -------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._core.receive_data(data, self._backend.now())
+        self._after_core()
+
+    def eof_received(self) -> None:
+        self._core.receive_data(b"", self._backend.now())
+        self._after_core()
+
+    def connection_lost(self) -> None:
+        self._core.connection_lost()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None
+        self._pending.clear()
+        ctx = self._ctx
+        ctx.connections.discard(self)
+        ctx._maybe_idle()
+
+    def write_paused(self) -> None:
+        self._core.write_paused(self._backend.now())
+        self._after_core()
+
+    def write_resumed(self) -> None:
+        self._core.write_resumed(self._backend.now())
+
+    # -- ConnectionSink (called by the core) -------------------------------------------------
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def start_app(self, stream: AsgiHttpStream) -> None:
+        # Only queued: the app starts after the core call returns (no re-entry into the core).
+        self._pending.append(stream)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def start_shutdown(self, now: float) -> None:
+        self._core.start_shutdown(now)
+        self._after_core()
+
+    def abort_all(self) -> None:
+        for stream in list(self._streams):
+            task = stream.task
+            if task is not None:
+                task.cancel()  # type: ignore[attr-defined]
+        self._transport.abort()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _after_core(self) -> None:
+        if self._pending:
+            self._start_pending()
+        deadline = self._core.next_deadline()
+        if deadline is not None:
+            armed = self._timer_at
+            if armed is None or deadline < armed:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = self._backend.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        fired_for = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        core = self._core
+        deadline = core.next_deadline()
+        if deadline is not None and fired_for is not None and deadline <= fired_for:
+            # Loops may fire a timer a hair early (clock resolution): it fired *for* this
+            # deadline, so the deadline has passed.
+            core.handle_deadline(max(self._backend.now(), fired_for))
+        self._after_core()
+
+    def _start_pending(self) -> None:
+        pending = self._pending
+        self._pending = []
+        ctx = self._ctx
+        spawn = self._backend.spawn
+        for stream in pending:
+            if stream.disconnected:
+                continue
+            ctx.running_apps += 1
+            self._streams.add(stream)
+            stream.task = spawn(self._run_app, stream)
+
+    async def _run_app(self, stream: AsgiHttpStream) -> None:
+        ctx = self._ctx
+        backend = self._backend
+        transport = self._transport
+        after_core = self._after_core
+
+        async def receive() -> Message:
+            message = stream.receive_nowait(backend.now())
+            after_core()
+            while message is None:
+                event = backend.event()
+                stream.waiter = event.set
+                await event.wait()
+                message = stream.receive_nowait(backend.now())
+                after_core()
+            return message
+
+        async def send(message: Message) -> None:
+            stream.app_send(message, backend.now())
+            after_core()
+            if transport.writing_paused:
+                try:
+                    await transport.drain()
+                except TransportClosed:
+                    pass  # the core already told the stream; later sends are dropped
+
+        try:
+            await ctx.app(stream.scope, receive, send)
+        except Exception:
+            _error_logger.exception("Error in ASGI Framework")
+        finally:
+            stream.app_finished(backend.now())
+            self._streams.discard(stream)
+            after_core()
+            ctx.running_apps -= 1
+            ctx.requests += 1
+            access_log = ctx.access_log
+            if access_log is not None:
+                access_log.log_access(
+                    stream.scope,
+                    stream.status or 0,
+                    stream.response_length,
+                    backend.now() - stream.start_time,
+                )
+            if ctx.on_request is not None:
+                ctx.on_request()
+            if ctx._idle_waiter is not None:
+                ctx._maybe_idle()

@@ -1,0 +1,173 @@
+"""A worker process's life after ``fork``: set up, load the app, serve, exit with a meaning.
+
+Exit statuses tell the arbiter what happened (``hypercorn.errors``):
+
+- ``EXIT_APP_LOAD_ERROR`` (4): the application could not be imported or built;
+- ``EXIT_BOOT_ERROR`` (3): lifespan startup (or another part of booting) failed;
+- ``EXIT_OK`` (0): a graceful stop (signal, ``max_requests``, master gone);
+- ``EXIT_FAILURE`` (1): anything unexpected (logged with its traceback).
+
+Before a boot-failure exit the worker sends its one-line reason over the heartbeat pipe, so
+the master prints one clear line instead of every worker printing its own.
+
+``worker_main`` never returns: it ends with ``os._exit`` so nothing of the master's stack
+(atexit hooks, finalisers, pid file removal) runs in the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+from hypercorn.errors import (
+    EXIT_APP_LOAD_ERROR,
+    EXIT_BOOT_ERROR,
+    EXIT_FAILURE,
+    EXIT_OK,
+    AppLoadError,
+    BootError,
+)
+
+if TYPE_CHECKING:
+    from hypercorn.arbiter.sockets import Sockets
+    from hypercorn.config import Config
+
+__all__ = ["WorkerSpec", "beat_interval", "worker_main"]
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a forked worker needs, prepared by the runner before ``fork``."""
+
+    config: Config
+    sockets: Sockets
+    channel_fd: int
+    master_pid: int
+    slot: int = 0
+    generation: int = 0
+    #: The application when ``--preload`` imported it in the master.
+    app: object | None = None
+    #: Master-only file descriptors (other workers' pipes, the wakeup pipe, the selector).
+    close_fds: list[int] = field(default_factory=list)
+    #: Listeners of other slots (SO_REUSEPORT): this worker must not keep them open.
+    close_sockets: list[socket.socket] = field(default_factory=list)
+
+
+def beat_interval(timeout: float) -> float:
+    """Beat often enough that a few lost beats never look like a hang."""
+    if timeout <= 0:
+        return 1.0
+    return max(0.05, min(1.0, timeout / 4))
+
+
+def worker_main(spec: WorkerSpec) -> NoReturn:
+    """Run the worker in this (freshly forked) process and exit with a meaningful status."""
+    code = EXIT_FAILURE
+    try:
+        code = _run(spec)
+    except BaseException:  # nothing may escape into the master's stack
+        with contextlib.suppress(BaseException):
+            _error_logger(spec.config).error("worker crashed:\n%s", traceback.format_exc())
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _run(spec: WorkerSpec) -> int:
+    from hypercorn.arbiter.proctitle import set_title, title_for
+    from hypercorn.arbiter.signals import reset_worker_signals
+    from hypercorn.workers.heartbeat import WorkerChannel
+
+    reset_worker_signals()
+    for fd in spec.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    for sock in spec.close_sockets:
+        with contextlib.suppress(OSError):
+            os.close(sock.detach())
+    config = spec.config
+    channel = WorkerChannel(spec.channel_fd, spec.master_pid)
+    # SIGABRT from the master (heartbeat timeout) dumps every thread's stack to the error
+    # log before the process dies: the operator learns where the event loop was stuck.
+    faulthandler.enable(file=_dump_target(config), all_threads=True)
+    set_title(title_for("worker", config.proc_name or config.application_path))
+
+    try:
+        _drop_privileges(config)
+    except OSError as exc:
+        channel.failed(f"cannot switch to user/group {config.user}/{config.group}: {exc}")
+        return EXIT_BOOT_ERROR
+
+    app = spec.app
+    if app is None:
+        from hypercorn.apps import load_app
+
+        try:
+            app = load_app(config.application_path)
+        except AppLoadError as exc:
+            channel.failed(str(exc))
+            return EXIT_APP_LOAD_ERROR
+
+    from hypercorn.workers.serve import WorkerHooks, run_worker_loop
+
+    hooks = WorkerHooks(
+        on_ready=channel.ready,
+        on_beat=channel.beat,
+        beat_interval=beat_interval(config.timeout),
+        on_stopping=channel.stopping,
+    )
+    try:
+        run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)
+    except BootError as exc:
+        channel.failed(str(exc))
+        return EXIT_BOOT_ERROR
+    except AppLoadError as exc:  # e.g. a factory that fails once the loop runs
+        channel.failed(str(exc))
+        return EXIT_APP_LOAD_ERROR
+    finally:
+        channel.close()
+    return EXIT_OK
+
+
+def _drop_privileges(config: Config) -> None:
+    if config.group is not None and config.group != os.getegid():
+        os.setgid(config.group)
+    if config.user is not None and config.user != os.geteuid():
+        if os.geteuid() == 0:
+            import pwd
+
+            with contextlib.suppress(KeyError):
+                name = pwd.getpwuid(config.user).pw_name
+                os.initgroups(name, os.getegid())
+        os.setuid(config.user)
+
+
+_dump_file: IO[Any] | None = None
+
+
+def _dump_target(config: Config) -> IO[Any]:
+    """Where faulthandler writes: the error log file when there is one, else stderr."""
+    global _dump_file
+    errorlog = config.errorlog
+    if isinstance(errorlog, str) and errorlog not in ("", "-"):
+        with contextlib.suppress(OSError):
+            _dump_file = open(errorlog, "a")  # noqa: SIM115 - lives as long as the process
+            return _dump_file
+    return sys.stderr
+
+
+def _error_logger(config: Config) -> logging.Logger:
+    with contextlib.suppress(Exception):
+        logger = config.log.error_logger
+        if logger is not None:
+            return logger
+    return logging.getLogger("hypercorn.error")

@@ -1,0 +1,216 @@
+"""Serving one worker's listeners on one event loop (written once, against ``Backend``).
+
+``serve()`` is the whole life of a worker's loop:
+
+1. wrap the app (ASGI 3 / ASGI 2 / WSGI) and run lifespan startup (failure: ``BootError``);
+2. accept on every listener (``Backend.serve``), one ``ConnectionDriver`` per connection;
+   report ready and beat from inside the loop (``WorkerHooks``);
+3. on a stop request - signal, ``shutdown_trigger``, ``max_requests`` or a beat answering
+   False - stop accepting, let in-flight requests finish within ``graceful_timeout``
+   (answering them with ``Connection: close``; idle keep-alive connections close at once),
+   then abort what is left and run lifespan shutdown. A fast stop (SIGQUIT) skips the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from hypercorn.errors import BootError
+from hypercorn.workers.backend import Listener, ServeOptions
+from hypercorn.workers.driver import WorkerContext, limits_from_config
+
+if TYPE_CHECKING:
+    from hypercorn.arbiter.sockets import Sockets
+    from hypercorn.config import Config
+    from hypercorn.workers.backend import Backend
+
+_logger = logging.getLogger("hypercorn.error")
+
+#: How long aborted connections and cancelled apps get to wind down after graceful_timeout.
+_ABORT_GRACE = 1.0
+#: Wall-clock offset refresh for the Date header when no hooks set a beat interval.
+_CLOCK_REFRESH = 10.0
+
+
+def _no_op() -> None:
+    return None
+
+
+@dataclass
+class WorkerHooks:
+    """How a worker process talks to its arbiter; every callback runs inside the event loop."""
+
+    #: After app load, lifespan startup and listening.
+    on_ready: Callable[[], None]
+    #: Called every ``beat_interval`` from inside the loop; returning False asks for a
+    #: graceful stop.
+    on_beat: Callable[[], bool]
+    beat_interval: float = 1.0
+    #: When a graceful stop begins.
+    on_stopping: Callable[[], None] = _no_op
+
+
+class _Stopper:
+    """Collects stop requests from signals, the trigger, beats and max_requests."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.event = backend.event()
+        self.fast = False
+
+    def graceful(self) -> None:
+        self.event.set()
+
+    def immediate(self) -> None:
+        self.fast = True
+        self.event.set()
+
+
+async def serve(
+    app: object,
+    config: Config,
+    backend: Backend,
+    sockets: Sockets,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    mode: Literal["asgi", "wsgi"] | None = None,
+    hooks: WorkerHooks | None = None,
+) -> None:
+    """Serve ``app`` on ``sockets`` until shut down; see the module docstring.
+
+    ``shutdown_trigger is None`` installs SIGTERM/SIGINT (graceful) and SIGQUIT (fast)
+    handlers for the duration (upstream semantics). The sockets are not closed.
+    """
+    from hypercorn.apps import wrap_app
+    from hypercorn.workers.lifespan import Lifespan, LifespanFailure
+
+    asgi_app = wrap_app(app, config, backend, mode)
+    lifespan = Lifespan(asgi_app, config, backend)
+    try:
+        await lifespan.startup()
+    except LifespanFailure as exc:
+        raise BootError(str(exc)) from exc
+
+    stopper = _Stopper(backend)
+    on_request = None
+    if config.max_requests:
+        limit = config.max_requests + random.randint(0, max(config.max_requests_jitter, 0))
+
+        def on_request() -> None:
+            if ctx.requests >= limit and not stopper.event.is_set():
+                _logger.info("Maximum requests (%d) reached; stopping gracefully", limit)
+                stopper.graceful()
+
+    ctx = WorkerContext(
+        app=asgi_app,
+        backend=backend,
+        limits=limits_from_config(config),
+        parser_kind=config.http1_parser,
+        state=lifespan.state,
+        access_log=config.log,
+        on_request=on_request,
+    )
+    listeners = _listeners(config, sockets)
+    installed: list[int] = []
+    if shutdown_trigger is None:
+        handlers = (
+            (signal.SIGTERM, stopper.graceful),
+            (signal.SIGINT, stopper.graceful),
+            (getattr(signal, "SIGQUIT", None), stopper.immediate),
+        )
+        for signum, handler in handlers:
+            if signum is None:
+                continue
+            try:
+                backend.add_signal_handler(signum, handler)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or no signals here: the caller stops us
+            installed.append(signum)
+    else:
+        backend.spawn(_await_trigger, shutdown_trigger, stopper)
+    backend.spawn(_beat, ctx, stopper, hooks)
+
+    options = ServeOptions(
+        max_connections=config.max_connections,
+        ssl_handshake_timeout=config.ssl_handshake_timeout,
+    )
+    try:
+        if hooks is not None:
+            hooks.on_ready()
+        await backend.serve(listeners, ctx.on_connection, stopper.event, options)
+        if hooks is not None:
+            hooks.on_stopping()
+        if not stopper.fast:
+            ctx.start_shutdown()
+            if not await ctx.wait_idle(config.graceful_timeout):
+                _logger.warning(
+                    "Graceful timeout (%gs) expired; aborting %d connection(s)",
+                    config.graceful_timeout,
+                    len(ctx.connections),
+                )
+        ctx.abort_all()
+        await ctx.wait_idle(_ABORT_GRACE)
+    finally:
+        for signum in installed:
+            backend.remove_signal_handler(signum)
+        stopper.event.set()  # ends the beat loop
+        await lifespan.shutdown()
+
+
+def _listeners(config: Config, sockets: Sockets) -> list[Listener]:
+    listeners = [Listener(sock) for sock in sockets.insecure_sockets]
+    if sockets.secure_sockets:
+        context = config.create_ssl_context()
+        if context is not None:
+            # Only HTTP/1.1 is served until the HTTP/2 wire lands: never let ALPN pick h2.
+            context.set_alpn_protocols(["http/1.1"])
+        listeners.extend(Listener(sock, context) for sock in sockets.secure_sockets)
+    return listeners
+
+
+async def _await_trigger(trigger: Callable[[], Awaitable[object]], stopper: _Stopper) -> None:
+    try:
+        await trigger()
+    except Exception:
+        _logger.exception("shutdown_trigger raised; shutting down")
+    stopper.graceful()
+
+
+async def _beat(ctx: WorkerContext, stopper: _Stopper, hooks: WorkerHooks | None) -> None:
+    interval = hooks.beat_interval if hooks is not None else _CLOCK_REFRESH
+    backend = ctx.backend
+    while not await backend.wait_event(stopper.event, interval):
+        ctx.refresh_clock()
+        if hooks is not None and not hooks.on_beat():
+            stopper.graceful()
+
+
+def run_worker_loop(
+    app: object,
+    config: Config,
+    sockets: Sockets,
+    *,
+    worker_class: str,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    mode: Literal["asgi", "wsgi"] | None = None,
+    hooks: WorkerHooks | None = None,
+) -> None:
+    """Create the event loop for ``worker_class`` and run ``serve(...)`` in it to completion."""
+    from hypercorn.workers import run_with_backend
+
+    async def main(backend: Backend) -> None:
+        await serve(
+            app,
+            config,
+            backend,
+            sockets,
+            shutdown_trigger=shutdown_trigger,
+            mode=mode,
+            hooks=hooks,
+        )
+
+    run_with_backend(worker_class, main)

@@ -1,0 +1,455 @@
+"""Running a WSGI application as ASGI: one thread hop per small response (written once).
+
+Theory of operation
+-------------------
+The loop reads the whole request body (at most ``wsgi_max_body_size`` bytes, else 413), then
+runs the application in the backend's thread pool with ``backend.run_sync``. The pool thread
+builds the environ, calls the app and iterates its result, appending each chunk to a buffer
+shared with the loop (``_Exchange``), and finally calls ``close()`` on the result.
+
+* Fast path: if the thread finishes before ``STREAM_AFTER`` seconds, the loop sends the
+  start message and the whole body at once (with a Content-Length when the app gave none).
+  The only thread hop is ``run_sync`` itself.
+* Streaming: if the thread is still running after ``STREAM_AFTER`` (a timer on the loop), or
+  it buffered more than ``HIGH_WATER`` bytes, the loop starts a sender task. From then on
+  the thread wakes the sender with ``call_soon_threadsafe`` when it buffers a chunk (at most
+  one pending wake-up at a time), and the sender forwards buffered chunks through the ASGI
+  ``send`` (which applies the transport's back-pressure). Back-pressure reaches the thread
+  through the buffer: above ``HIGH_WATER`` unsent bytes it waits until the sender brings the
+  buffer below ``LOW_WATER``. So a slow generator's chunks reach the client promptly and a
+  fast one never outruns a slow client by more than ``HIGH_WATER``.
+
+Rules: every field of ``_Exchange`` that both sides touch is read and written under its
+lock. ``headers_sent`` only ever goes False -> True, on the loop, under the lock, which is what
+``start_response(..., exc_info)`` consults. The thread never calls into the loop except
+through ``Backend.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from hypercorn.protocols.wsgi import (
+    InvalidPathError,
+    WSGIResponseError,
+    build_environ,
+    encode_response_headers,
+    parse_status,
+)
+from hypercorn.typing import ASGIReceive, ASGISend, WSGIApp
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from hypercorn.workers.backend import AsyncEvent, Backend, TaskHandle, TimerHandle
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "STREAM_AFTER", "WSGIBridge"]
+
+#: Seconds after which a still-running application's output is streamed chunk by chunk.
+STREAM_AFTER = 0.005
+#: Unsent bytes at which the application thread waits for the client to catch up.
+HIGH_WATER = 256 * 1024
+#: ...and the level it waits for.
+LOW_WATER = 64 * 1024
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+ExcInfo = tuple[type[BaseException], BaseException, "TracebackType | None"]
+
+
+class WSGIBridge:
+    """An ASGI 3 application running the WSGI application ``app`` in ``backend``'s threads.
+
+    Request bodies above ``max_body_size`` bytes are refused with 413 (``wsgi_max_body_size``).
+    """
+
+    __slots__ = ("app", "backend", "max_body_size")
+
+    def __init__(self, app: WSGIApp, backend: Backend, max_body_size: int) -> None:
+        self.app = app
+        self.backend = backend
+        self.max_body_size = max_body_size
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            # WSGI has no WebSockets: deny the handshake (403).
+            await send({"type": "websocket.close", "code": 1000})
+        elif kind == "lifespan":
+            return  # returning without a reply tells Lifespan it is unsupported
+        else:
+            raise RuntimeError(f"unknown ASGI scope type {kind!r}")
+
+    async def _http(
+        self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        exchange = _Exchange(self.app, self.backend, receive, send, scope, body)
+        await exchange.run()
+
+    async def _read_body(
+        self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
+    ) -> bytes | None:
+        """The whole request body, or None if the client left or it was too large (413 sent)."""
+        limit = self.max_body_size
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    await _send_too_large(send)
+                    return None
+                break
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # http.disconnect
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                await _send_too_large(send)
+                return None
+            return body
+        buffer = bytearray(body)
+        while True:
+            if len(buffer) > limit:
+                await _send_too_large(send)
+                return None
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            buffer += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if len(buffer) > limit:
+            await _send_too_large(send)
+            return None
+        return bytes(buffer)
+
+
+async def _send_too_large(send: ASGISend) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"24"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Request body too large.\n"})
+
+
+class _Exchange:
+    """One request/response between the loop and an application thread (see module doc)."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        backend: Backend,
+        receive: ASGIReceive,
+        send: ASGISend,
+        scope: MutableMapping[str, Any],
+        body: bytes,
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.receive = receive
+        self.send = send
+        self.scope = scope
+        self.body = body
+        self.lock = threading.Lock()
+        self.space: threading.Condition | None = None  # created when the thread must wait
+        # Set by start_response (thread) and read by the loop once the thread is done or under
+        # the lock while streaming.
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_sent = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.streaming = False
+        self.notified = False
+        self.finished = False
+        self.aborted = False
+        # Loop-only fields.
+        self.wake: AsyncEvent | None = None
+        self.sender: TaskHandle | None = None
+        self.sender_done: AsyncEvent | None = None
+        self.watcher: TaskHandle | None = None
+
+    # -- loop side ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.watcher is not None:
+                self.watcher.cancel()
+
+    async def _run(self) -> None:
+        backend = self.backend
+        timer: TimerHandle = backend.call_at(backend.now() + STREAM_AFTER, self._on_timer)
+        try:
+            await backend.run_sync(self._call_app)
+        except Exception:
+            # Flush what the sender already has, then let the driver answer 500 (or abort
+            # the connection if the response had started).
+            timer.cancel()
+            if self.streaming:
+                self._ensure_sender()
+            await self._stop_streaming(abort=False)
+            raise
+        except BaseException:
+            timer.cancel()
+            await self._stop_streaming(abort=True)
+            raise
+        timer.cancel()
+        # The timer may have fired between the thread finishing and this coroutine resuming.
+        if self.streaming:
+            self._ensure_sender()
+            await self._stop_streaming(abort=False)
+            if self.aborted:
+                return
+            if self.headers_sent:
+                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        # The thread is done and nothing was sent yet: the whole response in one go.
+        await self._send_complete()
+
+    async def _send_complete(self) -> None:
+        chunks = self.chunks
+        self.chunks = []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        headers = self.headers
+        status = self.status
+        assert status is not None  # _call_app raised otherwise
+        if (
+            status not in _NO_BODY_STATUSES
+            and status >= 200
+            and self.scope.get("method") != "HEAD"
+            and not any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
+        ):
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        self.headers_sent = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _stop_streaming(self, *, abort: bool) -> None:
+        """Tell the sender the thread is done (or abort it) and wait until it has finished."""
+        with self.lock:
+            self.finished = True
+            if abort:
+                self._abort_locked()
+        if self.wake is not None:
+            self.wake.set()
+        if self.sender is not None and self.sender_done is not None:
+            try:
+                await self.sender_done.wait()
+            except BaseException:
+                self.sender.cancel()
+                with self.lock:
+                    self._abort_locked()
+                raise
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            if self.finished or self.streaming:
+                return
+            self.streaming = True
+            self.notified = True
+        self._ensure_sender()
+
+    def _ensure_sender(self) -> None:
+        if self.sender is None and not self.aborted and not self.finished:
+            self.sender_done = self.backend.event()
+            self.sender = self.backend.spawn(self._sender)
+            # The whole body was read, so the next message is http.disconnect: the client
+            # left, and the application's iteration should stop.
+            self.watcher = self.backend.spawn(self._watch_disconnect)
+
+    async def _watch_disconnect(self) -> None:
+        try:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    break
+        except Exception:
+            return
+        with self.lock:
+            if self.finished and not self.chunks:
+                return
+            self._abort_locked()
+        if self.wake is not None:
+            self.wake.set()
+
+    def _on_wake(self) -> None:
+        self._ensure_sender()
+        if self.wake is not None:
+            self.wake.set()
+
+    async def _sender(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    if self.finished and not self.headers_sent:
+                        return  # run() sends the whole response, with a Content-Length
+                    chunks = self.chunks
+                    size = self.buffered
+                    finished = self.finished
+                    aborted = self.aborted
+                    if chunks:
+                        self.chunks = []
+                    elif not finished and not aborted:
+                        self.notified = False
+                        self.wake = self.backend.event()
+                if aborted:
+                    return
+                if chunks:
+                    if not self.headers_sent:
+                        await self._send_start()
+                    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    await self.send({"type": "http.response.body", "body": body, "more_body": True})
+                    with self.lock:
+                        self.buffered -= size
+                        if self.space is not None and self.buffered <= LOW_WATER:
+                            self.space.notify_all()
+                    continue
+                if finished:
+                    return
+                assert self.wake is not None
+                await self.wake.wait()
+        except Exception:
+            # The client went away (or send refused): stop the application's iteration.
+            with self.lock:
+                self._abort_locked()
+        finally:
+            assert self.sender_done is not None
+            self.sender_done.set()
+
+    async def _send_start(self) -> None:
+        with self.lock:
+            status = self.status
+            headers = self.headers
+            self.headers_sent = True
+        if status is None:
+            raise RuntimeError("WSGI application produced a body before calling start_response")
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    def _abort_locked(self) -> None:
+        self.aborted = True
+        if self.space is not None:
+            self.space.notify_all()
+
+    # -- thread side --------------------------------------------------------------------------
+
+    def _call_app(self) -> None:
+        try:
+            environ = build_environ(self.scope, self.body)
+        except InvalidPathError:
+            self.status = 404
+            self.headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            self._push(b"Not Found\n")
+            return
+        result: Iterable[bytes] = self.app(environ, self.start_response)
+        try:
+            if type(result) in (list, tuple) and self.status is not None:
+                # The whole body is known: hand it over at once, without waking the sender,
+                # so that run() can send it with a Content-Length.
+                self._push_all(result)
+                return
+            for chunk in result:
+                if chunk:
+                    self._push(chunk)
+                if self.aborted:
+                    break
+            if self.status is None:
+                raise WSGIResponseError("WSGI application did not call start_response")
+        finally:
+            close: Callable[[], object] | None = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        """PEP 3333 ``start_response``; validates the status line and headers."""
+        if exc_info is not None:
+            try:
+                with self.lock:
+                    sent = self.headers_sent
+                if sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame <-> traceback cycle
+        elif self.status is not None:
+            raise WSGIResponseError("start_response called a second time without exc_info")
+        code = parse_status(status)
+        encoded = encode_response_headers(headers)
+        with self.lock:
+            self.status = code
+            self.headers = encoded
+        return self._write
+
+    def _write(self, data: object) -> None:
+        """The legacy ``write`` callable start_response returns."""
+        if data:
+            self._push(data)
+
+    def _push_all(self, chunks: Iterable[object]) -> None:
+        parts: list[bytes] = []
+        for chunk in chunks:
+            if not isinstance(chunk, bytes):
+                if not isinstance(chunk, (bytearray, memoryview)):
+                    raise TypeError(
+                        f"WSGI application must produce bytes, got {type(chunk).__name__}"
+                    )
+                chunk = bytes(chunk)
+            if chunk:
+                parts.append(chunk)
+        if not parts:
+            return
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        with self.lock:
+            if self.aborted:
+                return
+            self.chunks.append(body)
+            self.buffered += len(body)
+        # No wake-up: the thread returns right after this and run() takes over.
+
+    def _push(self, chunk: object) -> None:
+        if not isinstance(chunk, bytes):
+            if isinstance(chunk, (bytearray, memoryview)):
+                chunk = bytes(chunk)
+            else:
+                raise TypeError(f"WSGI application must produce bytes, got {type(chunk).__name__}")
+        if self.status is None:
+            raise WSGIResponseError("WSGI application produced a body before start_response")
+        notify = False
+        with self.lock:
+            if self.aborted:
+                return
+            self.chunks.append(chunk)
+            self.buffered += len(chunk)
+            if self.buffered > HIGH_WATER and not self.streaming:
+                self.streaming = True
+            if self.streaming and not self.notified:
+                self.notified = True
+                notify = True
+        if notify:
+            self.backend.call_soon_threadsafe(self._on_wake)
+        if self.buffered > HIGH_WATER:
+            with self.lock:
+                if self.space is None:
+                    self.space = threading.Condition(self.lock)
+                while self.buffered > LOW_WATER and not self.aborted:
+                    self.space.wait()

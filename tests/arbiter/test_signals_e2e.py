@@ -1,0 +1,249 @@
+"""Real masters, real workers, real signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import (
+    LoadLoop,
+    http_get,
+    pid_alive,
+    running,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--graceful-timeout", "2", "-t", "5"]
+
+
+def test_term_lets_an_inflight_request_finish_then_exits_zero(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        result: list[object] = []
+
+        def slow_request() -> None:
+            try:
+                result.append(http_get(server.port, "/slow?1.0"))
+            except OSError as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=slow_request, daemon=True)
+        thread.start()
+        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        server.signal(signal.SIGTERM)
+        assert server.notify is not None
+        server.notify.wait_for("STOPPING=1")
+        thread.join(10)
+        assert result == [(200, result[0][1])]  # type: ignore[index]
+        assert server.wait_exit(10) == 0
+
+
+def _inflight(port: int) -> bool:
+    # The slow request is accepted by now if a second connection is accepted too.
+    status, _ = http_get(port, "/")
+    return status == 200
+
+
+def test_request_longer_than_graceful_timeout_does_not_delay_exit(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    args = ["-w", "1", "--graceful-timeout", "0.5", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(10) == 0
+        # graceful_timeout + the master's kill grace, with room for a loaded CI box
+        assert time.monotonic() - started < 4.0
+        client.close()
+
+
+def test_second_sigint_stops_at_once(app_dir: Path, bound_socket: socket.socket) -> None:
+    args = ["-w", "1", "--graceful-timeout", "20", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        started = time.monotonic()
+        server.signal(signal.SIGINT)
+        assert server.notify is not None
+        server.notify.wait_for("STOPPING=1")
+        server.signal(signal.SIGINT)
+        assert server.wait_exit(10) == 0
+        assert time.monotonic() - started < 5.0
+        client.close()
+
+
+def test_quit_stops_quickly(app_dir: Path, bound_socket: socket.socket) -> None:
+    args = ["-w", "2", "--graceful-timeout", "20", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        started = time.monotonic()
+        server.signal(signal.SIGQUIT)
+        assert server.wait_exit(10) == 0
+        assert time.monotonic() - started < 5.0
+        client.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP])
+def test_rolling_restart_under_load_fails_no_request(
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        old = server.wait_ready()
+        assert len(old) == 2
+        assert server.notify is not None
+        with LoadLoop(server.port, threads=4) as load:
+            wait_for(lambda: load.result.ok >= 50, 10, "load before the restart")
+            server.signal(sig)
+            server.notify.wait_for("RELOADING=1")
+            server.notify.wait_for("READY=1")
+            new = server.wait_workers(lambda pids: len(pids) == 2 and not pids & old)
+            served = load.result.ok
+            wait_for(lambda: load.result.ok >= served + 50, 10, "load after the restart")
+            result = load.stop()
+        assert result.failures == []
+        assert result.pids & new, "the new workers served requests"
+        assert result.pids & old, "the old workers served requests"
+        assert server.workers() == new
+
+
+def test_killed_worker_is_replaced(app_dir: Path, bound_socket: socket.socket) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        old = server.wait_ready()
+        victim = min(old)
+        server_workers = old - {victim}
+        os.kill(victim, signal.SIGKILL)
+        new = server.wait_workers(lambda pids: len(pids) == 2 and victim not in pids)
+        assert server_workers < new
+        assert http_get(server.port)[0] == 200
+
+
+def test_hung_worker_dumps_its_stack_and_is_replaced(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    args = ["-w", "1", "-t", "1", "--graceful-timeout", "1", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        (old,) = server.wait_ready()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /block?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        (new,) = server.wait_workers(lambda pids: len(pids) == 1 and old not in pids, 15)
+        assert not pid_alive(old)
+        # faulthandler's dump names the line of the app that blocked the event loop.
+        err = wait_for(lambda: 'app.py", line' in server.stderr() and server.stderr(), 5, "dump")
+        assert "timed out" in err
+        assert "in _run_app" in err
+        assert http_get(server.port)[0] == 200
+        client.close()
+
+
+def test_app_that_fails_to_import_halts_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import does_not_exist_anywhere\n")
+    with running(["-w", "3", "-b", "127.0.0.1:0", "broken:app"], cwd=tmp_path) as server:
+        started = time.monotonic()
+        code = server.wait_exit(15)
+        assert time.monotonic() - started < 10
+        assert code == 4
+        err = server.stderr()
+        lines = [line for line in err.splitlines() if "does_not_exist_anywhere" in line]
+        assert len(lines) == 1, err
+        assert "Traceback" not in err
+
+
+def test_lifespan_startup_failure_halts_with_boot_error(tmp_path: Path) -> None:
+    (tmp_path / "badstart.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        await send({'type': 'lifespan.startup.failed', 'message': 'db is down'})\n"
+    )
+    with running(["-w", "2", "-b", "127.0.0.1:0", "badstart:app"], cwd=tmp_path) as server:
+        assert server.wait_exit(15) == 3
+        err = server.stderr()
+        assert len([line for line in err.splitlines() if "db is down" in line]) == 1, err
+
+
+def test_ttin_and_ttou_change_the_worker_count(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        first = server.wait_ready()
+        server.signal(signal.SIGTTIN)
+        three = server.wait_workers(lambda pids: len(pids) == 3)
+        assert first < three
+        server.signal(signal.SIGTTOU)
+        two = server.wait_workers(lambda pids: len(pids) == 2)
+        oldest = min(first, key=lambda pid: pid)  # pids grow: the lowest is the oldest here
+        assert oldest not in two
+        server.signal(signal.SIGTTOU)
+        server.wait_workers(lambda pids: len(pids) == 1)
+        server.signal(signal.SIGTTOU)  # never below one
+        assert http_get(server.port)[0] == 200
+        assert len(server.workers()) == 1
+
+
+def test_killed_master_takes_its_workers_down_and_frees_the_port(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        workers = server.wait_ready()
+        server.signal(signal.SIGKILL)
+        server.wait_exit(5)
+        wait_for(lambda: not any(pid_alive(p) for p in workers), 10, "workers to exit")
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, 5, "the port to be released")
+
+
+def test_usr2_upgrades_the_master_without_closing_the_port(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    pid_file = app_dir / "hc.pid"
+    args = ["-w", "2", *FAST, "--pid", str(pid_file), "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        old_workers = server.wait_ready()
+        assert pid_file.read_text().strip() == str(server.pid)
+        with LoadLoop(server.port, threads=2) as load:
+            wait_for(lambda: load.result.ok >= 20, 10, "load before the upgrade")
+            server.signal(signal.SIGUSR2)
+            server.wait_exit(20)  # the old master retires once the new one is ready
+            new_master = int(wait_for(lambda: pid_file.read_text().strip(), 5, "pid file"))
+            assert new_master != server.pid
+            server.adopt(new_master)  # killed at teardown if the test fails
+            assert pid_alive(new_master)
+            served = load.result.ok
+            wait_for(lambda: load.result.ok >= served + 20, 10, "load after the upgrade")
+            result = load.stop()
+        assert result.failures == []
+        try:
+            assert not any(pid_alive(p) for p in old_workers)
+            assert http_get(server.port)[0] == 200
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(new_master), 10, "new master to stop")
+        assert not pid_file.exists()

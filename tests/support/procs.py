@@ -1,0 +1,422 @@
+"""Real ``python -m hypercorn`` processes for arbiter tests: start, wait, signal, load, reap.
+
+- The listening socket is bound by the test (port 0) and handed over as ``fd://N`` with
+  ``pass_fds``: no port race. The test's copy is closed once the server has it.
+- Readiness comes from a ``NOTIFY_SOCKET`` datagram socket (abstract namespace, so path
+  length never matters), or from bounded polling: never from a sleep.
+- Every process started here is killed by pid at teardown (master and its workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import h11
+
+T = TypeVar("T")
+
+#: An ASGI app used by the process tests. Paths:
+#:   /            -> the worker's pid
+#:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
+#:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
+APP_SOURCE = textwrap.dedent(
+    '''
+    import asyncio
+    import os
+    import time
+
+    VERSION = "v1"
+
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        seconds = float(scope["query_string"] or b"0")
+        if path == "/slow":
+            await asyncio.sleep(seconds)
+        elif path == "/block":
+            time.sleep(seconds)
+        body = f"{os.getpid()} {VERSION}".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+    '''
+)
+
+
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def children_of(pid: int) -> set[int]:
+    """Live child pids of ``pid`` (Linux /proc), zombies excluded."""
+    result: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..." where comm may contain spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            result.add(int(entry))
+    return result
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+# ------------------------------------------------------------------------------ HTTP client
+
+
+class RequestFailed(Exception):
+    pass
+
+
+def _read_response(sock: socket.socket, conn: h11.Connection) -> tuple[int, bytes, bool]:
+    """Read one response; returns (status, body, received_any_bytes)."""
+    status = 0
+    body = b""
+    got_bytes = False
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = sock.recv(65536)
+            if data:
+                got_bytes = True
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return status, body, got_bytes
+        elif isinstance(event, h11.ConnectionClosed):
+            raise ConnectionResetError("closed before a response" if not got_bytes else "cut")
+
+
+def http_get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+    """One request on a fresh connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET", target=path, headers=[("host", "test"), ("connection", "close")]
+        )
+        sock.sendall(conn.send(request) + conn.send(h11.EndOfMessage()))
+        status, body, _ = _read_response(sock, conn)
+        return status, body.decode()
+
+
+class KeepAliveClient:
+    """Reuses one connection. A request whose *reused* connection turns out closed before
+    any response byte arrived is retried once on a fresh connection: RFC 9112 §9.3.1 allows
+    that for idempotent requests, and it is what every keep-alive client does."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.conn: h11.Connection | None = None
+        self.retries = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = self.conn = None
+
+    def get(self, path: str = "/") -> tuple[int, str]:
+        for _ in range(2):
+            reused = self.sock is not None
+            if self.sock is None:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+                self.conn = h11.Connection(h11.CLIENT)
+            assert self.conn is not None
+            got_bytes = False
+            try:
+                request = h11.Request(method="GET", target=path, headers=[("host", "test")])
+                self.sock.sendall(self.conn.send(request) + self.conn.send(h11.EndOfMessage()))
+                status, body, got_bytes = _read_response(self.sock, self.conn)
+            except (OSError, h11.RemoteProtocolError) as exc:
+                self.close()
+                if reused and not got_bytes:
+                    self.retries += 1
+                    continue
+                raise RequestFailed(f"{type(exc).__name__}: {exc}") from exc
+            if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
+                self.close()
+            else:
+                self.conn.start_next_cycle()
+            return status, body.decode()
+        raise RequestFailed("retry failed")
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)
+    retries: int = 0
+
+
+class LoadLoop:
+    """Threads sending requests (fresh and keep-alive connections) until stopped, bounded in
+    count and in time."""
+
+    def __init__(self, port: int, threads: int = 4, max_requests: int = 20000) -> None:
+        self.port = port
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._budget = max_requests
+        self._threads = [
+            threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
+            for i in range(threads)
+        ]
+
+    def __enter__(self) -> LoadLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        return self.result
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._budget <= 0:
+                return False
+            self._budget -= 1
+            return True
+
+    def _record(self, status: int | None, body: str, error: str | None) -> None:
+        with self._lock:
+            if error is None and status == 200:
+                self.result.ok += 1
+                self.result.pids.add(int(body.split()[0]))
+            else:
+                self.result.failures.append(error or f"status {status}: {body!r}")
+
+    def _run(self, keep_alive: bool) -> None:
+        client = KeepAliveClient(self.port)
+        deadline = time.monotonic() + 45
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline and self._take():
+                try:
+                    if keep_alive:
+                        status, body = client.get("/")
+                    else:
+                        status, body = http_get(self.port, "/")
+                except (OSError, RequestFailed, h11.ProtocolError) as exc:
+                    kind = "keep-alive" if keep_alive else "fresh connection"
+                    self._record(None, "", f"{kind}: {type(exc).__name__}: {exc}")
+                else:
+                    self._record(status, body, None)
+        finally:
+            client.close()
+            with self._lock:
+                self.result.retries += client.retries
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+class NotifyListener:
+    """A fake systemd ``NOTIFY_SOCKET`` in the abstract namespace."""
+
+    def __init__(self) -> None:
+        self.name = f"@hypercorn-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.messages: list[str] = []
+
+    def wait_for(self, field_: str, timeout: float = 20.0) -> str:
+        """Wait for a message with the line ``field_`` (e.g. ``READY=1``) not yet consumed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, message in enumerate(self.messages):
+                if field_ in message.split("\n"):
+                    del self.messages[: index + 1]
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {field_} within {timeout}s; got {self.messages}")
+            self.sock.settimeout(remaining)
+            with contextlib.suppress(TimeoutError):
+                self.messages.append(self.sock.recv(4096).decode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class HypercornProcess:
+    """One ``python -m hypercorn`` master under test."""
+
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        cwd: Path,
+        sock: socket.socket | None = None,
+        env: dict[str, str] | None = None,
+        notify: bool = True,
+    ) -> None:
+        self.cwd = cwd
+        self.notify = NotifyListener() if notify else None
+        self.port = sock.getsockname()[1] if sock is not None else 0
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+        full_env.pop("NOTIFY_SOCKET", None)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if self.notify is not None:
+            full_env["NOTIFY_SOCKET"] = self.notify.name
+        full_env.update(env or {})
+        bind = ["-b", f"fd://{sock.fileno()}"] if sock is not None else []
+        self.stderr_path = cwd / f"stderr-{uuid.uuid4().hex[:8]}.log"
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", *bind, *args],
+            cwd=cwd,
+            env=full_env,
+            pass_fds=(sock.fileno(),) if sock is not None else (),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+        self.pid = self.proc.pid
+        self._known: set[int] = set()
+        self._adopted: set[int] = set()
+        if sock is not None:
+            sock.close()  # the server holds the listener now
+
+    # -- observation
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def workers(self) -> set[int]:
+        pids = children_of(self.pid)
+        self._known |= pids
+        return pids
+
+    def wait_ready(self, timeout: float = 20.0) -> set[int]:
+        """READY=1 from the master (all workers booted); returns the worker pids."""
+        assert self.notify is not None
+        try:
+            self.notify.wait_for("READY=1", timeout)
+        except AssertionError:
+            raise AssertionError(f"not ready; stderr:\n{self.stderr()}") from None
+        return self.workers()
+
+    def wait_workers(self, predicate: Callable[[set[int]], bool], timeout: float = 20.0) -> set[int]:
+        def check() -> set[int] | None:
+            pids = self.workers()
+            return pids if predicate(pids) else None
+
+        try:
+            return wait_for(check, timeout, "worker set")
+        except AssertionError:
+            raise AssertionError(
+                f"workers {self.workers()} never matched; stderr:\n{self.stderr()}"
+            ) from None
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"master still running; stderr:\n{self.stderr()}") from None
+
+    def adopt(self, pid: int) -> None:
+        """Also kill ``pid`` and its children at teardown (a master started by SIGUSR2)."""
+        self._adopted.add(pid)
+
+    # -- actions
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    def close(self) -> None:
+        """Kill by pid whatever is left: the master and every worker it ever had."""
+        pids = {self.pid} | self._known | self._adopted
+        for parent in {self.pid, *self._adopted}:
+            with contextlib.suppress(OSError):
+                pids |= children_of(parent)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._stderr.close()
+        if self.notify is not None:
+            self.notify.close()
+
+
+def write_app(directory: Path, name: str = "app", source: str = APP_SOURCE) -> Path:
+    path = directory / f"{name}.py"
+    path.write_text(source)
+    return path
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str],
+    *,
+    cwd: Path,
+    sock: socket.socket | None = None,
+    env: dict[str, str] | None = None,
+    notify: bool = True,
+) -> Iterator[HypercornProcess]:
+    server = HypercornProcess(args, cwd=cwd, sock=sock, env=env, notify=notify)
+    try:
+        yield server
+    finally:
+        server.close()

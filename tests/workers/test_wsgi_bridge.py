@@ -1,0 +1,585 @@
+"""The WSGI bridge on a real backend: environ, fast path, streaming, back-pressure, limits."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from hypercorn.apps import wrap_app
+from hypercorn.config import Config
+from hypercorn.protocols.wsgi import (
+    InvalidPathError,
+    WSGIResponseError,
+    build_environ,
+    encode_response_headers,
+    parse_status,
+)
+from hypercorn.workers import run_with_backend
+from hypercorn.workers.backend import AsyncEvent, Backend
+from hypercorn.workers.wsgi_bridge import HIGH_WATER, STREAM_AFTER, WSGIBridge
+from tests.support.apps import wsgi_echo, wsgi_hello, wsgi_streaming
+
+T = TypeVar("T")
+Message = dict[str, Any]
+
+
+def scope(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"example.com")],
+        "client": ("10.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    base.update(overrides)
+    return base
+
+
+class Client:
+    """The ASGI side of one request: feeds body messages, records what the app sends.
+
+    Like a real server, ``receive`` after the body blocks until the client disconnects
+    (``disconnect()``) or the response is complete.
+    """
+
+    def __init__(self, body: list[bytes] | None = None, *, disconnect: bool = False) -> None:
+        chunks = body or [b""]
+        self.requests: list[Message] = [
+            {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+            for i, chunk in enumerate(chunks)
+        ]
+        if disconnect:
+            self.requests = [{"type": "http.disconnect"}]
+        self.sent: list[Message] = []
+        self.on_send: Callable[[Message], Awaitable[None]] | None = None
+        self.backend: Backend | None = None
+        self.gone: AsyncEvent | None = None
+
+    def disconnect(self) -> None:
+        assert self.backend is not None
+        if self.gone is None:
+            self.gone = self.backend.event()
+        self.gone.set()
+
+    async def receive(self) -> Message:
+        if self.requests:
+            return self.requests.pop(0)
+        assert self.backend is not None
+        if self.gone is None:
+            self.gone = self.backend.event()
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.gone is not None and self.gone.is_set():
+            return  # dropped, as the driver does after a disconnect
+        self.sent.append(message)
+        if self.on_send is not None:
+            await self.on_send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.disconnect()
+
+    @property
+    def status(self) -> int:
+        return int(self.sent[0]["status"])
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.sent[0]["headers"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent[1:])
+
+
+def call(
+    app: Any,
+    request_scope: dict[str, Any] | None = None,
+    client: Client | None = None,
+    *,
+    max_body_size: int = 1024,
+    setup: Callable[[Backend, Client], None] | None = None,
+) -> Client:
+    client = client or Client()
+
+    async def main(backend: Backend) -> None:
+        client.backend = backend
+        if setup is not None:
+            setup(backend, client)
+        bridge = WSGIBridge(app, backend, max_body_size)
+        await bridge(request_scope or scope(), client.receive, client.send)
+
+    run_with_backend("asyncio", main)
+    return client
+
+
+# -- environ (pure) ----------------------------------------------------------------------------
+
+
+def test_environ_basics() -> None:
+    environ = build_environ(
+        scope(
+            method="POST",
+            path="/caf\u00e9/x",
+            query_string=b"a=1&b=%20",
+            headers=[
+                (b"host", b"example.com"),
+                (b"content-type", b"text/plain"),
+                (b"content-length", b"4"),
+                (b"x-forwarded-for", b"1.1.1.1"),
+                (b"x-forwarded-for", b"2.2.2.2"),
+                (b"accept-encoding", b"gzip"),
+            ],
+        ),
+        b"data",
+    )
+    assert environ["REQUEST_METHOD"] == "POST"
+    assert environ["SCRIPT_NAME"] == ""
+    assert environ["PATH_INFO"] == "/caf\u00e9/x".encode().decode("latin-1")
+    assert environ["QUERY_STRING"] == "a=1&b=%20"
+    assert environ["SERVER_NAME"] == "127.0.0.1"
+    assert environ["SERVER_PORT"] == "8000"
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert environ["REMOTE_ADDR"] == "10.0.0.1"
+    assert environ["REMOTE_PORT"] == "40000"
+    assert environ["CONTENT_TYPE"] == "text/plain"
+    assert environ["CONTENT_LENGTH"] == "4"
+    assert "HTTP_CONTENT_TYPE" not in environ
+    assert environ["HTTP_HOST"] == "example.com"
+    assert environ["HTTP_X_FORWARDED_FOR"] == "1.1.1.1,2.2.2.2"
+    assert environ["HTTP_ACCEPT_ENCODING"] == "gzip"
+    assert environ["wsgi.version"] == (1, 0)
+    assert environ["wsgi.url_scheme"] == "http"
+    assert environ["wsgi.input"].read() == b"data"
+    assert environ["wsgi.errors"] is sys.stderr
+    assert environ["wsgi.multithread"] is True
+    assert environ["wsgi.run_once"] is False
+
+
+def test_environ_root_path() -> None:
+    environ = build_environ(scope(path="/app/users", root_path="/app"), b"")
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/users")
+    environ = build_environ(scope(path="/app", root_path="/app"), b"")
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/app", "/")
+    with pytest.raises(InvalidPathError):
+        build_environ(scope(path="/application", root_path="/app"), b"")
+    with pytest.raises(InvalidPathError):
+        build_environ(scope(path="/other", root_path="/app"), b"")
+
+
+def test_environ_without_server_or_client() -> None:
+    environ = build_environ(scope(server=None, client=None, scheme="https"), b"")
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "443")
+    assert "REMOTE_ADDR" not in environ
+    environ = build_environ(scope(server=("/tmp/hc.sock", None)), b"")
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("/tmp/hc.sock", "80")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("200 OK", 200), ("404 Not Found", 404), ("599", 599)]
+)
+def test_parse_status(status: str, code: int) -> None:
+    assert parse_status(status) == code
+
+
+@pytest.mark.parametrize(
+    "status", [200, b"200 OK", "20 OK", "2000 OK", "abc OK", "200 OK\r\nX: y", "099 x"]
+)
+def test_parse_status_rejects(status: object) -> None:
+    with pytest.raises(WSGIResponseError):
+        parse_status(status)
+
+
+def test_encode_headers() -> None:
+    assert encode_response_headers([("Content-Type", "text/html"), ("X-A", "\u00e9")]) == [
+        (b"content-type", b"text/html"),
+        (b"x-a", b"\xe9"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("a", "b"),),
+        [("a", "b", "c")],
+        [["a", "b"]],
+        [(b"a", "b")],
+        [("a", 1)],
+        [("bad name", "x")],
+        [("x", "injected\r\nset-cookie: a=b")],
+        [("x", "nul\x00")],
+        [("x", "\u20ac")],
+    ],
+)
+def test_encode_headers_rejects(headers: object) -> None:
+    with pytest.raises(WSGIResponseError):
+        encode_response_headers(headers)
+
+
+# -- the bridge on the asyncio backend ----------------------------------------------------------
+
+
+def test_fast_path_adds_content_length() -> None:
+    client = call(wsgi_hello)
+    assert client.status == 200
+    assert client.headers[b"content-length"] == b"13"
+    assert client.headers[b"content-type"] == b"text/plain"
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert client.sent[1] == {
+        "type": "http.response.body",
+        "body": b"Hello, world!",
+        "more_body": False,
+    }
+
+
+def test_no_content_length_for_head_and_304() -> None:
+    assert b"content-length" not in call(wsgi_hello, scope(method="HEAD")).headers
+
+    def not_modified(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("304 Not Modified", [])
+        return []
+
+    assert b"content-length" not in call(not_modified).headers
+
+
+def test_request_body_and_environ_reach_the_app() -> None:
+    import json
+
+    client = call(
+        wsgi_echo,
+        scope(method="PUT", path="/p", query_string=b"x=1"),
+        Client([b"hello ", b"world"]),
+    )
+    payload = json.loads(client.body)
+    assert payload["body"] == "hello world"
+    assert payload["REQUEST_METHOD"] == "PUT"
+    assert payload["PATH_INFO"] == "/p"
+    assert payload["QUERY_STRING"] == "x=1"
+
+
+def test_body_too_large_by_content_length() -> None:
+    client = call(
+        wsgi_echo,
+        scope(method="POST", headers=[(b"content-length", b"2048")]),
+        Client([b"x" * 2048]),
+    )
+    assert client.status == 413
+
+
+def test_body_too_large_while_streaming() -> None:
+    client = call(wsgi_echo, scope(method="POST"), Client([b"x" * 600, b"y" * 600]))
+    assert client.status == 413
+    assert client.headers[b"connection"] == b"close"
+
+
+def test_disconnect_before_body_sends_nothing() -> None:
+    called = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        called.append(True)
+        return []
+
+    client = call(app, client=Client(disconnect=True))
+    assert client.sent == []
+    assert called == []
+
+
+def test_path_outside_root_path_is_404() -> None:
+    client = call(wsgi_hello, scope(path="/elsewhere", root_path="/app"))
+    assert client.status == 404
+
+
+def test_websocket_is_refused_and_lifespan_ignored() -> None:
+    client = call(wsgi_hello, scope(type="websocket"))
+    assert client.sent == [{"type": "websocket.close", "code": 1000}]
+    assert call(wsgi_hello, {"type": "lifespan"}).sent == []
+
+
+class ClosingBody:
+    def __init__(self, chunks: list[bytes], fail: bool = False) -> None:
+        self.chunks = chunks
+        self.fail = fail
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.fail:
+            raise RuntimeError("broken generator")
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_close_is_called() -> None:
+    body = ClosingBody([b"a", b"b"])
+
+    def app(environ: Any, start_response: Any) -> ClosingBody:
+        start_response("200 OK", [])
+        return body
+
+    assert call(app).body == b"ab"
+    assert body.closed.is_set()
+
+
+def test_close_is_called_when_iteration_raises() -> None:
+    body = ClosingBody([b"a"], fail=True)
+
+    def app(environ: Any, start_response: Any) -> ClosingBody:
+        start_response("200 OK", [])
+        return body
+
+    with pytest.raises(RuntimeError, match="broken generator"):
+        call(app)
+    assert body.closed.is_set()
+
+
+def test_app_exception_propagates_before_response() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        raise KeyError("oops")
+
+    client = Client()
+    with pytest.raises(KeyError):
+        call(app, client=client)
+    assert client.sent == []  # the driver answers 500
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [("OK", []), ("200 OK", {"a": "b"}), ("200 OK", [("x", "a\nb")])],
+)
+def test_invalid_start_response_raises(status: str, headers: Any) -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response(status, headers)
+        return [b""]
+
+    with pytest.raises(WSGIResponseError):
+        call(app)
+
+
+def test_missing_start_response() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        return []
+
+    with pytest.raises(WSGIResponseError, match="did not call start_response"):
+        call(app)
+
+
+def test_body_before_start_response() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        return [b"early"]
+
+    with pytest.raises(WSGIResponseError, match="before start_response"):
+        call(app)
+
+
+def test_str_chunk_is_refused() -> None:
+    def app(environ: Any, start_response: Any) -> list[str]:
+        start_response("200 OK", [])
+        return ["text"]
+
+    with pytest.raises(TypeError, match="must produce bytes, got str"):
+        call(app)
+
+
+def test_second_start_response_needs_exc_info() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        start_response("500 Error", [])
+        return []
+
+    with pytest.raises(WSGIResponseError, match="second time"):
+        call(app)
+
+
+def test_exc_info_before_headers_sent_replaces_the_response() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("handled")
+        except ValueError:
+            start_response("500 Internal Server Error", [("X-Second", "2")], sys.exc_info())
+        return [b"error page"]
+
+    client = call(app)
+    assert client.status == 500
+    assert b"x-second" in client.headers
+    assert b"x-first" not in client.headers
+    assert client.body == b"error page"
+
+
+def test_exc_info_after_headers_sent_reraises() -> None:
+    gate = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first"
+        assert gate.wait(10)
+        try:
+            raise ValueError("too late")
+        except ValueError:
+            start_response("500 Internal Server Error", [], sys.exc_info())
+        yield b"never"
+
+    client = Client()
+
+    async def on_send(message: Message) -> None:
+        if message.get("body") == b"first":
+            gate.set()
+
+    client.on_send = on_send
+    with pytest.raises(ValueError, match="too late"):
+        call(app, client=client)
+    assert client.status == 200
+    assert client.body == b"first"
+
+
+def test_write_callable() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [])
+        write(b"written ")
+        return [b"returned"]
+
+    assert call(app).body == b"written returned"
+
+
+def test_streaming_sends_chunks_before_the_app_finishes() -> None:
+    """A generator that blocks after its first chunk: the chunk must still reach the client."""
+    release = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first"
+        assert release.wait(10), "the first chunk was never sent"
+        yield b"second"
+
+    client = Client()
+
+    async def on_send(message: Message) -> None:
+        if message.get("body") == b"first":
+            release.set()
+
+    client.on_send = on_send
+    call(app, client=client)
+    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
+    assert [m["body"] for m in bodies] == [b"first", b"second", b""]
+    assert [m["more_body"] for m in bodies] == [True, True, False]
+    assert b"content-length" not in client.headers
+
+
+def test_many_chunks_stream_in_order() -> None:
+    client = call(wsgi_streaming(chunks=200, size=100))
+    assert client.body == b"".join(bytes([97 + i % 26]) * 100 for i in range(200))
+
+
+def test_back_pressure_stops_the_thread() -> None:
+    """While the client does not read, the app thread is held near HIGH_WATER."""
+    produced: list[int] = []
+    chunk = b"x" * 64 * 1024
+    total_chunks = 64
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for index in range(total_chunks):
+            produced.append(index)
+            yield chunk
+
+    client = Client()
+    backends: list[Backend] = []
+    stalled: list[int] = []
+
+    async def on_send(message: Message) -> None:
+        # The first body send stalls for a while, like a client that stopped reading.
+        if message["type"] == "http.response.body" and not stalled:
+            backend = backends[0]
+            deadline = backend.now() + 0.2
+            while backend.now() < deadline:
+                await backend.sleep(0.01)
+            stalled.append(len(produced))
+
+    client.on_send = on_send
+    call(app, client=client, setup=lambda backend, _: backends.append(backend))
+    assert len(client.body) == total_chunks * len(chunk)
+    assert stalled[0] < total_chunks
+    assert stalled[0] * len(chunk) <= HIGH_WATER + 2 * len(chunk)
+
+
+def test_client_gone_stops_iteration_and_closes() -> None:
+    body_closed = threading.Event()
+    produced: list[int] = []
+
+    class Endless:
+        def __iter__(self) -> Iterator[bytes]:
+            index = 0
+            while not body_closed.is_set() and index < 100_000:
+                produced.append(index)
+                index += 1
+                yield b"z" * 1024
+
+        def close(self) -> None:
+            body_closed.set()
+
+    def app(environ: Any, start_response: Any) -> Endless:
+        start_response("200 OK", [])
+        return Endless()
+
+    client = Client()
+
+    async def on_send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("more_body"):
+            client.disconnect()
+
+    client.on_send = on_send
+    call(app, client=client)
+    assert body_closed.is_set()
+    assert len(produced) < 100_000
+
+
+def test_slow_app_switches_to_streaming_and_completes() -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        threading.Event().wait(STREAM_AFTER * 4)  # slower than the fast-path window
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"slow"]
+
+    client = call(app)
+    assert client.status == 200
+    assert client.body == b"slow"
+    assert client.sent[-1]["more_body"] is False
+
+
+def test_wrap_app_detects_wsgi_and_uses_config_limit() -> None:
+    config = Config()
+    config.wsgi_max_body_size = 5
+    client = Client([b"too long"])
+
+    async def main(backend: Backend) -> None:
+        client.backend = backend
+        app = wrap_app(wsgi_echo, config, backend)
+        assert isinstance(app, WSGIBridge)
+        await app(scope(method="POST"), client.receive, client.send)
+
+    run_with_backend("asyncio", main)
+    assert client.status == 413
+
+
+def test_wsgi_errors_is_a_text_stream() -> None:
+    seen: list[Any] = []
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        seen.append(environ["wsgi.errors"])
+        start_response("200 OK", [])
+        return []
+
+    call(app)
+    assert isinstance(seen[0], io.TextIOBase) or hasattr(seen[0], "write")
