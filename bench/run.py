@@ -40,9 +40,11 @@ RESULTS_DIR = BENCH / "results"
 LOGS_DIR = RESULTS_DIR / "logs"
 THIS_BIN = ROOT / ".venv" / "bin"
 
-# Pinning: the server gets core 0, the load generator (and this script) core 1.
+# Pinning: the server gets core 0, the load generator (and this script) core 1. Changed by
+# --server-cpu/--load-cpu (e.g. to keep the server off a core that something else occupies).
 SERVER_CPUS = "0"
 LOAD_CPUS = "1"
+ALL_CPUS = "all"  # Workload.server_cpus value: the server core plus the load core
 
 READY_TIMEOUT = 30.0  # seconds for a server to accept a TCP connection
 STOP_TIMEOUT = 10.0  # seconds for a graceful stop before SIGKILL to the process group
@@ -80,8 +82,8 @@ class Workload:
     connections: int = 64
     extra_args: tuple[str, ...] = ()  # extra load-tool arguments
     workers: int = 1
-    server_cpus: str = SERVER_CPUS
-    load_cpus: str = LOAD_CPUS
+    server_cpus: str | None = None  # None: SERVER_CPUS; ALL_CPUS: SERVER_CPUS + LOAD_CPUS
+    load_cpus: str | None = None  # None: LOAD_CPUS
     default: bool = True
     baseline: str | None = None  # workload this one is compared to (e.g. -w 2 vs -w 1)
 
@@ -122,7 +124,7 @@ WORKLOADS: list[Workload] = [
         app="apps:hello",
         kind="asgi",
         workers=2,
-        server_cpus="0,1",
+        server_cpus=ALL_CPUS,
         baseline="h1-keepalive",
     ),
 ]
@@ -141,14 +143,14 @@ class Target:
     kinds: frozenset[str]
     command: Callable[[str, int, int], list[str]]
     protocols: frozenset[str] = frozenset({"h1"})
-    apps: frozenset[str] | None = None  # restrict to these apps (None: any app of `kinds`)
+    workloads: frozenset[str] | None = None  # restrict to these workloads (None: all it can)
     default: bool = True
 
     def supports(self, workload: Workload) -> bool:
         return (
             workload.kind in self.kinds
             and workload.protocol in self.protocols
-            and (self.apps is None or workload.app in self.apps)
+            and (self.workloads is None or workload.name in self.workloads)
         )
 
 
@@ -279,7 +281,7 @@ TARGETS: list[Target] = [
         "this",
         frozenset({"asgi"}),
         _raw_uvloop,
-        apps=frozenset({"apps:hello"}),
+        workloads=frozenset({"h1-keepalive", "h1-keepalive-w2"}),
         default=False,
     ),
 ]
@@ -502,6 +504,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def core_busy(cpu: str) -> float:
+    """Process (user + nice + system) CPU seconds of one core since boot."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            user, nice, system = (int(v) for v in line.split()[1:4])
+            return (user + nice + system) / CLK_TCK
+    return 0.0
+
+
 def machine_cpu() -> tuple[float, float, float]:
     """(process, irq, steal) CPU seconds summed over all cores since boot, from /proc/stat.
 
@@ -522,6 +533,16 @@ CALIBRATION_CODE = (
     "    best = d if best is None else min(best, d)\n"
     "print(best * 1000)\n"
 )
+
+
+def server_cpus(workload: Workload) -> str:
+    if workload.server_cpus == ALL_CPUS:
+        return f"{SERVER_CPUS},{LOAD_CPUS}"
+    return workload.server_cpus or SERVER_CPUS
+
+
+def load_cpus(workload: Workload) -> str:
+    return workload.load_cpus or LOAD_CPUS
 
 
 def calibrate(cpus: str) -> float | None:
@@ -616,7 +637,7 @@ def run_wrk(workload: Workload, url: str, duration: float) -> LoadResult:
     argv = [
         "taskset",
         "-c",
-        workload.load_cpus,
+        load_cpus(workload),
         wrk,
         "-t1",
         f"-c{workload.connections}",
@@ -661,6 +682,7 @@ class RunResult:
     foreign_cpu: float | None = None  # other processes' CPU (cores) during measurement
     steal: float | None = None  # hypervisor steal (cores) during measurement
     irq: float | None = None  # irq + softirq (cores): mostly loopback packet processing
+    foreign_on_server_core: float | None = None  # other processes on the server's core
     loadavg_before: str = ""
     calib_ms: list[float | None] = field(default_factory=list)  # before, after
     idle_waited: float = 0.0  # seconds spent waiting for other processes to go quiet
@@ -721,10 +743,10 @@ def run_one(
     result = RunResult(workload.name, target.name, target.label, repeat)
     argv = target.command(workload.app, port := free_port(), workload.workers)
     executable = env_bin(target.env) / argv[0]
-    argv = ["taskset", "-c", workload.server_cpus, str(executable), *argv[1:]]
+    argv = ["taskset", "-c", server_cpus(workload), str(executable), *argv[1:]]
     result.argv = argv
     result.loadavg_before = Path("/proc/loadavg").read_text().strip()
-    result.calib_ms.append(calibrate(workload.server_cpus))
+    result.calib_ms.append(calibrate(SERVER_CPUS))
     LOGS_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOGS_DIR / f"{workload.name}--{target.name}--{repeat}.log"
     with log_path.open("wb") as log_file:
@@ -736,7 +758,7 @@ def run_one(
             return result
         finally:
             _stop(proc)
-            result.calib_ms.append(calibrate(workload.server_cpus))
+            result.calib_ms.append(calibrate(SERVER_CPUS))
 
 
 def _measure(
@@ -761,6 +783,7 @@ def _measure(
     tree = process_tree(proc.pid)
     cpu_before = {pid: cpu_seconds(pid) for pid in tree}
     busy_before, irq_before, steal_before = machine_cpu()
+    core_before = core_busy(SERVER_CPUS)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     sampler.start()
@@ -771,6 +794,7 @@ def _measure(
         sampler.join(timeout=5)
     wall = time.monotonic() - started
     busy_after, irq_after, steal_after = machine_cpu()
+    core_after = core_busy(SERVER_CPUS)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in process_tree(proc.pid))
     tool_cpu = (children_after.ru_utime - children_before.ru_utime) + (
@@ -779,6 +803,8 @@ def _measure(
     result.server_cpu = server_cpu / wall
     result.foreign_cpu = max(0.0, (busy_after - busy_before) - server_cpu - tool_cpu) / wall
     result.steal = (steal_after - steal_before) / wall
+    if server_cpus(workload) == SERVER_CPUS:  # the whole server is on that core
+        result.foreign_on_server_core = max(0.0, core_after - core_before - server_cpu) / wall
     result.irq = (irq_after - irq_before) / wall
     result.rate, result.p50_ms, result.p99_ms = load.rate, load.p50_ms, load.p99_ms
     result.requests, result.errors = load.requests, load.errors
@@ -823,14 +849,17 @@ def measure_quietly(
     """run_one, after waiting for an idle machine; a run disturbed by other processes is
     retried (at most args.retries times) and the least disturbed attempt is kept."""
     best: RunResult | None = None
-    for attempt in range(1 + args.retries):
-        waited = wait_for_quiet(NOISE_LIMIT, args.idle_wait) if args.idle_wait > 0 else 0.0
+    over_budget = time.monotonic() > args.deadline
+    retries = 0 if over_budget else args.retries
+    for attempt in range(1 + retries):
+        idle_wait = 0.0 if time.monotonic() > args.deadline else args.idle_wait
+        waited = wait_for_quiet(NOISE_LIMIT, idle_wait) if idle_wait > 0 else 0.0
         result = run_one(workload, target, repeat, args.duration, args.warmup)
         result.idle_waited = round(waited, 1)
         result.attempts = attempt + 1
         if best is None or (result.ok and (not best.ok or _noise(result) < _noise(best))):
             best = result
-        if not result.ok or _noise(result) <= NOISE_LIMIT or attempt == args.retries:
+        if not result.ok or _noise(result) <= NOISE_LIMIT or attempt == retries:
             break
         noise = _noise(result)
         log(f"{workload.name} / {target.name}: others used {noise:.2f} cores; retrying")
@@ -920,12 +949,13 @@ def render(
     lines = [
         f"# Benchmark results — {meta['date']}",
         "",
+        *(["**Interrupted: partial results.**", ""] if meta.get("interrupted") else []),
         f"Commit `{meta['commit']}`; {meta['machine']}; Python {meta['python']}; {meta['wrk']}.",
         f"Duration {meta['duration']} s per run after {meta['warmup']} s warm-up, "
         f"{meta['repeat']} repeat(s); server on core {SERVER_CPUS}, load generator on core "
         f"{LOAD_CPUS} (see README for -w 2).",
         "",
-        "Peers: " + "; ".join(f"{k}: {v}" for k, v in peers.items()),
+        "Peers: " + ("; ".join(f"{k}: {v}" for k, v in peers.items()) or "none"),
     ]
     calib = meta.get("calibration_ms")
     if isinstance(calib, dict) and calib:
@@ -973,17 +1003,19 @@ def render(
                 row.append(_fmt_ratio(this.rate if this else None, peer.rate if peer else None))
             lines.append(f"| {t.label} | " + " | ".join(row) + " |")
     scaled = [w for w in workloads if w.baseline]
-    if scaled:
+    scale_rows = []
+    for t in targets:
+        row = []
+        for w in scaled:
+            many, one = cells.get((w.name, t.name)), cells.get((str(w.baseline), t.name))
+            row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
+        if any(r != "—" for r in row):
+            scale_rows.append(f"| {t.label} | " + " | ".join(row) + " |")
+    if scale_rows:
         lines += ["", "Workers: rate with more workers ÷ rate with one worker:", ""]
         lines.append("| server | " + " | ".join(f"{w.name} ÷ {w.baseline}" for w in scaled) + " |")
         lines.append("|---|" + "--:|" * len(scaled))
-        for t in targets:
-            row = []
-            for w in scaled:
-                many, one = cells.get((w.name, t.name)), cells.get((str(w.baseline), t.name))
-                row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
-            if any(r != "—" for r in row):
-                lines.append(f"| {t.label} | " + " | ".join(row) + " |")
+        lines += scale_rows
     lines += [
         "",
         "Rate is the median over repeats (± half the min-max range when repeated). "
@@ -1023,6 +1055,8 @@ def metadata(args: argparse.Namespace, peers: dict[str, dict[str, str]]) -> dict
         "duration": args.duration,
         "warmup": args.warmup,
         "repeat": args.repeat,
+        "server_cpu": SERVER_CPUS,
+        "load_cpu": LOAD_CPUS,
         "peers": {k: ", ".join(f"{n} {v}" for n, v in vs.items()) for k, vs in peers.items()},
     }
 
@@ -1062,7 +1096,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idle-wait",
         type=float,
-        default=30.0,
+        default=15.0,
         help="max seconds to wait before each run for other processes to go quiet (0: never)",
     )
     parser.add_argument(
@@ -1071,6 +1105,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="re-runs of a run that other processes disturbed (>10%% of a core)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=12.0,
+        help="minutes after which idle waits and retries stop (every run still happens once)",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0, help="core for the server (0)")
+    parser.add_argument("--load-cpu", type=int, default=1, help="core for wrk and run.py (1)")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get or pip")
     parser.add_argument("--list", action="store_true", help="list workloads and servers")
     args = parser.parse_args(argv)
@@ -1102,6 +1144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"server   {t.name:18} {'' if t.default else '(opt-in) '}{t.label}")
         return 0
     workloads, targets = select(args.only)
+    global SERVER_CPUS, LOAD_CPUS
+    SERVER_CPUS, LOAD_CPUS = str(args.server_cpu), str(args.load_cpu)
     if (os.cpu_count() or 1) < 2:
         log("warning: fewer than 2 cores; server and load generator will share a core")
     # This script shares the load generator's core, never the server's.
@@ -1129,6 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         peers[t.env] = {"error": str(exc)[:200]}
                 if t.env == THIS or "error" not in peers[t.env]:
                     usable.append(t)
+            args.deadline = time.monotonic() + args.budget * 60
             plan = [
                 (rep, w, t)
                 for rep in range(1, args.repeat + 1)
@@ -1144,7 +1189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 status = (
                     f"{result.rate:,.0f} req/s, p99 {_fmt_ms(result.p99_ms)}, "
                     f"server cpu {result.server_cpu or 0:.2f}, other cpu "
-                    f"{(result.foreign_cpu or 0) + (result.steal or 0):.2f}, "
+                    f"{_noise(result):.2f} (on server core "
+                    f"{result.foreign_on_server_core or 0:.2f}), "
                     f"calib {'/'.join(str(c) for c in result.calib_ms)} ms"
                     if result.ok
                     else f"FAILED: {result.error}"

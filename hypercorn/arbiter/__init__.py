@@ -9,7 +9,6 @@ the clean-up that must happen however the master ends.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -24,6 +23,8 @@ from hypercorn.errors import (
 )
 
 if TYPE_CHECKING:
+    import logging
+
     from hypercorn.arbiter.daemon import DaemonReporter
     from hypercorn.arbiter.reloader import Reloader
     from hypercorn.arbiter.sockets import Kind, Listeners
@@ -193,6 +194,8 @@ def _log_listeners(logger: logging.Logger, config: Config, listeners: Listeners)
 
 
 def _error_logger(config: Config) -> logging.Logger:
+    import logging
+
     with contextlib.suppress(Exception):
         logger = config.log.error_logger
         if logger is not None:

@@ -36,9 +36,7 @@ Signals are dispatched through ``SIGNAL_TABLE``: a (phase, signal) pair with no 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from hypercorn.arbiter.messages import (
     Booted,
@@ -70,54 +68,12 @@ from hypercorn.arbiter.messages import (
     WorkerStopping,
     WritePidfile,
 )
+from hypercorn.arbiter.state import Phase, SlotRecord, WorkerRecord, WorkerState
 from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
 
+__all__ = ["SIGNAL_TABLE", "ArbiterCore", "Phase", "SlotRecord", "WorkerRecord", "WorkerState"]
+
 BOOT_FAILURE_CODES = frozenset({EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR})
-
-
-class Phase(enum.Enum):
-    BOOTING = "booting"
-    RUNNING = "running"
-    ROLLING = "rolling"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class WorkerState(enum.Enum):
-    BOOTING = "booting"  # forked, not READY yet
-    READY = "ready"  # serving, heartbeating
-    DRAINING = "draining"  # told to stop (or announced it is stopping); not in a slot
-
-
-@dataclass
-class WorkerRecord:
-    wid: int
-    slot: int
-    generation: int
-    spawned_at: float
-    last_beat: float
-    state: WorkerState = WorkerState.BOOTING
-    pid: int | None = None
-    ready_at: float | None = None
-    #: SIGKILL at this time (graceful deadline passed, or stack dump sent).
-    kill_at: float | None = None
-    #: SIGABRT already sent for a missed heartbeat.
-    timed_out: bool = False
-    #: The one-line reason the worker gave before exiting (WorkerFailed).
-    failure: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"worker {self.pid}" if self.pid is not None else f"worker #{self.wid}"
-
-
-@dataclass
-class SlotRecord:
-    index: int
-    current: int | None = None
-    incoming: int | None = None
-    crashes: int = 0
-    respawn_at: float | None = None
 
 
 class ArbiterCore:

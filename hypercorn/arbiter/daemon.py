@@ -21,6 +21,11 @@ class DaemonReporter:
     def __init__(self, fd: int | None) -> None:
         self._fd = fd
 
+    @property
+    def fd(self) -> int | None:
+        """Still open: forked workers must close their copy."""
+        return self._fd
+
     def ready(self) -> None:
         self._send("0\n")
 
@@ -63,6 +68,8 @@ def _wait_for_daemon(read_fd: int) -> None:
         if not chunk:
             break
         chunks.append(chunk)
+        if b"\n" in chunk:  # one line is the whole report; workers may hold the pipe open
+            break
     text = b"".join(chunks).decode("utf-8", "replace").strip()
     code_text, _, reason = text.partition(" ")
     if code_text == "0":

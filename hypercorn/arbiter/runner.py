@@ -53,7 +53,12 @@ from hypercorn.arbiter.messages import (
     WorkerStopping,
     WritePidfile,
 )
-from hypercorn.arbiter.signals import MASTER_SIGNALS, SignalQueue, to_signal
+from hypercorn.arbiter.signals import (
+    MASTER_SIGNALS,
+    SignalQueue,
+    reset_worker_signals,
+    to_signal,
+)
 from hypercorn.arbiter.sockets import (
     FDS_ENV,
     FDS_PID_ENV,
@@ -75,6 +80,8 @@ __all__ = ["UPGRADE_FD_ENV", "Runner", "core_settings"]
 
 #: The write end of the pipe on which a re-executed master reports READY to its parent.
 UPGRADE_FD_ENV = "HYPERCORN_UPGRADE_FD"
+
+_FORK_BLOCKED = {*MASTER_SIGNALS, signal.SIGCHLD}
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -334,7 +341,10 @@ class Runner:
             fds.extend(self._signals.fds)
         if self.reloader is not None:
             fds.extend(self.reloader.fds)
-        fds.extend(fd for fd in (self._upgrade_read_fd, self.upgrade_fd) if fd is not None)
+        reporter_fd = self.reporter.fd if self.reporter is not None else None
+        fds.extend(
+            fd for fd in (self._upgrade_read_fd, self.upgrade_fd, reporter_fd) if fd is not None
+        )
         selector_fileno = getattr(self._selector, "fileno", None)
         if selector_fileno is not None:
             fds.append(selector_fileno())
@@ -368,14 +378,8 @@ class Runner:
             close_fds=[read_fd, *self._master_fds()],
             close_sockets=list({id(s): s for s in others}.values()),
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
         try:
-            with warnings.catch_warnings():
-                # 3.12+ warns about fork() with threads; the reloader's thread holds no locks
-                # the worker needs.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
+            pid, mask = self._fork()
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
@@ -383,6 +387,8 @@ class Runner:
             self._pending.append(ChildExited(command.wid, code=EXIT_FAILURE))
             return
         if pid == 0:
+            reset_worker_signals()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             worker_main(spec)  # never returns
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -390,6 +396,29 @@ class Runner:
         self.pids[command.wid] = pid
         self.core.set_pid(command.wid, pid)
         self._selector.register(read_fd, selectors.EVENT_READ, pid)
+
+    @staticmethod
+    def _fork() -> tuple[int, set[int | signal.Signals]]:
+        """``fork()`` with the master's signals blocked, so no signal reaches a child while it
+        still has the master's handlers and wakeup fd (it would wake the *master*). The child
+        gets 0, no wakeup fd, and must restore the returned mask itself."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+        try:
+            with warnings.catch_warnings():
+                # 3.12+ warns about fork() with threads; the reloader's thread holds no lock
+                # a child needs.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+        else:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return pid, mask
 
     def _close_slot(self, slot: int) -> None:
         sockets = self.listeners.slots.pop(slot, None)
@@ -444,12 +473,8 @@ class Runner:
         env[FDS_ENV] = fds_value
         env[UPGRADE_FD_ENV] = str(write_fd)
         argv = [sys.executable, *sys.orig_argv[1:]]
-        sys.stdout.flush()
-        sys.stderr.flush()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
+            pid, mask = self._fork()
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
@@ -457,7 +482,7 @@ class Runner:
             return
         if pid == 0:  # pragma: no cover - replaced by exec
             try:
-                signal.set_wakeup_fd(-1)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 env[FDS_PID_ENV] = str(os.getpid())
                 for fd in (*fds, write_fd):
                     os.set_inheritable(fd, True)

@@ -45,7 +45,7 @@ from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.headers import check_status
 
 if TYPE_CHECKING:
-    from typing_extensions import TypeAlias
+    from typing import TypeAlias
 
 Message: TypeAlias = "dict[str, Any]"
 Headers: TypeAlias = "list[tuple[bytes, bytes]]"
@@ -102,6 +102,9 @@ class AsgiHttpStream:
     """One ASGI HTTP exchange. See the module docstring."""
 
     __slots__ = (
+        "_headers",
+        "_trailers",
+        "_wire",
         "app_done",
         "buffered",
         "disconnected",
@@ -118,14 +121,9 @@ class AsgiHttpStream:
         "task",
         "trailers_expected",
         "waiter",
-        "_headers",
-        "_trailers",
-        "_wire",
     )
 
-    def __init__(
-        self, wire: StreamWire, scope: dict[str, Any], stream_id: int, now: float
-    ) -> None:
+    def __init__(self, wire: StreamWire, scope: dict[str, Any], stream_id: int, now: float) -> None:
         self._wire = wire
         self.scope = scope
         self.stream_id = stream_id
@@ -206,61 +204,60 @@ class AsgiHttpStream:
         if self.disconnected:
             return
         try:
-            self._app_send(message, now)
+            mtype = message["type"]
+            state = self.state
+            if mtype == "http.response.body":
+                body = message.get("body", b"")
+                if type(body) is not bytes:
+                    if not isinstance(body, (bytearray, memoryview)):
+                        raise AppProtocolError(f"body must be bytes, got {type(body).__name__}")
+                    body = bytes(body)
+                if message.get("more_body", False):
+                    next_state = AsgiHttpState.RESPONSE
+                elif self.trailers_expected:
+                    next_state = AsgiHttpState.TRAILERS
+                else:
+                    next_state = AsgiHttpState.CLOSED
+                end = next_state is AsgiHttpState.CLOSED
+                if state is AsgiHttpState.RESPONSE:
+                    self.state = next_state
+                    self.response_length += len(body)
+                    self._wire.send_body(self, body, end, now)
+                elif state is AsgiHttpState.STARTED:
+                    self.state = next_state
+                    self.response_length += len(body)
+                    self._wire.send_head(self, self.status, self._headers, body, end, now)  # type: ignore[arg-type]
+                    self.head_written = True
+                else:
+                    raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+            elif mtype == "http.response.start":
+                if state is not AsgiHttpState.REQUEST:
+                    raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+                status = message["status"]
+                if type(status) is not int or not 200 <= status <= 999:
+                    status = check_status(status)
+                self.status = status
+                headers = message.get("headers", ())
+                if type(headers) is not list and type(headers) is not tuple:
+                    headers = list(headers)
+                self._headers = headers
+                self.trailers_expected = bool(message.get("trailers", False))
+                self.state = AsgiHttpState.STARTED
+            elif mtype == "http.response.trailers":
+                if state is not AsgiHttpState.TRAILERS:
+                    raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+                self._trailers.extend(message.get("headers", ()))
+                if not message.get("more_trailers", False):
+                    self.state = AsgiHttpState.CLOSED
+                    self._wire.send_trailers(self, self._trailers, now)
+            else:
+                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
         except AppProtocolError:
             self._fail(now)
             raise
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(now)
             raise AppProtocolError(f"malformed ASGI message {message!r}: {exc!r}") from exc
-
-    def _app_send(self, message: Mapping[str, Any], now: float) -> None:
-        mtype = message["type"]
-        state = self.state
-        if mtype == "http.response.body":
-            body = message.get("body", b"")
-            if type(body) is not bytes:
-                if not isinstance(body, (bytes, bytearray, memoryview)):
-                    raise AppProtocolError(f"body must be bytes, got {type(body).__name__}")
-                body = bytes(body)
-            more = message.get("more_body", False)
-            if more:
-                next_state = AsgiHttpState.RESPONSE
-            elif self.trailers_expected:
-                next_state = AsgiHttpState.TRAILERS
-            else:
-                next_state = AsgiHttpState.CLOSED
-            end = next_state is AsgiHttpState.CLOSED
-            if state is AsgiHttpState.RESPONSE:
-                self.state = next_state
-                self.response_length += len(body)
-                self._wire.send_body(self, body, end, now)
-            elif state is AsgiHttpState.STARTED:
-                self.state = next_state
-                self.response_length += len(body)
-                self._wire.send_head(self, self.status, self._headers, body, end, now)  # type: ignore[arg-type]
-                self.head_written = True
-            else:
-                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
-        elif mtype == "http.response.start":
-            if state is not AsgiHttpState.REQUEST:
-                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
-            self.status = check_status(message["status"])
-            headers = message.get("headers", ())
-            if not isinstance(headers, (list, tuple)):
-                headers = list(headers)
-            self._headers = headers
-            self.trailers_expected = bool(message.get("trailers", False))
-            self.state = AsgiHttpState.STARTED
-        elif mtype == "http.response.trailers":
-            if state is not AsgiHttpState.TRAILERS:
-                raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
-            self._trailers.extend(message.get("headers", ()))
-            if not message.get("more_trailers", False):
-                self.state = AsgiHttpState.CLOSED
-                self._wire.send_trailers(self, self._trailers, now)
-        else:
-            raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
 
     def _fail(self, now: float) -> None:
         if self.disconnected:

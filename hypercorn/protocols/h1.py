@@ -41,6 +41,7 @@ any, write blocked    blocked since + write_timeout            abort
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
@@ -56,7 +57,7 @@ from hypercorn.protocols.h1_parser import (
     H1Parser,
     RequestHead,
 )
-from hypercorn.protocols.headers import DateCache, check_header, is_token, status_line
+from hypercorn.protocols.headers import DateCache, check_header, status_line
 from hypercorn.protocols.limits import ProtocolLimits
 
 
@@ -79,6 +80,12 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 _SPECIAL_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"date", b"server")
 )
+#: A whole block of app header lines: token names, values without CR/LF/NUL.
+_valid_header_block = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*").fullmatch
+#: Does a lowercased header block hold a header whose handling is ours?
+_special_header = re.compile(
+    rb"(?:^|\n)(?:content-length|transfer-encoding|connection|date|server):"
+).search
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -152,7 +159,9 @@ class H1Connection:
         self._server_line = (
             b"server: " + limits.server_header + _CRLF if limits.server_header else b""
         )
-        self._extra_lines = b"".join(name + b": " + value + _CRLF for name, value in limits.extra_headers)
+        self._extra_lines = b"".join(
+            name + b": " + value + _CRLF for name, value in limits.extra_headers
+        )
         self._read_timeout = limits.read_timeout
         self._body_limit = limits.body_buffer_size
         self._client = client
@@ -299,7 +308,9 @@ class H1Connection:
 
     def _start_request(self, head: RequestHead, now: float) -> None:
         if head.http_version != b"1.1" and head.http_version != b"1.0":
-            self._protocol_error(RemoteProtocolError("unsupported HTTP version", status_hint=505), now)
+            self._protocol_error(
+                RemoteProtocolError("unsupported HTTP version", status_hint=505), now
+            )
             return
         self._head = head
         self._keep_alive = head.keep_alive and not self._shutting_down
@@ -404,51 +415,49 @@ class H1Connection:
             return
         head = self._head
         assert head is not None
+        # One join and one C-level regex validate the app's whole header block (names are
+        # tokens, values hold no CR/LF/NUL) instead of per-header checks in Python.
+        try:
+            lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
+            block = b"".join(lines)
+        except (TypeError, ValueError):
+            lines, block = [], b"\x00"  # not bytes pairs: let the precise check explain
+        # (The line count catches a CRLF inside a value that forms a valid-looking line.)
+        if _valid_header_block(block) is None or block.count(b"\n") != len(lines):
+            for name, value in headers:
+                check_header(name, value)
+            raise AppProtocolError(f"invalid response headers {headers!r}")
         keep_alive = self._keep_alive and self._request_done
-        no_body_status = status in _NO_BODY_STATUSES
-        is_head = head.method == b"HEAD"
-        parts = [status_line(status)]
-        append = parts.append
-        app_lines = 0
         content_length: int | None = None
         has_date = has_server = False
-        for name, value in headers:
-            if type(name) is not bytes or type(value) is not bytes or is_token(name) is None:
-                check_header(name, value)  # raises with a precise message
-            lname = name.lower()
-            if lname in _SPECIAL_HEADERS:
-                if lname == b"content-length":
-                    length = _parse_content_length(value)
-                    if content_length is not None and content_length != length:
-                        raise AppProtocolError("conflicting content-length headers")
-                    content_length = length
-                    if status == 204:
-                        continue
-                elif lname == b"transfer-encoding":
-                    continue  # framing is ours to choose (Rule 3)
-                elif lname == b"connection":
-                    if b"close" in value.lower():
-                        keep_alive = False
-                elif lname == b"date":
-                    has_date = True
-                else:
-                    has_server = True
-            append(name)
-            append(b": ")
-            append(value)
-            append(_CRLF)
-            app_lines += 1
-        if app_lines:
-            block = b"".join(parts[1:])
-            if (
-                block.count(b"\n") != app_lines
-                or block.count(b"\r") != app_lines
-                or b"\x00" in block
-            ):
-                for name, value in headers:
-                    check_header(name, value)
+        if _special_header(block.lower()) is not None:
+            lines.clear()
+            for name, value in headers:
+                lname = name.lower()
+                if lname in _SPECIAL_HEADERS:
+                    if lname == b"content-length":
+                        length = _parse_content_length(value)
+                        if content_length is not None and content_length != length:
+                            raise AppProtocolError("conflicting content-length headers")
+                        content_length = length
+                        if status == 204:
+                            continue
+                    elif lname == b"transfer-encoding":
+                        continue  # framing is ours to choose (Rule 3)
+                    elif lname == b"connection":
+                        if b"close" in value.lower():
+                            keep_alive = False
+                    elif lname == b"date":
+                        has_date = True
+                    else:
+                        has_server = True
+                lines.append(b"%s: %s\r\n" % (name, value))
+            block = b"".join(lines)
+        parts = [status_line(status), block]
+        append = parts.append
         # Framing (Rule 3).
-        if no_body_status:
+        is_head = head.method == b"HEAD"
+        if status in _NO_BODY_STATUSES:
             framing = Framing.NONE
         elif content_length is not None:
             framing = Framing.NONE if is_head else Framing.CONTENT_LENGTH
@@ -478,13 +487,17 @@ class H1Connection:
         if self._extra_lines:
             append(self._extra_lines)
         append(_CRLF)
-        framed, short = self._frame(body, end)
+        if framing is Framing.CONTENT_LENGTH and end and len(body) == self._remaining:
+            short = False  # the common case: the whole body in one message
+            self._remaining = 0
+        else:
+            body, short = self._frame(body, end)
         self._response_started = True
         self._continue_pending = False
         stream.head_written = True
         stream.status = status
-        if framed:
-            append(framed)
+        if body and framing is not Framing.NONE:
+            append(body)
         self._write(b"".join(parts))
         if short:
             raise AppProtocolError("response body shorter than its content-length")
@@ -590,7 +603,4 @@ class H1Connection:
 
 
 def _accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"te" and b"trailers" in value.lower():
-            return True
-    return False
+    return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)

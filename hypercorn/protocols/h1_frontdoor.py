@@ -139,7 +139,15 @@ _FAST_HEAD = re.compile(
     rb"(?:" + _PLAIN_LINE + rb")*+"
     rb"(?:" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*+"
     rb"(?:" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*+)?"
-    rb"|" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*+" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*+"
+    rb"|"
+    + _CL_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+"
+    + _HOST_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*+"
     rb")\r\n"
 )
 
@@ -231,7 +239,10 @@ def judge_head(head: bytes, limits: ProtocolLimits) -> int:
         match is not None
         and len(head) <= limits.max_incomplete_size
         and match.end(1) <= limits.max_request_line_size
-        and (len(head) <= 4 * limits.max_header_count or _field_count(head) <= limits.max_header_count)
+        and (
+            len(head) <= 4 * limits.max_header_count
+            or _field_count(head) <= limits.max_header_count
+        )
     ):
         length = match[2] or match[3]
         return 0 if length is None else int(length)

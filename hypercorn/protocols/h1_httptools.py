@@ -59,7 +59,8 @@ class HttptoolsHeadParser:
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(self)
-        self._headers = headers = []
+        headers: list[tuple[bytes, bytes]] = []
+        self._headers = headers
         self._url = b""
         self._complete = False
         try:

@@ -1,9 +1,11 @@
 """The HTTP/1.1 request parser interface, and its h11 implementation.
 
 The HTTP/1.1 connection (``protocols/h1.py``) reads requests through this narrow interface
-only, so the parser can be swapped (h11 today; httptools and a strict RFC 9112 front door
-later) without touching keep-alive, pipelining, deadlines or response writing, which all
-stay in ``h1.py``. Parsers only *parse*: they never produce bytes to send.
+only, so the parser can be swapped (``H11Parser`` below, the reference implementation; the
+strict RFC 9112 front door with an h11 or httptools head tokeniser in ``h1_frontdoor.py`` /
+``h1_select.py``, which the worker uses) without touching keep-alive, pipelining,
+deadlines or response writing, which all stay in ``h1.py``. Parsers only *parse*: they
+never produce bytes to send.
 
 Contract of an ``H1Parser``
 ---------------------------
@@ -158,7 +160,9 @@ class H11Parser:
 
     def __init__(self, limits: ProtocolLimits) -> None:
         self._limits = limits
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_incomplete_size)
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=limits.max_incomplete_size
+        )
         self._dead: RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -220,7 +224,9 @@ class H11Parser:
 
     def start_next_cycle(self) -> None:
         data, closed = self._conn.trailing_data
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_incomplete_size)
+        conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_incomplete_size
+        )
         if data:
             conn.receive_data(data)
         if closed:
@@ -230,10 +236,3 @@ class H11Parser:
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
         return self._conn.trailing_data
-
-
-def make_parser(kind: str, limits: ProtocolLimits) -> H1Parser:
-    """The parser for Config ``http1_parser`` ("auto", "h11", "httptools")."""
-    # "auto" and "httptools" fall back to h11 until the accelerated parser lands.
-    del kind
-    return H11Parser(limits)

@@ -11,6 +11,8 @@ de-chunking, pipelining) around a head tokeniser:
 
 from __future__ import annotations
 
+import functools
+
 import h11
 
 from hypercorn.protocols.errors import RemoteProtocolError
@@ -41,7 +43,7 @@ class H11HeadParser:
             raise RemoteProtocolError(str(exc), status_hint=exc.error_status_hint) from exc
         if type(event) is not h11.Request:  # pragma: no cover - the door hands whole heads
             raise RemoteProtocolError("incomplete request head", status_hint=400)
-        headers: list[tuple[bytes, bytes]] = list(event.headers)  # type: ignore[arg-type]
+        headers: list[tuple[bytes, bytes]] = list(event.headers)
         version = event.http_version
         keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
         return RequestHead(
@@ -56,6 +58,7 @@ class H11HeadParser:
         )
 
 
+@functools.cache
 def httptools_available() -> bool:
     try:
         import httptools  # noqa: F401
@@ -67,10 +70,10 @@ def httptools_available() -> bool:
 def make_head_parser(kind: str, limits: ProtocolLimits) -> HeadParser:
     """The head tokeniser for ``kind``; ValueError for an unknown kind, ImportError when
     ``"httptools"`` is asked for explicitly and is not installed."""
-    if kind not in PARSER_KINDS:
-        raise ValueError(f"unknown http1_parser {kind!r}; expected one of {PARSER_KINDS}")
     if kind == "h11" or (kind == "auto" and not httptools_available()):
         return H11HeadParser(limits)
+    if kind not in PARSER_KINDS:
+        raise ValueError(f"unknown http1_parser {kind!r}; expected one of {PARSER_KINDS}")
     from hypercorn.protocols.h1_httptools import HttptoolsHeadParser
 
     return HttptoolsHeadParser()

@@ -57,8 +57,9 @@ def build_environ(scope: Mapping[str, Any], body: bytes, errors: Any = None) -> 
             script_name = script_name[:-1]
         else:
             raise InvalidPathError(path)
+        script_name = _bytes_as_unicode(script_name)
 
-    scheme: str = scope.get("scheme", "http") or "http"
+    scheme: str = scope.get("scheme") or "http"
     server = scope.get("server")
     if server is None:
         server_name, server_port = "localhost", _DEFAULT_PORTS.get(scheme, "80")
@@ -67,42 +68,62 @@ def build_environ(scope: Mapping[str, Any], body: bytes, errors: Any = None) -> 
         port = server[1] if len(server) > 1 else None
         server_port = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
 
-    query_string: bytes = scope.get("query_string", b"")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": _bytes_as_unicode(script_name),
-        "PATH_INFO": _bytes_as_unicode(path),
-        "QUERY_STRING": query_string.decode("latin-1"),
-        "SERVER_NAME": server_name,
-        "SERVER_PORT": server_port,
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": BytesIO(body),
-        "wsgi.input_terminated": True,
-        "wsgi.errors": errors if errors is not None else sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
+    environ = _BASE_ENVIRON.copy()
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["SCRIPT_NAME"] = script_name
+    environ["PATH_INFO"] = path if path.isascii() else _bytes_as_unicode(path)
+    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
+    environ["SERVER_NAME"] = server_name
+    environ["SERVER_PORT"] = server_port
+    http_version = scope.get("http_version", "1.1")
+    environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(http_version) or "HTTP/" + http_version
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = BytesIO(body)
+    environ["wsgi.errors"] = errors if errors is not None else sys.stderr
     client = scope.get("client")
     if client is not None:
         environ["REMOTE_ADDR"] = str(client[0])
         if len(client) > 1 and client[1] is not None:
             environ["REMOTE_PORT"] = str(client[1])
 
+    keys = _ENVIRON_KEYS
     for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").lower()
-        if name == "content-length":
-            key = "CONTENT_LENGTH"
-        elif name == "content-type":
-            key = "CONTENT_TYPE"
-        else:
-            key = "HTTP_" + name.upper().replace("-", "_")
+        key = keys.get(raw_name)
+        if key is None:
+            key = _environ_key(raw_name)
         value = raw_value.decode("latin-1")
         existing = environ.get(key)
         environ[key] = value if existing is None else existing + "," + value
     return environ
+
+
+_BASE_ENVIRON: dict[str, Any] = {
+    "SCRIPT_NAME": "",
+    "wsgi.version": (1, 0),
+    "wsgi.input_terminated": True,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
+
+# Raw header name -> environ key. Bounded: a client sending endless distinct names cannot
+# grow it without limit (after the cap, names are converted every time).
+_ENVIRON_KEYS: dict[bytes, str] = {}
+_CACHE_LIMIT = 512
+
+
+def _environ_key(raw_name: bytes) -> str:
+    name = raw_name.decode("latin-1").lower()
+    if name == "content-length":
+        key = "CONTENT_LENGTH"
+    elif name == "content-type":
+        key = "CONTENT_TYPE"
+    else:
+        key = "HTTP_" + name.upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < _CACHE_LIMIT:
+        _ENVIRON_KEYS[raw_name] = key
+    return key
 
 
 def _bytes_as_unicode(text: str) -> str:
@@ -112,43 +133,66 @@ def _bytes_as_unicode(text: str) -> str:
 
 def parse_status(status: object) -> int:
     """Validate a WSGI status line (``"200 OK"``) and return its numeric code."""
+    code = _STATUS_CODES.get(status) if type(status) is str else None
+    if code is not None:
+        return code
     if not isinstance(status, str):
         raise WSGIResponseError(f"status must be a str, got {type(status).__name__}")
-    code = status[:3]
+    digits = status[:3]
     if (
-        len(code) != 3
-        or not code.isdigit()
-        or not code.isascii()
+        len(digits) != 3
+        or not digits.isdigit()
+        or not digits.isascii()
         or (len(status) > 3 and status[3] != " ")
         or _FORBIDDEN_VALUE.search(status) is not None
     ):
         raise WSGIResponseError(f"invalid status line {status!r}, expected e.g. '200 OK'")
-    value = int(code)
-    if value < 100:
-        raise WSGIResponseError(f"invalid status code {value} in {status!r}")
-    return value
+    code = int(digits)
+    if code < 100:
+        raise WSGIResponseError(f"invalid status code {code} in {status!r}")
+    if len(_STATUS_CODES) < _CACHE_LIMIT:
+        _STATUS_CODES[status] = code
+    return code
+
+
+_STATUS_CODES: dict[object, int] = {}
+# Validated header name -> its lower-case ASCII bytes.
+_HEADER_NAMES: dict[str, bytes] = {}
 
 
 def encode_response_headers(headers: object) -> list[tuple[bytes, bytes]]:
     """Validate a WSGI header list and encode it for ASGI (lower-case latin-1 names)."""
     if not isinstance(headers, list):
         raise WSGIResponseError(f"headers must be a list, got {type(headers).__name__}")
+    names = _HEADER_NAMES
     encoded: list[tuple[bytes, bytes]] = []
     for header in headers:
         if not isinstance(header, tuple) or len(header) != 2:
             raise WSGIResponseError(f"each header must be a (name, value) tuple, got {header!r}")
         name, value = header
-        if not isinstance(name, str) or not isinstance(value, str):
+        if type(value) is not str:
             raise WSGIResponseError(f"header name and value must be str, got {header!r}")
-        if _TOKEN.fullmatch(name) is None:
-            raise WSGIResponseError(f"invalid header name {name!r}")
-        if _FORBIDDEN_VALUE.search(value) is not None:
+        raw_name = names.get(name) if type(name) is str else None
+        if raw_name is None:
+            raw_name = _validate_name(name, header)
+        if "\n" in value or "\r" in value or "\x00" in value:
             raise WSGIResponseError(f"invalid character in header {name!r}: {value!r}")
         try:
-            encoded.append((name.lower().encode("ascii"), value.encode("latin-1")))
+            encoded.append((raw_name, value.encode("latin-1")))
         except UnicodeEncodeError as error:
             raise WSGIResponseError(f"header {name!r} is not latin-1: {value!r}") from error
     return encoded
+
+
+def _validate_name(name: object, header: object) -> bytes:
+    if not isinstance(name, str):
+        raise WSGIResponseError(f"header name and value must be str, got {header!r}")
+    if _TOKEN.fullmatch(name) is None:
+        raise WSGIResponseError(f"invalid header name {name!r}")
+    raw = name.lower().encode("ascii")
+    if len(_HEADER_NAMES) < _CACHE_LIMIT:
+        _HEADER_NAMES[name] = raw
+    return raw
 
 
 def has_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bool:

@@ -73,12 +73,12 @@ class _StreamProtocol(asyncio.Protocol):
         "_handler",
         "_info",
         "_loop",
+        "_on_connection",
         "_on_lost",
         "_options",
         "_paused",
-        "_transport",
         "_tls",
-        "_on_connection",
+        "_transport",
     )
 
     def __init__(
@@ -112,7 +112,10 @@ class _StreamProtocol(asyncio.Protocol):
         family = sock.family if sock is not None else socket.AF_INET
         if family == getattr(socket, "AF_UNIX", None):
             client = None
-            server: tuple[str, int | None] | None = (str(transport.get_extra_info("sockname")), None)
+            server: tuple[str, int | None] | None = (
+                str(transport.get_extra_info("sockname")),
+                None,
+            )
         else:
             client = _address(transport.get_extra_info("peername"))
             server = _address(transport.get_extra_info("sockname"))
@@ -377,9 +380,7 @@ class _Acceptor:
         now = self._loop.time()
         if now - self._last_log >= _EXHAUSTION_LOG_INTERVAL:
             self._last_log = now
-            _logger.error(
-                "Out of resources accepting connections (%s); backing off", exc.strerror
-            )
+            _logger.error("Out of resources accepting connections (%s); backing off", exc.strerror)
         self._set_reading(False)
         self._retry = self._loop.call_later(_EXHAUSTION_BACKOFF, self._resume)
 

@@ -52,7 +52,7 @@ T = TypeVar("T")
 BackendName = Literal["asyncio", "uvloop", "trio"]
 
 
-class TransportClosed(Exception):  # noqa: N818 - a state, like h11's "RemoteProtocolError"
+class TransportClosed(Exception):
     """The connection is gone: the peer reset or closed it, or we closed it ourselves.
 
     Raised by ``Transport.drain`` when the connection is lost while (or before) waiting. The
@@ -60,7 +60,7 @@ class TransportClosed(Exception):  # noqa: N818 - a state, like h11's "RemotePro
     """
 
 
-class TransportTimeout(Exception):  # noqa: N818
+class TransportTimeout(Exception):
     """A transport-level operation exceeded its deadline (for example the TLS handshake)."""
 
 
@@ -260,9 +260,7 @@ class Backend(Protocol):
     def event(self) -> AsyncEvent:
         """A new unset one-shot event."""
 
-    def spawn(
-        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
-    ) -> TaskHandle:
+    def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]) -> TaskHandle:
         """Start ``fn(*args)`` as a new task (see the class docstring)."""
 
     def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:

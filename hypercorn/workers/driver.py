@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocols.h1 import H1Connection
-from hypercorn.protocols.h1_parser import make_parser
+from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.workers.backend import TransportClosed
@@ -84,7 +84,9 @@ class WorkerContext:
         self.dates = DateCache()
         self.refresh_clock()
         #: A ``hypercorn.logging.Logger`` whose ``log_access`` is called per request, or None.
-        self.access_log = access_log if access_log is not None and access_log.access_enabled else None
+        self.access_log = (
+            access_log if access_log is not None and access_log.access_enabled else None
+        )
         #: Called when each request's app finished (max_requests accounting).
         self.on_request = on_request
         self.connections: set[ConnectionDriver] = set()
@@ -266,12 +268,10 @@ class ConnectionDriver:
     def _start_pending(self) -> None:
         pending = self._pending
         self._pending = []
-        ctx = self._ctx
         spawn = self._backend.spawn
         for stream in pending:
             if stream.disconnected:
                 continue
-            ctx.running_apps += 1
             self._streams.add(stream)
             stream.task = spawn(self._run_app, stream)
 
@@ -301,12 +301,15 @@ class ConnectionDriver:
                 except TransportClosed:
                     pass  # the core already told the stream; later sends are dropped
 
+        # Counted here, not at spawn: a task cancelled before it ever ran never gets here.
+        ctx.running_apps += 1
         try:
             await ctx.app(stream.scope, receive, send)
         except Exception:
             _error_logger.exception("Error in ASGI Framework")
         finally:
             stream.app_finished(backend.now())
+            stream.task = None  # break the stream <-> task cycle: no GC work per request
             self._streams.discard(stream)
             after_core()
             ctx.running_apps -= 1

@@ -101,6 +101,11 @@ def _run(spec: WorkerSpec) -> int:
     faulthandler.enable(file=_dump_target(config), all_threads=True)
     set_title(title_for("worker", config.proc_name or config.application_path))
 
+    # Import the serving machinery while we may still read everything; the app itself is
+    # imported after dropping privileges (it should never run as root).
+    from hypercorn.workers.serve import WorkerHooks, run_worker_loop
+
+    _preimport_backend(config.worker_class)
     try:
         _drop_privileges(config)
     except OSError as exc:
@@ -116,8 +121,6 @@ def _run(spec: WorkerSpec) -> int:
         except AppLoadError as exc:
             channel.failed(str(exc))
             return EXIT_APP_LOAD_ERROR
-
-    from hypercorn.workers.serve import WorkerHooks, run_worker_loop
 
     hooks = WorkerHooks(
         on_ready=channel.ready,
@@ -136,6 +139,15 @@ def _run(spec: WorkerSpec) -> int:
     finally:
         channel.close()
     return EXIT_OK
+
+
+def _preimport_backend(worker_class: str) -> None:
+    import importlib
+
+    names = {"asyncio": ("asyncio",), "uvloop": ("asyncio", "uvloop"), "trio": ("trio",)}
+    for name in names.get(worker_class, ()):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"hypercorn.workers.{name}_backend")
 
 
 def _drop_privileges(config: Config) -> None:

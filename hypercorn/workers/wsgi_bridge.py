@@ -28,6 +28,7 @@ through ``Backend.call_soon_threadsafe``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = ["HIGH_WATER", "LOW_WATER", "STREAM_AFTER", "WSGIBridge"]
 
-#: Seconds after which a still-running application's output is streamed chunk by chunk.
-STREAM_AFTER = 0.005
+#: Seconds an application may run (in its thread, not counting time queued for a thread)
+#: before its output is streamed chunk by chunk. Well above the GIL switch interval (5 ms),
+#: so a busy worker's quick responses keep the one-hop fast path.
+STREAM_AFTER = 0.02
 #: Unsent bytes at which the application thread waits for the client to catch up.
 HIGH_WATER = 256 * 1024
 #: ...and the level it waits for.
@@ -183,6 +186,9 @@ class _Exchange:
         self.sender: TaskHandle | None = None
         self.sender_done: AsyncEvent | None = None
         self.watcher: TaskHandle | None = None
+        self.timer: TimerHandle | None = None
+        #: time.monotonic() when a pool thread began running the application.
+        self.started_at: float | None = None
 
     # -- loop side ----------------------------------------------------------------------------
 
@@ -195,22 +201,22 @@ class _Exchange:
 
     async def _run(self) -> None:
         backend = self.backend
-        timer: TimerHandle = backend.call_at(backend.now() + STREAM_AFTER, self._on_timer)
+        self.timer = backend.call_at(backend.now() + STREAM_AFTER, self._on_timer)
         try:
             await backend.run_sync(self._call_app)
         except Exception:
             # Flush what the sender already has, then let the driver answer 500 (or abort
             # the connection if the response had started).
-            timer.cancel()
+            self.timer.cancel()
             if self.streaming:
                 self._ensure_sender()
             await self._stop_streaming(abort=False)
             raise
         except BaseException:
-            timer.cancel()
+            self.timer.cancel()
             await self._stop_streaming(abort=True)
             raise
-        timer.cancel()
+        self.timer.cancel()
         # The timer may have fired between the thread finishing and this coroutine resuming.
         if self.streaming:
             self._ensure_sender()
@@ -262,6 +268,14 @@ class _Exchange:
         with self.lock:
             if self.finished or self.streaming:
                 return
+            started = self.started_at
+            # Time spent queued for a pool thread does not count: under load every request
+            # waits there, and streaming them all would cost a task and a hop per chunk.
+            ran_for = 0.0 if started is None else time.monotonic() - started
+            if ran_for < STREAM_AFTER:
+                delay = STREAM_AFTER - ran_for
+                self.timer = self.backend.call_at(self.backend.now() + delay, self._on_timer)
+                return
             self.streaming = True
             self.notified = True
         self._ensure_sender()
@@ -276,12 +290,11 @@ class _Exchange:
 
     async def _watch_disconnect(self) -> None:
         try:
-            while True:
-                message = await self.receive()
-                if message["type"] == "http.disconnect":
-                    break
+            message = await self.receive()
         except Exception:
             return
+        if message["type"] != "http.disconnect":
+            return  # nothing else can follow a complete request body
         with self.lock:
             if self.finished and not self.chunks:
                 return
@@ -350,6 +363,7 @@ class _Exchange:
     # -- thread side --------------------------------------------------------------------------
 
     def _call_app(self) -> None:
+        self.started_at = time.monotonic()
         try:
             environ = build_environ(self.scope, self.body)
         except InvalidPathError:

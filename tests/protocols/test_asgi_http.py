@@ -121,7 +121,9 @@ def test_more_trailers() -> None:
     pair.request(headers=[("te", "trailers")])
     pair.app_send({**START, "trailers": True})
     pair.app_send(BODY)
-    pair.app_send({"type": "http.response.trailers", "headers": [(b"a", b"1")], "more_trailers": True})
+    pair.app_send(
+        {"type": "http.response.trailers", "headers": [(b"a", b"1")], "more_trailers": True}
+    )
     assert not pair.new_output().endswith(b"\r\n\r\n")
     pair.app_send({"type": "http.response.trailers", "headers": [(b"b", b"2")]})
     assert pair.new_output().endswith(b"0\r\na: 1\r\nb: 2\r\n\r\n")

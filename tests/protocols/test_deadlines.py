@@ -69,7 +69,9 @@ def test_next_request_after_idle_uses_header_timeout() -> None:
 
 def test_body_read_timeout_408() -> None:
     p = pair()
-    p.send(h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")]))
+    p.send(
+        h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")])
+    )
     assert p.server.next_deadline() == p.now + 20.0
     p.advance(15)
     p.send(h11.Data(data=b"abc"))  # progress extends it
@@ -82,7 +84,9 @@ def test_body_read_timeout_408() -> None:
 
 def test_body_read_timeout_after_response_started_closes_without_408() -> None:
     p = pair()
-    p.send(h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")]))
+    p.send(
+        h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")])
+    )
     p.app_send({"type": "http.response.start", "status": 200, "headers": []})
     p.app_send({"type": "http.response.body", "body": b"a", "more_body": True})
     p.new_output()
@@ -124,7 +128,9 @@ def test_no_read_deadline_while_app_is_not_reading() -> None:
 
 def test_read_timeout_none_disables_it() -> None:
     p = H1Pair(ProtocolLimits(read_timeout=None))
-    p.send(h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")]))
+    p.send(
+        h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")])
+    )
     assert p.server.next_deadline() is None
 
 

@@ -9,16 +9,22 @@ import pytest
 
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.limits import ProtocolLimits
-from tests.support.pairs import SPLITS, H1Pair, parse_responses
+from tests.support.pairs import PARSERS, SPLITS, H1Pair, parse_responses
+
+# Every split with the production parser stack; each other parser whole and randomly cut.
+_COMBOS = [(split, "auto") for split in SPLITS] + [
+    (split, parser) for parser in PARSERS[1:] for split in ("whole", "random")
+]
 
 
-@pytest.fixture(params=SPLITS)
-def split(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=_COMBOS, ids=["-".join(combo) for combo in _COMBOS])
+def split(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param  # type: ignore[no-any-return]
 
 
-def make(split: str, **limits: Any) -> H1Pair:
-    return H1Pair(ProtocolLimits(**limits), split=split)
+def make(split: tuple[str, str], **limits: Any) -> H1Pair:
+    how, parser = split
+    return H1Pair(ProtocolLimits(**limits), split=how, parser_kind=parser)
 
 
 def headers_of(response: h11.Response) -> dict[bytes, bytes]:
@@ -32,8 +38,8 @@ def body_of(events: list[Any]) -> bytes:
 # -- basic exchange ----------------------------------------------------------------------------
 
 
-def test_get_scope_and_response(split: str) -> None:
-    pair = H1Pair(split=split, state={"db": 1})
+def test_get_scope_and_response(split: tuple[str, str]) -> None:
+    pair = H1Pair(split=split[0], parser_kind=split[1], state={"db": 1})
     pair.request("GET", "/caf%C3%A9/x?q=1&r=%20", headers=[("X-Thing", "Yes")])
     scope = pair.stream.scope
     assert scope["type"] == "http"
@@ -125,7 +131,7 @@ def test_unregistered_status_has_empty_reason() -> None:
 # -- keep-alive and pipelining -----------------------------------------------------------------
 
 
-def test_keep_alive(split: str) -> None:
+def test_keep_alive(split: tuple[str, str]) -> None:
     pair = make(split)
     for index in range(3):
         pair.request("GET", f"/{index}")
@@ -138,11 +144,9 @@ def test_keep_alive(split: str) -> None:
     assert not pair.sink.closed
 
 
-def test_pipelining_answers_in_order(split: str) -> None:
+def test_pipelining_answers_in_order(split: tuple[str, str]) -> None:
     pair = make(split)
-    raw = b"".join(
-        b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(3)
-    )
+    raw = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(3))
     pair.feed(raw)
     # Only the first request is being served; reading is paused behind it.
     assert [s.scope["path"] for s in pair.sink.started] == ["/0"]
@@ -159,7 +163,10 @@ def test_pipelining_answers_in_order(split: str) -> None:
 
 def test_pipelined_request_waits_for_slow_body() -> None:
     pair = H1Pair()
-    pair.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    pair.feed(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert len(pair.sink.started) == 1
     assert pair.receive_all()[0]["body"] == b"abc"
     pair.respond(200, [], b"1")
@@ -167,7 +174,7 @@ def test_pipelined_request_waits_for_slow_body() -> None:
     assert pair.stream.scope["path"] == "/2"
 
 
-def test_request_connection_close(split: str) -> None:
+def test_request_connection_close(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request(headers=[("Connection", "close")])
     pair.respond(200, [], b"bye")
@@ -185,7 +192,7 @@ def test_app_connection_close_header() -> None:
     assert pair.sink.closed
 
 
-def test_http10(split: str) -> None:
+def test_http10(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.feed(b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
     assert pair.stream.scope["http_version"] == "1.0"
@@ -209,7 +216,7 @@ def test_http10_streaming_is_close_delimited() -> None:
     assert pair.sink.closed
 
 
-def test_eof_between_requests_closes_quietly(split: str) -> None:
+def test_eof_between_requests_closes_quietly(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request()
     pair.respond(200, [], b"")
@@ -222,7 +229,7 @@ def test_eof_between_requests_closes_quietly(split: str) -> None:
 # -- bodies ---------------------------------------------------------------------------------
 
 
-def test_content_length_body(split: str) -> None:
+def test_content_length_body(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request("POST", "/", body=b"x" * 100)
     messages = pair.receive_all()
@@ -230,10 +237,12 @@ def test_content_length_body(split: str) -> None:
     assert messages[-1]["more_body"] is False
 
 
-def test_chunked_request_body(split: str) -> None:
+def test_chunked_request_body(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.send(
-        h11.Request(method="POST", target="/", headers=[("host", "x"), ("transfer-encoding", "chunked")]),
+        h11.Request(
+            method="POST", target="/", headers=[("host", "x"), ("transfer-encoding", "chunked")]
+        ),
         h11.Data(data=b"hello "),
         h11.Data(data=b"world"),
         h11.EndOfMessage(),
@@ -244,7 +253,7 @@ def test_chunked_request_body(split: str) -> None:
     assert messages[-1]["more_body"] is False
 
 
-def test_streaming_chunked_response(split: str) -> None:
+def test_streaming_chunked_response(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request()
     pair.respond(200, [], chunks=[b"one", b"", b"two"])
@@ -297,7 +306,7 @@ def test_body_backpressure_pauses_and_resumes_reading() -> None:
 # -- 100-continue ------------------------------------------------------------------------------
 
 
-def test_expect_100_continue(split: str) -> None:
+def test_expect_100_continue(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.send(
         h11.Request(
@@ -338,7 +347,7 @@ def test_expect_100_app_answers_without_reading() -> None:
 # -- HEAD / 204 / 304 --------------------------------------------------------------------------
 
 
-def test_head_has_no_body(split: str) -> None:
+def test_head_has_no_body(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request("HEAD", "/")
     pair.respond(200, [], b"would-be-body")
@@ -409,7 +418,7 @@ def test_trailers_dropped_when_client_did_not_ask() -> None:
 # -- disconnects -------------------------------------------------------------------------------
 
 
-def test_disconnect_mid_body(split: str) -> None:
+def test_disconnect_mid_body(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.send(
         h11.Request(method="POST", target="/", headers=[("host", "x"), ("content-length", "10")]),
@@ -458,16 +467,25 @@ def test_waiting_app_is_woken_on_disconnect() -> None:
         (b"GET\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\n: novalue\r\n\r\n", 400),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+            + b"\r\n",
+            431,
+        ),
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     ],
 )
-def test_malformed_request(raw: bytes, status: int, split: str) -> None:
+def test_malformed_request(raw: bytes, status: int, split: tuple[str, str]) -> None:
     pair = make(split)
     pair.feed(raw)
     out = pair.new_output()
@@ -515,7 +533,7 @@ def test_server_names_allowed() -> None:
 # -- app failures ------------------------------------------------------------------------------
 
 
-def test_app_raises_before_start_gives_500(split: str) -> None:
+def test_app_raises_before_start_gives_500(split: tuple[str, str]) -> None:
     pair = make(split)
     pair.request()
     pair.stream.app_finished(pair.now)
@@ -539,14 +557,20 @@ def test_app_raises_after_start_closes_without_last_chunk() -> None:
     pair.client.receive_data(out)
     pair.client.receive_data(b"")
     with pytest.raises(h11.RemoteProtocolError):
-        while True:
-            pair.client.next_event()
+        _drain_client(pair.client)
+
+
+def _drain_client(client: h11.Connection) -> None:
+    while True:
+        client.next_event()
 
 
 def test_app_content_length_too_short_closes() -> None:
     pair = H1Pair()
     pair.request()
-    pair.app_send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+    pair.app_send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]}
+    )
     with pytest.raises(AppProtocolError):
         pair.app_send({"type": "http.response.body", "body": b"short"})
     assert pair.sink.closed
@@ -555,7 +579,9 @@ def test_app_content_length_too_short_closes() -> None:
 def test_app_content_length_too_long_closes() -> None:
     pair = H1Pair()
     pair.request()
-    pair.app_send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    pair.app_send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
     with pytest.raises(AppProtocolError):
         pair.app_send({"type": "http.response.body", "body": b"toolong"})
     out = pair.new_output()
@@ -567,7 +593,9 @@ def test_app_content_length_too_long_closes() -> None:
 def test_app_content_length_too_long_while_streaming() -> None:
     pair = H1Pair()
     pair.request()
-    pair.app_send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+    pair.app_send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]}
+    )
     pair.app_send({"type": "http.response.body", "body": b"abc", "more_body": True})
     with pytest.raises(AppProtocolError):
         pair.app_send({"type": "http.response.body", "body": b"de", "more_body": True})
@@ -597,14 +625,17 @@ def test_unsafe_app_header_refused_with_500(header: tuple[Any, Any]) -> None:
         pair.app_send({"type": "http.response.body", "body": b"x"})
     out = pair.new_output()
     assert out.startswith(b"HTTP/1.1 500 ")
-    assert b"evil" not in out and b"Set-Cookie" not in out
+    assert b"evil" not in out
+    assert b"Set-Cookie" not in out
     assert pair.sink.closed
 
 
 def test_invalid_app_content_length_is_500() -> None:
     pair = H1Pair()
     pair.request()
-    pair.app_send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"-1")]})
+    pair.app_send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"-1")]}
+    )
     with pytest.raises(AppProtocolError):
         pair.app_send({"type": "http.response.body", "body": b""})
     assert pair.new_output().startswith(b"HTTP/1.1 500 ")

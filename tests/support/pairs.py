@@ -4,7 +4,8 @@
 ``RecordingSink``. Nothing runs an event loop: the test plays the ASGI app by calling the
 started streams' ``receive_nowait`` / ``app_send`` directly, and moves time with
 ``advance``. Bytes sent to the server can be split ``whole``, ``bytewise`` or in seeded
-``random`` chunks, so every behaviour is checked against every way TCP may cut a request.
+``random`` chunks, so every behaviour is checked against every way TCP may cut a request, and
+with every parser stack behind the H1Parser interface.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import h11
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.h1 import H1Connection
-from hypercorn.protocols.h1_parser import H11Parser
+from hypercorn.protocols.h1_parser import H1Parser, H11Parser
+from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 
 SPLITS = ("whole", "bytewise", "random")
+#: "auto"/"h11"/"httptools": the production stacks (strict front door + head tokeniser);
+#: "plain-h11": the reference ``H11Parser`` that defines the H1Parser interface.
+PARSERS = ("auto", "h11", "httptools", "plain-h11")
 
 
 def split_bytes(data: bytes, how: str, seed: int = 0) -> Iterator[bytes]:
@@ -111,15 +116,21 @@ class H1Pair:
         now: float = 1000.0,
         ssl: bool = False,
         state: dict[str, Any] | None = None,
+        parser_kind: str = "auto",
     ) -> None:
         self.limits = limits or ProtocolLimits()
         self.split = split
         self.now = now
         self.sink = RecordingSink()
         self.dates = DateCache(wall_offset=784111777.0 - 1000.0)  # the RFC's example date
+        parser: H1Parser
+        if parser_kind == "plain-h11":
+            parser = H11Parser(self.limits)
+        else:
+            parser = make_parser(parser_kind, self.limits)
         self.server = H1Connection(
             sink=self.sink,
-            parser=H11Parser(self.limits),
+            parser=parser,
             limits=self.limits,
             dates=self.dates,
             client=("127.0.0.1", 50000),

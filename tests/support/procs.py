@@ -33,7 +33,7 @@ T = TypeVar("T")
 #:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
 APP_SOURCE = textwrap.dedent(
-    '''
+    """
     import asyncio
     import os
     import time
@@ -65,7 +65,7 @@ APP_SOURCE = textwrap.dedent(
             }
         )
         await send({"type": "http.response.body", "body": body})
-    '''
+    """
 )
 
 
@@ -247,21 +247,24 @@ class LoadLoop:
             else:
                 self.result.failures.append(error or f"status {status}: {body!r}")
 
+    def _one(self, client: KeepAliveClient, keep_alive: bool) -> None:
+        try:
+            if keep_alive:
+                status, body = client.get("/")
+            else:
+                status, body = http_get(self.port, "/")
+        except (OSError, RequestFailed, h11.ProtocolError) as exc:
+            kind = "keep-alive" if keep_alive else "fresh connection"
+            self._record(None, "", f"{kind}: {type(exc).__name__}: {exc}")
+        else:
+            self._record(status, body, None)
+
     def _run(self, keep_alive: bool) -> None:
         client = KeepAliveClient(self.port)
         deadline = time.monotonic() + 45
         try:
             while not self._stop.is_set() and time.monotonic() < deadline and self._take():
-                try:
-                    if keep_alive:
-                        status, body = client.get("/")
-                    else:
-                        status, body = http_get(self.port, "/")
-                except (OSError, RequestFailed, h11.ProtocolError) as exc:
-                    kind = "keep-alive" if keep_alive else "fresh connection"
-                    self._record(None, "", f"{kind}: {type(exc).__name__}: {exc}")
-                else:
-                    self._record(status, body, None)
+                self._one(client, keep_alive)
         finally:
             client.close()
             with self._lock:
@@ -310,6 +313,7 @@ class HypercornProcess:
         sock: socket.socket | None = None,
         env: dict[str, str] | None = None,
         notify: bool = True,
+        socket_activation: bool = False,
     ) -> None:
         self.cwd = cwd
         self.notify = NotifyListener() if notify else None
@@ -320,11 +324,25 @@ class HypercornProcess:
         if self.notify is not None:
             full_env["NOTIFY_SOCKET"] = self.notify.name
         full_env.update(env or {})
-        bind = ["-b", f"fd://{sock.fileno()}"] if sock is not None else []
+        command = [sys.executable, "-m", "hypercorn", *args]
+        if sock is not None and socket_activation:
+            # systemd's protocol: the socket at fd 3, LISTEN_PID naming the server itself
+            # (exec keeps the pid), LISTEN_FDS/LISTEN_FDNAMES describing it.
+            fd = sock.fileno()
+            shim = (
+                "import os, sys; "
+                f"os.dup2({fd}, 3); os.close({fd}); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
+                "LISTEN_FDNAMES='http'); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+            )
+            command = [sys.executable, "-c", shim, *command[1:]]
+        elif sock is not None:
+            command[3:3] = ["-b", f"fd://{sock.fileno()}"]
         self.stderr_path = cwd / f"stderr-{uuid.uuid4().hex[:8]}.log"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", *bind, *args],
+            command,
             cwd=cwd,
             env=full_env,
             pass_fds=(sock.fileno(),) if sock is not None else (),
@@ -357,7 +375,9 @@ class HypercornProcess:
             raise AssertionError(f"not ready; stderr:\n{self.stderr()}") from None
         return self.workers()
 
-    def wait_workers(self, predicate: Callable[[set[int]], bool], timeout: float = 20.0) -> set[int]:
+    def wait_workers(
+        self, predicate: Callable[[set[int]], bool], timeout: float = 20.0
+    ) -> set[int]:
         def check() -> set[int] | None:
             pids = self.workers()
             return pids if predicate(pids) else None
@@ -414,8 +434,11 @@ def running(
     sock: socket.socket | None = None,
     env: dict[str, str] | None = None,
     notify: bool = True,
+    socket_activation: bool = False,
 ) -> Iterator[HypercornProcess]:
-    server = HypercornProcess(args, cwd=cwd, sock=sock, env=env, notify=notify)
+    server = HypercornProcess(
+        args, cwd=cwd, sock=sock, env=env, notify=notify, socket_activation=socket_activation
+    )
     try:
         yield server
     finally:

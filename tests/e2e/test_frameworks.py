@@ -1,0 +1,285 @@
+"""Real frameworks over a real socket: Starlette and FastAPI (ASGI), Flask (WSGI), with httpx.
+
+The server runs ``hypercorn.workers.serve.serve`` on the asyncio backend in a background
+thread, on the pre-bound port-0 socket from the ``bound_socket`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from hypercorn.config import Config, Sockets
+from hypercorn.workers import run_with_backend
+from hypercorn.workers.backend import Backend
+from hypercorn.workers.serve import serve
+
+starlette = pytest.importorskip("starlette")
+fastapi = pytest.importorskip("fastapi")
+flask = pytest.importorskip("flask")
+
+from fastapi import FastAPI  # noqa: E402
+from flask import Flask, Response, jsonify, request, stream_with_context  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import (  # noqa: E402
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
+from starlette.routing import Route  # noqa: E402
+
+
+@contextmanager
+def serving(
+    app: object, sock: socket.socket, config: Config | None = None, mode: Any = None
+) -> Iterator[str]:
+    """Serve ``app`` on ``sock`` in a background thread; yields the base URL."""
+    config = config or Config()
+    ready = threading.Event()
+    stop: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        async def main(backend: Backend) -> None:
+            event = backend.event()
+            stop.append(lambda: backend.call_soon_threadsafe(event.set))
+            ready.set()
+            await serve(
+                app,
+                config,
+                backend,
+                Sockets(insecure_sockets=[sock]),
+                shutdown_trigger=event.wait,
+                mode=mode,
+            )
+
+        try:
+            run_with_backend("asyncio", main)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="hypercorn-test-server", daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    host, port = sock.getsockname()[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        if stop:
+            stop[0]()
+        thread.join(30)
+        assert not thread.is_alive(), "server did not stop"
+        if errors:
+            raise errors[0]
+
+
+# -- Starlette -------------------------------------------------------------------------------
+
+
+def starlette_app(events: list[str]) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        events.append("startup")
+        yield {"greeting": "hello from lifespan"}
+        events.append("shutdown")
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("home")
+
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "id": int(request.path_params["item_id"]),
+                "q": request.query_params.get("q"),
+                "greeting": request.state.greeting,
+            }
+        )
+
+    async def echo(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"length": len(body), "type": request.headers.get("content-type")})
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def numbers() -> AsyncIterator[bytes]:
+            for number in range(5):
+                yield f"{number}\n".encode()
+
+        return StreamingResponse(numbers(), media_type="text/plain")
+
+    return Starlette(
+        routes=[
+            Route("/", home),
+            Route("/items/{item_id:int}", item),
+            Route("/echo", echo, methods=["POST"]),
+            Route("/stream", stream),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def test_starlette(bound_socket: socket.socket) -> None:
+    events: list[str] = []
+    with serving(starlette_app(events), bound_socket) as url, httpx.Client(base_url=url) as client:
+        assert events == ["startup"]
+        response = client.get("/")
+        assert (response.status_code, response.text) == (200, "home")
+        assert response.headers["content-type"].startswith("text/plain")
+
+        response = client.get("/items/42", params={"q": "x y"})
+        assert response.json() == {"id": 42, "q": "x y", "greeting": "hello from lifespan"}
+
+        assert client.get("/missing").status_code == 404
+
+        payload = b"z" * 100_000
+        response = client.post("/echo", content=payload, headers={"content-type": "app/x"})
+        assert response.json() == {"length": 100_000, "type": "app/x"}
+
+        with client.stream("GET", "/stream") as streamed:
+            assert streamed.status_code == 200
+            assert b"".join(streamed.iter_bytes()) == b"0\n1\n2\n3\n4\n"
+    assert events == ["startup", "shutdown"]
+
+
+# -- FastAPI ---------------------------------------------------------------------------------
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+
+def fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int, q: str | None = None) -> dict[str, Any]:
+        return {"item_id": item_id, "q": q}
+
+    @app.post("/items")
+    async def create_item(item: Item) -> dict[str, Any]:
+        return {"name": item.name, "price_with_tax": round(item.price * 1.2, 2)}
+
+    @app.get("/sync")
+    def sync_endpoint() -> dict[str, str]:
+        return {"ran": "in a thread"}
+
+    return app
+
+
+def test_fastapi(bound_socket: socket.socket) -> None:
+    with serving(fastapi_app(), bound_socket) as url, httpx.Client(base_url=url) as client:
+        assert client.get("/items/7", params={"q": "a"}).json() == {"item_id": 7, "q": "a"}
+        response = client.post("/items", json={"name": "pen", "price": 10})
+        assert response.json() == {"name": "pen", "price_with_tax": 12.0}
+        assert client.post("/items", json={"name": "pen"}).status_code == 422
+        assert client.get("/items/not-a-number").status_code == 422
+        assert client.get("/sync").json() == {"ran": "in a thread"}
+        assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+
+
+# -- Flask over WSGI ---------------------------------------------------------------------------
+
+
+def flask_app() -> Flask:
+    app = Flask("hypercorn_e2e")
+
+    @app.route("/")
+    def home() -> str:
+        return "flask home"
+
+    @app.route("/json")
+    def as_json() -> Any:
+        return jsonify(ok=True, args=request.args.to_dict())
+
+    @app.route("/echo", methods=["POST"])
+    def echo() -> Any:
+        return jsonify(
+            length=len(request.get_data()),
+            content_type=request.content_type,
+            custom=request.headers.get("X-Custom"),
+        )
+
+    @app.route("/where")
+    def where() -> Any:
+        return jsonify(path=request.path, script_root=request.script_root, url=request.url)
+
+    @app.route("/stream")
+    def stream() -> Response:
+        def generate() -> Iterator[str]:
+            for number in range(100):
+                yield f"line {number}\n"
+
+        return Response(stream_with_context(generate()), mimetype="text/plain")
+
+    @app.route("/error")
+    def error() -> str:
+        raise RuntimeError("flask view bug")
+
+    return app
+
+
+def test_flask(bound_socket: socket.socket) -> None:
+    config = Config()
+    config.wsgi_max_body_size = 1_000_000
+    with (
+        serving(flask_app(), bound_socket, config) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        response = client.get("/")
+        assert (response.status_code, response.text) == (200, "flask home")
+        assert response.headers["content-length"] == "10"
+
+        assert client.get("/json", params={"a": "1"}).json() == {"ok": True, "args": {"a": "1"}}
+
+        response = client.post(
+            "/echo",
+            content=b"x" * 500_000,
+            headers={"content-type": "application/octet-stream", "x-custom": "yes"},
+        )
+        assert response.json() == {
+            "length": 500_000,
+            "content_type": "application/octet-stream",
+            "custom": "yes",
+        }
+
+        with client.stream("GET", "/stream") as streamed:
+            body = b"".join(streamed.iter_bytes())
+        assert body == b"".join(f"line {n}\n".encode() for n in range(100))
+
+        assert client.get("/nothing-here").status_code == 404
+        assert client.post("/echo", content=b"y" * 1_000_001).status_code == 413
+        assert client.get("/error").status_code == 500
+        assert client.get("/").status_code == 200  # still serving after errors
+
+
+def test_flask_root_path(bound_socket: socket.socket) -> None:
+    config = Config()
+    config.root_path = "/prefix"
+    with (
+        serving(flask_app(), bound_socket, config) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        data = client.get("/prefix/where").json()
+        assert data["path"] == "/where"
+        assert data["script_root"] == "/prefix"
+        assert data["url"].endswith("/prefix/where")
+
+
+def test_forced_wsgi_mode(bound_socket: socket.socket) -> None:
+    def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"method": environ["REQUEST_METHOD"]}).encode()]
+
+    with serving(wsgi, bound_socket, mode="wsgi") as url, httpx.Client(base_url=url) as client:
+        assert client.delete("/").json() == {"method": "DELETE"}

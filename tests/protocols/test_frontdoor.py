@@ -1,0 +1,287 @@
+"""The strict front door (``h1_frontdoor``): limits at their boundaries, EOF, pipelining,
+the fast path against the reference judgement, and the parser factory."""
+
+from __future__ import annotations
+
+import pytest
+
+from hypercorn.protocols.errors import RemoteProtocolError
+from hypercorn.protocols.h1_frontdoor import (
+    CHUNKED,
+    StrictH1Parser,
+    judge_head,
+    judge_head_slowly,
+)
+from hypercorn.protocols.h1_httptools import HttptoolsHeadParser
+from hypercorn.protocols.h1_parser import (
+    CLOSED,
+    END_OF_MESSAGE,
+    NEED_DATA,
+    PAUSED,
+    H1Parser,
+    ParserEvent,
+    RequestHead,
+)
+from hypercorn.protocols.h1_select import H11HeadParser, make_parser
+from hypercorn.protocols.limits import ProtocolLimits
+from tests.support.corpus import SPLITS, load_corpus, replay_parser, split_bytes
+
+LIMITS = ProtocolLimits()
+GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def events(parser: H1Parser) -> list[ParserEvent]:
+    """Events until the parser needs something (data, a new cycle) or is closed."""
+    out = []
+    while True:
+        event = parser.next_event()
+        out.append(event)
+        if event in (NEED_DATA, PAUSED, CLOSED):
+            return out
+
+
+def status_of(data: bytes, kind: str, limits: ProtocolLimits = LIMITS) -> set[int | None]:
+    """The error status for ``data`` under every split (a set, to show disagreements)."""
+    return {
+        replay_parser(make_parser(kind, limits), split_bytes(data, split)).status
+        for split in SPLITS
+    }
+
+
+def head_of(data: bytes) -> bytes:
+    return data[: data.index(b"\r\n\r\n") + 4]
+
+
+# -- the fast path is only a shortcut ---------------------------------------------------------
+
+
+def _judge(judge: object, head: bytes) -> object:
+    try:
+        return judge(head, LIMITS)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        return exc.status_hint
+
+
+@pytest.mark.parametrize("case", load_corpus(), ids=str)
+def test_fast_path_agrees_with_the_reference(case: object) -> None:
+    data = case.data.lstrip(b"\r\n")  # type: ignore[attr-defined]
+    if b"\r\n\r\n" in data:
+        head = head_of(data)
+        assert _judge(judge_head, head) == _judge(judge_head_slowly, head)
+
+
+def test_fast_path_results() -> None:
+    assert judge_head(GET, LIMITS) == 0
+    post = b"POST / HTTP/1.1\r\ncontent-length:  12 \r\nHost: a\r\n\r\n"
+    assert judge_head(post, LIMITS) == judge_head_slowly(post, LIMITS) == 12
+    chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert judge_head(chunked, LIMITS) == CHUNKED
+
+
+# -- limits at their boundaries, whatever the segmentation --------------------------------------
+
+
+def test_head_size_limit_boundary(kind: str) -> None:
+    limits = ProtocolLimits(max_incomplete_size=200)
+    filler = 200 - len(GET) - len(b"X: \r\n")
+    fits = GET[:-2] + b"X: " + b"a" * filler + b"\r\n\r\n"
+    assert len(fits) == 200
+    assert status_of(fits, kind, limits) == {None}
+    over = GET[:-2] + b"X: " + b"a" * (filler + 1) + b"\r\n\r\n"
+    assert status_of(over, kind, limits) == {431}
+
+
+def test_header_count_limit_boundary(kind: str) -> None:
+    limits = ProtocolLimits(max_header_count=5)
+    fields = b"".join(b"X-%d: v\r\n" % i for i in range(4))
+    assert status_of(GET[:-2] + fields + b"\r\n", kind, limits) == {None}
+    assert status_of(GET[:-2] + fields + b"Y: 1\r\n\r\n", kind, limits) == {431}
+
+
+def test_request_line_limit_boundary(kind: str) -> None:
+    limits = ProtocolLimits(max_request_line_size=40)
+    target = b"/" + b"a" * (40 - len(b"GET  HTTP/1.1") - 1)
+    line = b"GET " + target + b" HTTP/1.1"
+    assert len(line) == 40
+    assert status_of(line + b"\r\nHost: a\r\n\r\n", kind, limits) == {None}
+    assert status_of(b"GET a" + target + b" HTTP/1.1\r\nHost: a\r\n\r\n", kind, limits) == {414}
+
+
+def test_limits_hold_before_the_head_ends(kind: str) -> None:
+    """A head that never ends is refused once it is certain to break a limit."""
+    parser = make_parser(kind, LIMITS)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX: ")
+    assert events(parser) == [NEED_DATA]
+    for _ in range(15):
+        parser.feed(b"a" * 1024)
+        assert events(parser) == [NEED_DATA]
+    parser.feed(b"a" * 1024)
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.next_event()
+    assert info.value.status_hint == 431
+    parser = make_parser(kind, LIMITS)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: 1\r\n" * 101)
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.next_event()
+    assert info.value.status_hint == 431
+
+
+def test_bare_lf_is_refused_before_the_head_ends(kind: str) -> None:
+    parser = make_parser(kind, LIMITS)
+    parser.feed(b"GET / HTTP/1.1\nHost: a\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.next_event()
+    assert info.value.status_hint == 400
+
+
+def test_chunk_size_line_limit(kind: str) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ext = b";x=" + b"y" * 5000
+    assert status_of(head + b"1" + ext + b"\r\na\r\n0\r\n\r\n", kind) == {400}
+    assert status_of(head + b"1;x=" + b"y" * 4000 + b"\r\na\r\n0\r\n\r\n", kind) == {None}
+
+
+def test_trailer_limits(kind: str) -> None:
+    limits = ProtocolLimits(max_header_count=3)
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+    assert status_of(head + b"A: 1\r\nB: 2\r\nC: 3\r\n\r\n", kind, limits) == {None}
+    assert status_of(head + b"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", kind, limits) == {431}
+    assert status_of(head + b"A : 1\r\n\r\n", kind, limits) == {400}
+
+
+# -- EOF, pipelining and the cycle --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\r\n",
+        b"\r",
+    ],
+)
+def test_eof_inside_a_request_is_an_error(kind: str, data: bytes) -> None:
+    parser = make_parser(kind, LIMITS)
+    parser.feed(data)
+    parser.feed(b"")
+    with pytest.raises(RemoteProtocolError) as info:
+        events(parser)
+    assert info.value.status_hint == 400
+
+
+def test_eof_between_requests_is_a_clean_close(kind: str) -> None:
+    parser = make_parser(kind, LIMITS)
+    parser.feed(b"")
+    assert events(parser) == [CLOSED]
+    assert parser.next_event() is CLOSED
+    parser = make_parser(kind, LIMITS)
+    parser.feed(GET + b"\r\n")
+    parser.feed(b"")
+    got = events(parser)
+    assert got[1:] == [END_OF_MESSAGE, PAUSED]
+    parser.start_next_cycle()
+    assert events(parser) == [CLOSED]
+
+
+def test_pipelined_bytes_wait_for_the_next_cycle(kind: str) -> None:
+    parser = make_parser(kind, LIMITS)
+    bad = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+    parser.feed(GET + bad)
+    got = events(parser)
+    assert isinstance(got[0], RequestHead)
+    assert got[1:] == [END_OF_MESSAGE, PAUSED]
+    assert parser.next_event() is PAUSED  # nothing is parsed before start_next_cycle
+    assert parser.trailing_data == (bad, False)
+    parser.start_next_cycle()
+    with pytest.raises(RemoteProtocolError) as first:
+        parser.next_event()
+    with pytest.raises(RemoteProtocolError) as again:
+        parser.next_event()
+    assert again.value is first.value  # a dead parser stays dead
+    parser.feed(GET)
+    with pytest.raises(RemoteProtocolError):
+        parser.next_event()
+
+
+def test_upgrade_leaves_the_following_bytes_as_trailing_data(kind: str) -> None:
+    parser = make_parser(kind, LIMITS)
+    head = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n"
+    parser.feed(head + b"\x81\x85frame")
+    got = events(parser)
+    assert isinstance(got[0], RequestHead)
+    assert got[0].upgrade == b"websocket"
+    assert got[1:] == [END_OF_MESSAGE, PAUSED]
+    assert parser.trailing_data == (b"\x81\x85frame", False)
+
+
+def test_upgrade_with_a_body_reads_the_body_first(kind: str) -> None:
+    """llhttp would skip the body of an Upgrade request; the door frames it like h11."""
+    parser = make_parser(kind, LIMITS)
+    parser.feed(
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 3\r\n\r\nabcPRI"
+    )
+    got = events(parser)
+    assert got[1:] == [b"abc", END_OF_MESSAGE, PAUSED]
+    assert parser.trailing_data == (b"PRI", False)
+
+
+def test_empty_lines_before_a_request_split_anywhere(kind: str) -> None:
+    for split in SPLITS:
+        outcome = replay_parser(
+            make_parser(kind, LIMITS), split_bytes(b"\r\n\r\n" + GET + b"\r\n" + GET, split)
+        )
+        assert outcome.status is None
+        assert len(outcome.requests) == 2
+
+
+def test_request_facts(kind: str) -> None:
+    parser = make_parser(kind, LIMITS)
+    parser.feed(
+        b"POST /x?y HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 1\r\n\r\nz"
+    )
+    head = parser.next_event()
+    assert isinstance(head, RequestHead)
+    assert (head.method, head.target, head.http_version) == (b"POST", b"/x?y", b"1.0")
+    assert head.keep_alive is False  # HTTP/1.0 connections close (as with h11)
+    assert head.expect_continue is False  # only on HTTP/1.1
+    assert head.has_body is True
+    parser = make_parser(kind, LIMITS)
+    parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n")
+    head = parser.next_event()
+    assert isinstance(head, RequestHead)
+    assert (b"transfer-encoding", b"chunked") in head.headers
+    assert head.has_body is True
+
+
+def test_httptools_parser_is_reused_only_at_a_message_start() -> None:
+    head_parser = HttptoolsHeadParser()
+    parser = StrictH1Parser(head_parser, LIMITS)
+    post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"
+    parser.feed(GET + post + b"GET /z HTTP/1.1\r\nHost: a\r\n\r\n")
+    targets = []
+    for _ in range(3):
+        targets += [event.target for event in events(parser) if isinstance(event, RequestHead)]
+        parser.start_next_cycle()
+    assert targets == [b"/", b"/", b"/z"]
+
+
+# -- the factory --------------------------------------------------------------------------------
+
+
+def test_make_parser_kinds() -> None:
+    assert isinstance(make_parser("auto", LIMITS), StrictH1Parser)
+    auto = make_parser("auto", LIMITS)
+    assert isinstance(auto._head_parser, HttptoolsHeadParser)  # type: ignore[attr-defined]
+    h11 = make_parser("h11", LIMITS)
+    assert isinstance(h11._head_parser, H11HeadParser)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="http1_parser"):
+        make_parser("llhttp", LIMITS)

@@ -1,0 +1,649 @@
+"""The Backend/Transport contract (workers/backend.py), run on every backend.
+
+Loop-agnostic on purpose: the peer is a plain blocking socket driven from a worker thread
+(``backend.run_sync``), so the same tests will run on trio once its backend lands.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from hypercorn.workers import run_with_backend
+from hypercorn.workers.backend import (
+    Backend,
+    Listener,
+    ServeOptions,
+    Transport,
+    TransportClosed,
+    TransportTimeout,
+    map_exceptions,
+)
+
+T = TypeVar("T")
+
+_TRIO_READY = importlib.util.find_spec("hypercorn.workers.trio_backend") is not None
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture(
+    params=[
+        "asyncio",
+        "uvloop",
+        pytest.param(
+            "trio",
+            marks=pytest.mark.skipif(not _TRIO_READY, reason="trio backend not written yet"),
+        ),
+    ]
+)
+def worker_class(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run(worker_class: str, main: Callable[[Backend], Awaitable[T]]) -> T:
+    return run_with_backend(worker_class, main)
+
+
+async def until(backend: Backend, condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` with a bounded deadline (no sleeping for synchronisation)."""
+    deadline = backend.now() + timeout
+    while not condition():
+        if backend.now() > deadline:
+            raise AssertionError("condition not met in time")
+        await backend.sleep(0.002)
+
+
+class Recorder:
+    """A ConnectionHandler that records everything; optionally echoes."""
+
+    instances: list[Recorder]
+
+    def __init__(self, transport: Transport, echo: bool = False) -> None:
+        self.transport = transport
+        self.echo = echo
+        self.data = bytearray()
+        self.log: list[str] = []
+
+    def data_received(self, data: bytes) -> None:
+        assert data
+        assert "lost" not in self.log
+        self.data += data
+        if self.echo:
+            self.transport.write(data)
+
+    def eof_received(self) -> None:
+        self.log.append("eof")
+        self.transport.close()  # the transport stays writable after EOF until we close it
+
+    def connection_lost(self) -> None:
+        self.log.append("lost")
+
+    def write_paused(self) -> None:
+        self.log.append("paused")
+
+    def write_resumed(self) -> None:
+        self.log.append("resumed")
+
+
+class Server:
+    """Runs ``backend.serve`` on one listener and collects Recorders."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        sock: socket.socket,
+        *,
+        echo: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        options: ServeOptions | None = None,
+    ) -> None:
+        self.backend = backend
+        self.sock = sock
+        self.echo = echo
+        self.recorders: list[Recorder] = []
+        self.stop = backend.event()
+        self.done = False
+        self.listener = Listener(sock, ssl_context)
+        self.options = options or ServeOptions()
+
+    def on_connection(self, transport: Transport) -> Recorder:
+        recorder = Recorder(transport, self.echo)
+        self.recorders.append(recorder)
+        return recorder
+
+    def start(self) -> None:
+        async def serve() -> None:
+            await self.backend.serve([self.listener], self.on_connection, self.stop, self.options)
+            self.done = True
+
+        self.backend.spawn(serve)
+
+    async def close(self) -> None:
+        """Stop accepting, then abort what is still open and wait until it is gone."""
+        self.stop.set()
+        await until(self.backend, lambda: self.done)
+        for recorder in self.recorders:
+            recorder.transport.abort()
+        await until(self.backend, lambda: all("lost" in r.log for r in self.recorders))
+
+
+def connect(sock: socket.socket) -> socket.socket:
+    client = socket.create_connection(sock.getsockname()[:2], timeout=TIMEOUT)
+    return client
+
+
+def recv_until_eof(client: socket.socket) -> bytes:
+    out = bytearray()
+    while True:
+        chunk = client.recv(65536)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+# -- data flow ---------------------------------------------------------------------------------
+
+
+def test_data_in_order_echo_eof_then_lost(worker_class: str, bound_socket: socket.socket) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, echo=True)
+        server.start()
+
+        def client() -> bytes:
+            with connect(bound_socket) as c:
+                for part in (b"one ", b"two ", b"three"):
+                    c.sendall(part)
+                received = b""
+                while len(received) < 13:
+                    received += c.recv(100)
+                c.shutdown(socket.SHUT_WR)
+                assert recv_until_eof(c) == b""
+                return received
+
+        assert await backend.run_sync(client) == b"one two three"
+        await until(backend, lambda: bool(server.recorders) and "lost" in server.recorders[0].log)
+        recorder = server.recorders[0]
+        assert bytes(recorder.data) == b"one two three"
+        assert recorder.log[-2:] == ["eof", "lost"]
+        info = recorder.transport.info
+        assert info.client is not None
+        assert info.client[0] == "127.0.0.1"
+        assert info.server == bound_socket.getsockname()
+        assert info.ssl is False
+        assert info.alpn_protocol is None
+        assert info.tls is None
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_close_flushes_and_is_idempotent(worker_class: str, bound_socket: socket.socket) -> None:
+    payload = os.urandom(3 * 1024 * 1024)
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.start()
+        result: list[bytes] = []
+
+        def client() -> None:
+            with connect(bound_socket) as c:
+                c.sendall(b"go")
+                result.append(recv_until_eof(c))
+
+        done = backend.event()
+
+        async def run_client() -> None:
+            await backend.run_sync(client)
+            done.set()
+
+        backend.spawn(run_client)
+        await until(backend, lambda: bool(server.recorders) and bool(server.recorders[0].data))
+        transport = server.recorders[0].transport
+        transport.write(payload)
+        transport.close()
+        transport.close()
+        assert transport.is_closing
+        transport.write(b"dropped")  # silently dropped
+        assert await backend.wait_event(done, TIMEOUT)
+        assert result[0] == payload
+        await until(backend, lambda: "lost" in server.recorders[0].log)
+        transport.abort()  # still fine after the fact
+        with pytest.raises(TransportClosed):
+            await transport.drain()
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_abort_discards_and_reports_lost(worker_class: str, bound_socket: socket.socket) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.start()
+        client = await backend.run_sync(connect, bound_socket)
+        try:
+            await until(backend, lambda: bool(server.recorders))
+            transport = server.recorders[0].transport
+            transport.abort()
+            transport.abort()
+            transport.close()
+            await until(backend, lambda: "lost" in server.recorders[0].log)
+            assert server.recorders[0].log.count("lost") == 1
+            data = await backend.run_sync(_recv_or_reset, client)
+            assert data == b""
+        finally:
+            client.close()
+        await server.close()
+
+    run(worker_class, main)
+
+
+def _recv_or_reset(client: socket.socket) -> bytes:
+    try:
+        return recv_until_eof(client)
+    except ConnectionResetError:
+        return b""
+
+
+def test_drain_under_clogged_peer(worker_class: str, bound_socket: socket.socket) -> None:
+    async def main(backend: Backend) -> None:
+        options = ServeOptions(write_high_water=64 * 1024, write_low_water=16 * 1024)
+        server = Server(backend, bound_socket, options=options)
+        server.start()
+        client = await backend.run_sync(connect, bound_socket)
+        try:
+            await until(backend, lambda: bool(server.recorders))
+            recorder = server.recorders[0]
+            transport = recorder.transport
+            await transport.drain()  # nothing buffered: returns at once
+            chunk = b"x" * 65536
+            written = 0
+            while not transport.writing_paused:
+                transport.write(chunk)
+                written += len(chunk)
+                await backend.sleep(0)
+            assert "paused" in recorder.log
+            drained = backend.event()
+
+            async def drainer() -> None:
+                await transport.drain()
+                drained.set()
+
+            backend.spawn(drainer)
+            assert not await backend.wait_event(drained, 0.2)  # the peer is not reading
+            got = 0
+
+            def read_all() -> None:
+                nonlocal got
+                client.settimeout(TIMEOUT)
+                while got < written:
+                    got += len(client.recv(1 << 20))
+
+            await backend.run_sync(read_all)
+            assert await backend.wait_event(drained, TIMEOUT)
+            assert not transport.writing_paused
+            assert recorder.log[-1] == "resumed"
+            assert got == written
+        finally:
+            client.close()
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_drain_raises_when_connection_lost_while_waiting(
+    worker_class: str, bound_socket: socket.socket
+) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(
+            backend, bound_socket, options=ServeOptions(write_high_water=1024, write_low_water=256)
+        )
+        server.start()
+        client = await backend.run_sync(connect, bound_socket)
+        await until(backend, lambda: bool(server.recorders))
+        transport = server.recorders[0].transport
+        while not transport.writing_paused:
+            transport.write(b"y" * 65536)
+            await backend.sleep(0)
+        outcome: list[str] = []
+
+        async def drainer() -> None:
+            try:
+                await transport.drain()
+                outcome.append("returned")
+            except TransportClosed:
+                outcome.append("closed")
+
+        backend.spawn(drainer)
+        await backend.sleep(0.01)
+        transport.abort()
+        client.close()
+        await until(backend, lambda: bool(outcome))
+        assert outcome == ["closed"]
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_pause_and_resume_reading(worker_class: str, bound_socket: socket.socket) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.start()
+        client = await backend.run_sync(connect, bound_socket)
+        try:
+            await until(backend, lambda: bool(server.recorders))
+            recorder = server.recorders[0]
+            recorder.transport.pause_reading()
+            recorder.transport.pause_reading()  # idempotent
+            await backend.run_sync(client.sendall, b"held")
+            await backend.sleep(0.1)
+            assert recorder.data == b""
+            recorder.transport.resume_reading()
+            recorder.transport.resume_reading()
+            await until(backend, lambda: recorder.data == b"held")
+        finally:
+            client.close()
+        await server.close()
+
+    run(worker_class, main)
+
+
+# -- accept loop -------------------------------------------------------------------------------
+
+
+def test_stop_returns_and_leaves_listener_open(
+    worker_class: str, bound_socket: socket.socket
+) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.start()
+        await backend.sleep(0)
+        await server.close()
+        assert bound_socket.fileno() != -1
+        # Not accepting any more: a connection waits in the backlog, unseen.
+        client = await backend.run_sync(connect, bound_socket)
+        await backend.sleep(0.05)
+        assert server.recorders == []
+        client.close()
+
+    run(worker_class, main)
+
+
+def test_max_connections(worker_class: str, bound_socket: socket.socket) -> None:
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, options=ServeOptions(max_connections=1))
+        server.start()
+        first = await backend.run_sync(connect, bound_socket)
+        await until(backend, lambda: len(server.recorders) == 1)
+        second = await backend.run_sync(connect, bound_socket)  # completes in the backlog
+        await backend.sleep(0.1)
+        assert len(server.recorders) == 1
+        server.recorders[0].transport.close()
+        await until(backend, lambda: len(server.recorders) == 2)
+        first.close()
+        second.close()
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_unix_socket_info(worker_class: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(8)
+
+        async def main(backend: Backend) -> None:
+            server = Server(backend, sock, echo=True)
+            server.start()
+
+            def client() -> bytes:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    c.settimeout(TIMEOUT)
+                    c.connect(path)
+                    c.sendall(b"ping")
+                    return c.recv(4)
+
+            assert await backend.run_sync(client) == b"ping"
+            info = server.recorders[0].transport.info
+            assert info.client is None
+            assert info.server == (path, None)
+            await server.close()
+
+        try:
+            run(worker_class, main)
+        finally:
+            sock.close()
+
+
+def test_tls_alpn_and_info(worker_class: str, bound_socket: socket.socket, tmp_path: Any) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    server_ctx.set_alpn_protocols(["h2", "http/1.1"])
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    client_ctx.set_alpn_protocols(["http/1.1"])
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, echo=True, ssl_context=server_ctx)
+        server.start()
+
+        def client() -> bytes:
+            with (
+                connect(bound_socket) as raw,
+                client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c,
+            ):
+                c.sendall(b"secret")
+                return c.recv(6)
+
+        assert await backend.run_sync(client) == b"secret"
+        info = server.recorders[0].transport.info
+        assert info.ssl is True
+        assert info.alpn_protocol == "http/1.1"
+        assert info.tls is not None
+        assert info.tls["tls_version"] in (0x0303, 0x0304)
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_failed_tls_handshake_does_not_stop_serving(
+    worker_class: str, bound_socket: socket.socket
+) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, echo=True, ssl_context=server_ctx)
+        server.start()
+
+        def bad_then_good() -> bytes:
+            with connect(bound_socket) as raw:
+                raw.sendall(b"GET / HTTP/1.1\r\n\r\n")  # plaintext to a TLS port
+                raw.recv(100)
+            with (
+                connect(bound_socket) as raw,
+                client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c,
+            ):
+                c.sendall(b"ok")
+                return c.recv(2)
+
+        assert await backend.run_sync(bad_then_good) == b"ok"
+        await server.close()
+
+    run(worker_class, main)
+
+
+# -- loop services -----------------------------------------------------------------------------
+
+
+def test_timers_fire_in_order_at_their_deadline(worker_class: str) -> None:
+    async def main(backend: Backend) -> None:
+        fired: list[tuple[str, float]] = []
+        start = backend.now()
+        backend.call_at(start + 0.06, lambda: fired.append(("late", backend.now())))
+        backend.call_at(start + 0.02, lambda: fired.append(("early", backend.now())))
+        cancelled = backend.call_at(start + 0.04, lambda: fired.append(("cancelled", 0.0)))
+        cancelled.cancel()
+        cancelled.cancel()
+        backend.call_at(start - 1, lambda: fired.append(("past", backend.now())))
+        await until(backend, lambda: len(fired) >= 3)
+        await backend.sleep(0.05)
+        assert [name for name, _ in fired] == ["past", "early", "late"]
+        assert fired[1][1] >= start + 0.02 - 0.002
+        assert fired[2][1] >= start + 0.06 - 0.002
+
+    run(worker_class, main)
+
+
+def test_spawn_cancel_and_events(worker_class: str) -> None:
+    async def main(backend: Backend) -> None:
+        event = backend.event()
+        log: list[str] = []
+
+        async def waiter(tag: str) -> None:
+            try:
+                await event.wait()
+                log.append(tag)
+            except BaseException:
+                log.append(f"{tag}-cancelled")
+                raise
+
+        handle = backend.spawn(waiter, "a")
+        backend.spawn(waiter, "b")
+        await backend.sleep(0)
+        handle.cancel()
+        await until(backend, handle.done)
+        handle.cancel()  # idempotent once done
+        assert not await backend.wait_event(event, 0.01)
+        event.set()
+        event.set()
+        assert event.is_set()
+        assert await backend.wait_event(event, None)
+        await until(backend, lambda: "b" in log)
+        assert log == ["a-cancelled", "b"]
+
+    run(worker_class, main)
+
+
+def test_spawned_task_errors_are_logged(
+    worker_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main(backend: Backend) -> None:
+        async def boom() -> None:
+            raise RuntimeError("task failed")
+
+        handle = backend.spawn(boom)
+        await until(backend, handle.done)
+        await backend.sleep(0)
+
+    with caplog.at_level("ERROR", logger="hypercorn.error"):
+        run(worker_class, main)
+    assert any("task failed" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_run_sync_and_call_soon_threadsafe(worker_class: str) -> None:
+    async def main(backend: Backend) -> None:
+        assert await backend.run_sync(lambda a, b: a + b, 2, 3) == 5
+
+        def fail() -> None:
+            raise ValueError("in thread")
+
+        with pytest.raises(ValueError, match="in thread"):
+            await backend.run_sync(fail)
+        seen: list[int] = []
+        main_thread = threading.get_ident()
+
+        def from_thread() -> None:
+            backend.call_soon_threadsafe(lambda: seen.append(threading.get_ident()))
+
+        await backend.run_sync(from_thread)
+        await until(backend, lambda: bool(seen))
+        assert seen == [main_thread]
+        backend.call_soon(lambda: seen.append(0))
+        await until(backend, lambda: len(seen) == 2)
+
+    run(worker_class, main)
+
+
+def test_now_is_monotonic_seconds(worker_class: str) -> None:
+    async def main(backend: Backend) -> None:
+        first = backend.now()
+        await backend.sleep(0.02)
+        assert 0.015 <= backend.now() - first < 2
+        assert backend.name == worker_class
+
+    run(worker_class, main)
+
+
+def test_map_exceptions() -> None:
+    mapping = {ConnectionResetError: TransportClosed, TimeoutError: TransportTimeout}
+    with pytest.raises(TransportClosed) as info, map_exceptions(mapping):
+        raise ConnectionResetError("reset")
+    assert isinstance(info.value.__cause__, ConnectionResetError)
+    with pytest.raises(TransportTimeout), map_exceptions(mapping):
+        raise TimeoutError
+    with pytest.raises(KeyError), map_exceptions(mapping):
+        raise KeyError("unmapped")
+
+
+def test_accept_survives_fd_exhaustion(
+    worker_class: str, bound_socket: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """EMFILE while accepting: logged (rate-limited), backs off, recovers once fds free up."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, echo=True)
+        server.start()
+        await backend.sleep(0)
+        hogs: list[int] = []
+        client = None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+        try:
+            # The client socket must exist before the table fills up.
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                while True:
+                    hogs.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                pass
+            client.settimeout(TIMEOUT)
+            client.connect(bound_socket.getsockname())
+            await backend.sleep(0.3)  # several accept attempts hit EMFILE
+            assert server.recorders == []
+            for fd in hogs:
+                os.close(fd)
+            hogs.clear()
+            await backend.run_sync(client.sendall, b"alive")
+            assert await backend.run_sync(client.recv, 5) == b"alive"
+        finally:
+            for fd in hogs:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            if client is not None:
+                client.close()
+        await server.close()
+
+    with caplog.at_level("ERROR", logger="hypercorn.error"):
+        run(worker_class, main)
+    exhausted = [r for r in caplog.records if "Out of resources" in r.getMessage()]
+    assert len(exhausted) == 1  # several failed accepts, one line (rate-limited)
+    assert exhausted[0].exc_info is None  # no traceback

@@ -1,0 +1,429 @@
+"""The connection driver on a real asyncio backend with an in-memory Transport.
+
+``MemoryTransport`` is the in-memory peer of the driver (as h11's ConnectionPair is for h11):
+it implements the Transport contract with a byte buffer and lets the test decide when the
+"socket" is writable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h11
+import pytest
+
+from hypercorn.config import Config
+from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.workers import run_with_backend
+from hypercorn.workers.backend import AsyncEvent, Backend, ConnectionInfo, TransportClosed
+from hypercorn.workers.driver import ConnectionDriver, WorkerContext, limits_from_config
+from tests.support.pairs import parse_responses
+
+TIMEOUT = 5.0
+Scope = dict[str, Any]
+App = Callable[[Scope, Any, Any], Awaitable[None]]
+
+
+class MemoryTransport:
+    """An in-memory Transport. ``writing_paused`` is set by the test (a clogged peer)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.out = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        self._paused = False
+        self._drained: AsyncEvent | None = None
+        self._info = ConnectionInfo(client=("10.0.0.1", 1234), server=("10.0.0.2", 80))
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return self._info
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._paused
+
+    @property
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.out += data
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise TransportClosed("closed")
+        if not self._paused:
+            return
+        if self._drained is None:
+            self._drained = self.backend.event()
+        await self._drained.wait()
+        if self.closed:
+            raise TransportClosed("closed")
+
+    def clog(self) -> None:
+        self._paused = True
+
+    def unclog(self) -> None:
+        self._paused = False
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+        self.aborted = True
+        if self._drained is not None:
+            self._drained.set()
+
+
+async def until(backend: Backend, condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = backend.now() + timeout
+    while not condition():
+        if backend.now() > deadline:
+            raise AssertionError("condition not met in time")
+        await backend.sleep(0.001)
+
+
+class Harness:
+    def __init__(self, backend: Backend, app: App, limits: ProtocolLimits, **ctx: Any) -> None:
+        self.backend = backend
+        self.ctx = WorkerContext(app=app, backend=backend, limits=limits, **ctx)
+        self.transport = MemoryTransport(backend)
+        self.driver = ConnectionDriver(self.ctx, self.transport)
+
+    def feed(self, data: bytes) -> None:
+        self.driver.data_received(data)
+
+    def lose(self) -> None:
+        self.transport.closed = True
+        self.driver.connection_lost()
+
+    def responses(self, method: str = "GET") -> list[list[Any]]:
+        return parse_responses(bytes(self.transport.out), method)
+
+
+def run(main: Callable[[Backend], Awaitable[None]]) -> None:
+    run_with_backend("asyncio", main)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def hello(scope: Scope, receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello " + scope["path"].encode()})
+
+
+def body(events: list[Any]) -> bytes:
+    return b"".join(bytes(e.data) for e in events if isinstance(e, h11.Data))
+
+
+def test_request_response_and_keep_alive() -> None:
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, hello, ProtocolLimits())
+        h.feed(GET)
+        await until(backend, lambda: b"hello /" in h.transport.out)
+        h.feed(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(backend, lambda: b"hello /two" in h.transport.out)
+        assert [body(r) for r in h.responses()] == [b"hello /", b"hello /two"]
+        assert not h.transport.closed
+        await until(backend, lambda: h.ctx.running_apps == 0)
+        assert h.ctx.requests == 2
+        h.lose()
+
+    run(main)
+
+
+def test_pipelined_requests_run_one_after_another() -> None:
+    order: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        order.append("start " + scope["path"])
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+        order.append("end " + scope["path"])
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(GET.replace(b"/", b"/a", 1) + GET.replace(b"/", b"/b", 1))
+        assert not h.transport.reading  # paused behind the first request
+        await until(backend, lambda: len(order) == 4)
+        assert [body(r) for r in h.responses()] == [b"/a", b"/b"]
+        assert order.index("end /a") < order.index("start /b") or order[:2] == [
+            "start /a",
+            "end /a",
+        ]
+        assert h.transport.reading
+        h.lose()
+
+    run(main)
+
+
+def test_receive_waits_for_body() -> None:
+    got: list[bytes] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            got.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"".join(got)})
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        await until(backend, lambda: got == [b"abc"])
+        await backend.sleep(0.01)
+        assert h.transport.out == b""
+        h.feed(b"def")
+        await until(backend, lambda: b"abcdef" in h.transport.out)
+        h.lose()
+
+    run(main)
+
+
+def test_100_continue_sent_when_app_reads() -> None:
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, hello, ProtocolLimits())
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        await until(backend, lambda: b"100 Continue" in h.transport.out)
+        h.feed(b"hi")
+        await until(backend, lambda: b"hello /" in h.transport.out)
+        h.lose()
+
+    run(main)
+
+
+def test_send_awaits_drain_only_when_clogged() -> None:
+    progress: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for index in range(3):
+            await send({"type": "http.response.body", "body": b"x" * 10, "more_body": True})
+            progress.append(index)
+        await send({"type": "http.response.body", "body": b""})
+        progress.append(99)
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(GET)
+        await until(backend, lambda: progress == [0, 1, 2, 99])  # never waited: not clogged
+        h.transport.out.clear()
+        progress.clear()
+        h.transport.clog()
+        h.feed(GET)
+        await until(backend, lambda: h.ctx.running_apps == 1)
+        await backend.sleep(0.02)
+        assert progress == []  # blocked in send() on the clogged transport
+        h.transport.unclog()
+        await until(backend, lambda: progress == [0, 1, 2, 99])
+        h.lose()
+
+    run(main)
+
+
+def test_disconnect_reaches_waiting_app_and_sends_become_no_ops() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        seen.append(await receive())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        await until(backend, lambda: len(seen) == 1)
+        h.lose()
+        await until(backend, lambda: h.ctx.running_apps == 0)
+        assert seen[1] == {"type": "http.disconnect"}
+        assert h.transport.out == b""
+
+    run(main)
+
+
+def test_app_error_before_start_is_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        raise RuntimeError("app bug")
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(GET)
+        await until(backend, lambda: h.transport.closed)
+        assert h.transport.out.startswith(b"HTTP/1.1 500 ")
+        h.lose()
+
+    with caplog.at_level(logging.ERROR, logger="hypercorn.error"):
+        run(main)
+    errors = [r for r in caplog.records if r.name == "hypercorn.error"]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert "app bug" in str(errors[0].exc_info[1])
+
+
+def test_app_error_after_start_closes_without_last_chunk() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("mid-stream")
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, app, ProtocolLimits())
+        h.feed(GET)
+        await until(backend, lambda: h.transport.closed)
+        assert h.transport.out.startswith(b"HTTP/1.1 200 ")
+        assert not h.transport.out.endswith(b"0\r\n\r\n")
+        h.lose()
+
+    logging.getLogger("hypercorn.error").disabled = True
+    try:
+        run(main)
+    finally:
+        logging.getLogger("hypercorn.error").disabled = False
+
+
+def test_keep_alive_timer_closes_idle_connection() -> None:
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, hello, ProtocolLimits(keep_alive_timeout=0.05))
+        h.feed(GET)
+        await until(backend, lambda: b"hello" in h.transport.out)
+        start = backend.now()
+        await until(backend, lambda: h.transport.closed)
+        assert backend.now() - start >= 0.04
+        h.lose()
+
+    run(main)
+
+
+def test_timer_rearms_when_deadline_moves_later() -> None:
+    async def main(backend: Backend) -> None:
+        limits = ProtocolLimits(keep_alive_timeout=0.05, header_read_timeout=0.3)
+        h = Harness(backend, hello, limits)
+        h.feed(GET)
+        await until(backend, lambda: b"hello" in h.transport.out)
+        await backend.sleep(0.03)
+        h.feed(b"GET / HT")  # head started: the deadline moves to +0.3 s
+        await backend.sleep(0.1)
+        assert not h.transport.closed  # the keep-alive timer fired early and re-armed
+        await until(backend, lambda: h.transport.closed)
+        assert b"408" in h.transport.out
+        h.lose()
+
+    run(main)
+
+
+def test_shutdown_closes_idle_and_finishes_in_flight() -> None:
+    release: list[AsyncEvent] = []
+
+    async def slow(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await release[0].wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    async def main(backend: Backend) -> None:
+        release.append(backend.event())
+        ctx = WorkerContext(app=slow, backend=backend, limits=ProtocolLimits())
+        idle_t = MemoryTransport(backend)
+        busy_t = MemoryTransport(backend)
+        idle = ConnectionDriver(ctx, idle_t)
+        busy = ConnectionDriver(ctx, busy_t)
+        busy.data_received(GET)
+        await until(backend, lambda: ctx.running_apps == 1)
+        ctx.start_shutdown()
+        assert idle_t.closed
+        idle.connection_lost()
+        assert not busy_t.closed
+        assert not await ctx.wait_idle(0.02)
+        release[0].set()
+        await until(backend, lambda: busy_t.closed)
+        assert b"connection: close" in busy_t.out
+        assert busy_t.out.endswith(b"done")
+        busy.connection_lost()
+        assert await ctx.wait_idle(TIMEOUT)
+
+    run(main)
+
+
+def test_abort_all_cancels_apps() -> None:
+    cancelled: list[bool] = []
+
+    async def forever(scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            await receive()
+            await receive()
+            await receive()
+        except BaseException:
+            cancelled.append(True)
+            raise
+
+    async def main(backend: Backend) -> None:
+        h = Harness(backend, forever, ProtocolLimits())
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        await until(backend, lambda: h.ctx.running_apps == 1)
+        h.ctx.abort_all()
+        await until(backend, lambda: h.ctx.running_apps == 0)
+        assert h.transport.aborted
+        assert cancelled == [True]
+        h.lose()
+
+    run(main)
+
+
+def test_on_request_and_access_log(tmp_path: Any) -> None:
+    counted: list[int] = []
+    log_path = tmp_path / "access.log"
+    config = Config()
+    config.accesslog = str(log_path)
+    config.access_log_format = "%(m)s %(U)s %(s)s %(B)s"
+
+    async def main(backend: Backend) -> None:
+        h = Harness(
+            backend,
+            hello,
+            limits_from_config(config),
+            access_log=config.log,
+            on_request=lambda: counted.append(1),
+        )
+        h.feed(b"GET /logged HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(backend, lambda: counted == [1])
+        h.lose()
+
+    run(main)
+    for handler in logging.getLogger("hypercorn.access").handlers:
+        handler.flush()
+    assert "GET /logged 200 13" in log_path.read_text()
+
+
+def test_limits_from_config() -> None:
+    config = Config()
+    config.include_server_header = False
+    config.keep_alive_timeout = 7.5
+    config.h11_max_incomplete_size = 1234
+    config.alt_svc_headers = ['h3=":443"']
+    limits = limits_from_config(config)
+    assert limits.server_header is None
+    assert limits.keep_alive_timeout == 7.5
+    assert limits.max_incomplete_size == 1234
+    assert limits.extra_headers == ((b"alt-svc", b'h3=":443"'),)
