@@ -35,7 +35,7 @@ class BootError(Exception):
     exit_status = EXIT_BOOT_ERROR
 
 
-class HaltServer(BaseException):  # noqa: N818 - gunicorn's name, kept for familiarity
+class HaltServer(BaseException):  # gunicorn's name, kept for familiarity
     """Raised inside the arbiter to stop it with ``exit_status`` after logging ``reason``.
 
     Derives from BaseException so that no ``except Exception`` in between swallows it.

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -30,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["AccessLogAtoms", "Logger", "escape_control"]
+__all__ = ["MULTILINE", "AccessLogAtoms", "Logger", "escape_control"]
 
 _LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 _DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
@@ -38,8 +39,13 @@ _DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 # C0 controls, DEL and C1 controls -> "\xNN". Used only when str.isprintable() says a string
 # needs it, so the common (clean) case costs one C-level scan.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-# The error log keeps tabs and newlines: our own messages and tracebacks use them.
-_ERROR_ESCAPES = {code: text for code, text in _ESCAPES.items() if code not in (0x09, 0x0A)}
+# Text our own code marks as multi-line (``extra={MULTILINE: True}``) keeps tabs and newlines.
+_MULTILINE_ESCAPES = {code: text for code, text in _ESCAPES.items() if code not in (0x09, 0x0A)}
+# Tabs are harmless everywhere; every other control character is escaped.
+_MESSAGE_ESCAPES = {code: text for code, text in _ESCAPES.items() if code != 0x09}
+
+#: ``extra`` key for an error-log record whose message is trusted multi-line text.
+MULTILINE = "hypercorn_multiline"
 
 
 def escape_control(text: str) -> str:
@@ -49,18 +55,62 @@ def escape_control(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
-def _escape_error_text(text: str) -> str:
+def _escape(text: str, table: Mapping[int, str]) -> str:
     if text.isprintable():
         return text
-    return text.translate(_ERROR_ESCAPES)
+    return text.translate(table)
+
+
+def _safe_exception_text(exc_info: Any) -> str:
+    """The traceback as ``Formatter.formatException`` renders it, except that exception
+    messages and notes (which often quote client data) are escaped in full, newlines
+    included, so they cannot forge log lines. Frame lines come from source files."""
+    exc_type, exc_value, tb = exc_info
+    try:
+        root = traceback.TracebackException(exc_type, exc_value, tb)
+    except Exception:  # pragma: no cover - a broken exception object
+        return _escape(
+            "".join(traceback.format_exception(exc_type, exc_value, tb)), _MULTILINE_ESCAPES
+        )
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        text = getattr(item, "_str", None)
+        if isinstance(text, str):
+            setattr(item, "_str", _escape(text, _MESSAGE_ESCAPES))  # noqa: B010 - private
+        notes = getattr(item, "__notes__", None)
+        if isinstance(notes, list):
+            setattr(item, "__notes__", [_escape(str(n), _MESSAGE_ESCAPES) for n in notes])  # noqa: B010
+        if isinstance(getattr(item, "msg", None), str):  # SyntaxError details
+            item.msg = _escape(str(item.msg), _MESSAGE_ESCAPES)
+        if isinstance(getattr(item, "text", None), str):
+            item.text = _escape(str(item.text), _MULTILINE_ESCAPES)
+        stack.extend(linked for linked in (item.__cause__, item.__context__) if linked)
+        stack.extend(getattr(item, "exceptions", None) or ())
+    text = "".join(root.format())
+    # Anything the per-part escaping missed still cannot carry raw control bytes.
+    text = _escape(text, _MULTILINE_ESCAPES)
+    return text[:-1] if text.endswith("\n") else text
 
 
 class _EscapeControlFilter(logging.Filter):
-    """Formats the record's message once and escapes control characters in it."""
+    """Escapes control characters in the record's message and traceback, once, up front.
+
+    The message is formatted here (``msg % args``) and escaped in full (newlines too, unless
+    the record carries ``extra={MULTILINE: True}``); the traceback is pre-rendered into
+    ``exc_text`` with escaped exception messages, which every standard formatter then uses.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _safe_exception_text(record.exc_info)
+        table = _MULTILINE_ESCAPES if getattr(record, MULTILINE, False) else _MESSAGE_ESCAPES
         message = record.getMessage()
-        escaped = _escape_error_text(message)
+        escaped = _escape(message, table)
         if escaped is not message or record.args:
             record.msg = escaped
             record.args = None

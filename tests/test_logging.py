@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hypercorn.config import Config
-from hypercorn.logging import AccessLogAtoms, Logger, escape_control
+from hypercorn.logging import MULTILINE, AccessLogAtoms, Logger, escape_control
 
 
 class ListHandler(logging.Handler):
@@ -213,16 +213,47 @@ def test_escape_control() -> None:
     assert escape_control("a\x1bb\x7fc\x85") == "a\\x1bb\\x7fc\\x85"
 
 
-def test_error_log_escapes_control_characters_but_keeps_newlines(tmp_path: Path) -> None:
+def error_file_logger(tmp_path: Path) -> tuple[logging.Logger, Path]:
     path = tmp_path / "error.log"
     config = Config()
     config.errorlog = str(path)
     log = Logger(config)
     assert log.error_logger is not None
-    log.error_logger.warning("bad request %r: %s", "x", "\x1b[2Jgone\nnext")
+    return log.error_logger, path
+
+
+def test_error_log_escapes_control_characters_in_messages(tmp_path: Path) -> None:
+    logger, path = error_file_logger(tmp_path)
+    logger.warning("bad request %r: %s", "x", "\x1b[2Jgone\r\n[forged] line\tTab")
     text = path.read_text()
     assert "\x1b" not in text
-    assert "\\x1b[2Jgone\nnext" in text
+    assert "\\x1b[2Jgone\\x0d\\x0a[forged] line\tTab" in text
+    assert text.count("\n") == 1
+
+
+def test_error_log_escapes_exception_messages_but_keeps_the_traceback(tmp_path: Path) -> None:
+    logger, path = error_file_logger(tmp_path)
+    try:
+        try:
+            raise KeyError("inner\x1b")
+        except KeyError as inner:
+            raise LookupError("no route for /c\n[2030-01-01] [INFO] forged") from inner
+    except LookupError:
+        logger.exception("Error in ASGI Framework")
+    text = path.read_text()
+    assert "\x1b" not in text
+    assert "LookupError: no route for /c\\x0a[2030-01-01] [INFO] forged\n" in text
+    assert "KeyError: 'inner\\x1b'" in text
+    assert "The above exception was the direct cause" in text
+    assert "Traceback (most recent call last):\n" in text
+    assert not [line for line in text.splitlines() if line.startswith("[2030")]
+
+
+def test_trusted_multiline_messages_keep_newlines(tmp_path: Path) -> None:
+    logger, path = error_file_logger(tmp_path)
+    logger.error("first\nsecond\x1b", extra={MULTILINE: True})
+    text = path.read_text()
+    assert "first\nsecond\\x1b" in text
 
 
 def test_access_disabled_without_accesslog() -> None:

@@ -60,6 +60,9 @@ from hypercorn.protocols.h1_parser import (
 from hypercorn.protocols.headers import DateCache, check_header, status_line
 from hypercorn.protocols.limits import ProtocolLimits
 
+# Seconds a never-used connection gets at shutdown for its first request to arrive.
+_UNUSED_SHUTDOWN_GRACE = 0.5
+
 
 class H1Phase(Enum):
     IDLE = "idle"  # between requests
@@ -133,6 +136,7 @@ class H1Connection:
         "_state",
         "_stream",
         "_tls",
+        "_used",
         "_write",
         "_write_deadline",
     )
@@ -184,6 +188,7 @@ class H1Connection:
         self._body_paused = False
         self._pipeline_paused = False
         self._shutting_down = False
+        self._used = False
         self._eof = False
         self._closed = False
 
@@ -214,6 +219,7 @@ class H1Connection:
         if self._closed:
             return
         if data:
+            self._used = True
             phase = self._phase
             if phase is H1Phase.IDLE:
                 self._phase = H1Phase.HEAD
@@ -258,7 +264,14 @@ class H1Connection:
         self._shutting_down = True
         self._keep_alive = False
         if self._stream is None and self._phase is H1Phase.IDLE:
-            self._close()
+            if self._used:
+                self._close()
+            else:
+                # Accepted just before the stop, its first request may still be on the way:
+                # closing now would reset a client that did nothing wrong. Give it a moment.
+                grace = now + _UNUSED_SHUTDOWN_GRACE
+                if self._deadline is None or grace < self._deadline:
+                    self._deadline = grace
 
     def connection_lost(self) -> None:
         self._closed = True
@@ -593,6 +606,7 @@ class H1Connection:
         # Next cycle (Rule 1).
         self._stream = None
         self._head = None
+        self._response_started = False  # a bad pipelined request still gets its 4xx
         self._parser.start_next_cycle()
         self._phase = H1Phase.IDLE
         self._deadline = now + self._limits.keep_alive_timeout

@@ -359,6 +359,7 @@ class DoorState(Enum):
     END = "end"  # the message is complete; END_OF_MESSAGE not yet reported
     DONE = "done"  # END_OF_MESSAGE reported; waiting for start_next_cycle
     CLOSED = "closed"  # EOF between requests
+    DEAD = "dead"  # an error was raised; it is raised again
 
 
 _HEAD = DoorState.HEAD
@@ -370,6 +371,8 @@ _TRAILERS = DoorState.TRAILERS
 _END = DoorState.END
 _DONE = DoorState.DONE
 _CLOSED = DoorState.CLOSED
+_DEAD = DoorState.DEAD
+_CR_LF = (0x0D, 0x0A)
 
 
 class StrictH1Parser:
@@ -427,13 +430,29 @@ class StrictH1Parser:
             buf += data
 
     def next_event(self) -> ParserEvent:
-        if self._dead is not None:
-            raise self._dead
+        state = self._state
         try:
-            return self._next_event()
+            if state is _HEAD:
+                return self._head()
+            if state is _END:
+                self._state = _DONE
+                return END_OF_MESSAGE
+            if state is _DONE:
+                if self._buf:
+                    return PAUSED
+                return CLOSED if self._eof else NEED_DATA
+            if state is _BODY:
+                return self._body()
+            if state is _CLOSED:
+                return CLOSED
+            if state is _DEAD:
+                dead = self._dead
+                assert dead is not None
+                raise dead
+            return self._chunked()
         except RemoteProtocolError as exc:
             self._dead = exc
-            self._state = _CLOSED
+            self._state = _DEAD
             raise
 
     def start_next_cycle(self) -> None:
@@ -447,23 +466,6 @@ class StrictH1Parser:
 
     # -- the state machine ------------------------------------------------------------------
 
-    def _next_event(self) -> ParserEvent:
-        state = self._state
-        if state is _HEAD:
-            return self._head()
-        if state is _BODY:
-            return self._body()
-        if state is _END:
-            self._state = _DONE
-            return END_OF_MESSAGE
-        if state is _DONE:
-            if self._buf:
-                return PAUSED
-            return CLOSED if self._eof else NEED_DATA
-        if state is _CLOSED:
-            return CLOSED
-        return self._chunked()
-
     def _take(self, size: int) -> bytes:
         buf = self._buf
         if size == len(buf):
@@ -475,22 +477,28 @@ class StrictH1Parser:
 
     def _head(self) -> ParserEvent:
         buf = self._buf
-        if self._scanned == 0 and buf[:1] in (b"\r", b"\n"):
-            buf = self._skip_empty_lines()
-        if not buf or buf == b"\r":  # nothing, or the start of an empty line
-            if not self._eof:
-                return NEED_DATA
+        scanned = self._scanned
+        if not buf or (scanned == 0 and buf[0] in _CR_LF):
             if buf:
-                raise _reject("connection closed inside a request head")
-            self._state = _CLOSED
-            return CLOSED
-        end = buf.find(b"\r\n\r\n", self._scanned - 3 if self._scanned > 3 else 0)
-        if end == -1:
+                buf = self._skip_empty_lines()
+            if not buf or buf == b"\r":  # nothing, or the start of an empty line
+                if not self._eof:
+                    return NEED_DATA
+                if buf:
+                    raise _reject("connection closed inside a request head")
+                self._state = _CLOSED
+                return CLOSED
+        end = buf.find(b"\r\n\r\n", scanned - 3 if scanned > 3 else 0) + 4
+        if end == 3:
             self._check_unterminated(buf, request_line=True)
             if self._eof:
                 raise _reject("connection closed inside a request head")
             return NEED_DATA
-        head = self._take(end + 4)
+        if end == len(buf) and type(buf) is bytes:
+            head = buf
+            self._buf = b""
+        else:
+            head = self._take(end)
         length = judge_head(head, self._limits)
         request = self._head_parser.parse_head(head)
         if length == 0:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
@@ -60,6 +61,10 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         server_header=b"hypercorn-h11" if config.include_server_header else None,
         extra_headers=extra,
     )
+
+
+class ClientDisconnected(OSError):
+    """Raised by the ASGI ``send`` once the client has gone (ASGI 2.4's server OSError)."""
 
 
 class WorkerContext:
@@ -293,6 +298,10 @@ class ConnectionDriver:
             return message
 
         async def send(message: Message) -> None:
+            if stream.disconnected:
+                # ASGI 2.4: a send on a closed connection raises an OSError, so an app that
+                # streams forever notices instead of spinning on the loop.
+                raise ClientDisconnected("the client has gone away")
             stream.app_send(message, backend.now())
             after_core()
             if transport.writing_paused:
@@ -305,6 +314,12 @@ class ConnectionDriver:
         ctx.running_apps += 1
         try:
             await ctx.app(stream.scope, receive, send)
+        except ClientDisconnected:
+            _error_logger.debug("app stopped: the client disconnected")
+        except AppProtocolError as exc:
+            # The app broke the ASGI rules (e.g. CR/LF in a header); the core already answered
+            # 500 or closed. One line says what, a traceback would only repeat it.
+            _error_logger.error("ASGI app error: %s", exc)
         except Exception:
             _error_logger.exception("Error in ASGI Framework")
         finally:

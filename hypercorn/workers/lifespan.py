@@ -19,6 +19,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from hypercorn.logging import MULTILINE
 from hypercorn.typing import ASGIApp, Message
 
 if TYPE_CHECKING:
@@ -151,7 +152,9 @@ class Lifespan:
         elif kind == "lifespan.startup.failed":
             self._startup_error = _failure("startup", message)
             if "\n" in str(message.get("message", "")):
-                self._logger.error("Lifespan startup failed:\n%s", message["message"])
+                self._logger.error(
+                    "Lifespan startup failed:\n%s", message["message"], extra={MULTILINE: True}
+                )
             self._startup_answered.set()
         elif kind == "lifespan.shutdown.complete":
             self._shutdown_answered.set()

@@ -1,14 +1,14 @@
 """Real frameworks over a real socket: Starlette and FastAPI (ASGI), Flask (WSGI), with httpx.
 
 The server runs ``hypercorn.workers.serve.serve`` on the asyncio backend in a background
-thread, on the pre-bound port-0 socket from the ``bound_socket`` fixture.
+thread (``tests.e2e.conftest.start_server``), on the pre-bound port-0 socket from the
+``bound_socket`` fixture.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hypercorn.config import Config, Sockets
-from hypercorn.workers import run_with_backend
-from hypercorn.workers.backend import Backend
-from hypercorn.workers.serve import serve
+from hypercorn.apps import ModedApp
+from hypercorn.config import Config
+from tests.e2e.conftest import start_server
 
 starlette = pytest.importorskip("starlette")
 fastapi = pytest.importorskip("fastapi")
@@ -42,46 +41,14 @@ from starlette.routing import Route  # noqa: E402
 def serving(
     app: object, sock: socket.socket, config: Config | None = None, mode: Any = None
 ) -> Iterator[str]:
-    """Serve ``app`` on ``sock`` in a background thread; yields the base URL."""
-    config = config or Config()
-    ready = threading.Event()
-    stop: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        async def main(backend: Backend) -> None:
-            event = backend.event()
-            stop.append(lambda: backend.call_soon_threadsafe(event.set))
-            ready.set()
-            await serve(
-                app,
-                config,
-                backend,
-                Sockets(insecure_sockets=[sock]),
-                shutdown_trigger=event.wait,
-                mode=mode,
-            )
-
-        try:
-            run_with_backend("asyncio", main)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=run, name="hypercorn-test-server", daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    host, port = sock.getsockname()[:2]
+    """Serve ``app`` on ``sock`` in a background thread (asyncio); yields the base URL."""
+    if mode is not None:
+        app = ModedApp(app, mode)
+    server = start_server(app, sock, worker_class="asyncio", config=config)
     try:
-        yield f"http://{host}:{port}"
+        yield server.url
     finally:
-        if stop:
-            stop[0]()
-        thread.join(30)
-        assert not thread.is_alive(), "server did not stop"
-        if errors:
-            raise errors[0]
+        server.stop(timeout=30)
 
 
 # -- Starlette -------------------------------------------------------------------------------

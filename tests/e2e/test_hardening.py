@@ -42,7 +42,9 @@ def exchange(server: RunningServer, data: bytes, timeout: float = DEADLINE) -> t
             except ConnectionResetError:
                 return bytes(out), "reset"
             except TimeoutError:
-                raise AssertionError(f"server kept the connection open; got {bytes(out)!r}")
+                raise AssertionError(
+                    f"server kept the connection open; got {bytes(out)!r}"
+                ) from None
             if not chunk:
                 return bytes(out), "eof"
             out += chunk

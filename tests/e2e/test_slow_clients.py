@@ -225,7 +225,8 @@ def test_client_that_stops_reading_is_dropped_after_write_timeout(
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert time.monotonic() - before < 1.0
         assert app_ended.wait(SLACK), "the app still streams into a dropped connection"
-        assert outcome and outcome[0].startswith("send raised"), outcome
+        assert outcome, "the app never finished"
+        assert outcome[0].startswith("send raised"), outcome
     finally:
         give_up.set()
         sock.close()

@@ -24,19 +24,6 @@ from tests.support.corpus import (
 CASES = load_corpus()
 PARSERS = ("h11", "httptools")
 
-# H1Connection does not reset ``_response_started`` when a cycle ends, so a bad request
-# pipelined behind an answered one is closed without its 4xx (fix: set it False in
-# ``_response_complete`` before ``start_next_cycle``). Strict: remove once fixed.
-_CORE_PIPELINED_ERROR = pytest.mark.xfail(
-    strict=True, reason="H1Connection keeps _response_started across cycles"
-)
-CORE_CASES = [
-    pytest.param(case, marks=_CORE_PIPELINED_ERROR)
-    if case.name in ("invalid/068", "invalid/069")  # a valid request, then a bad one
-    else case
-    for case in CASES
-]
-
 
 def check_expected(case: CorpusCase, outcome: Outcome, *, core: bool) -> None:
     if case.valid:
@@ -74,7 +61,7 @@ def test_parser_stack(case: CorpusCase, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", PARSERS)
-@pytest.mark.parametrize("case", CORE_CASES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
 def test_through_the_core(case: CorpusCase, kind: str) -> None:
     def parser(limits: ProtocolLimits) -> H1Parser:
         return make_parser(kind, limits)

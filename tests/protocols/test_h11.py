@@ -495,6 +495,19 @@ def test_malformed_request(raw: bytes, status: int, split: tuple[str, str]) -> N
     assert pair.sink.started == [] or pair.sink.started[-1].disconnected
 
 
+def test_bad_request_pipelined_behind_a_good_one_gets_400(split: tuple[str, str]) -> None:
+    pair = make(split)
+    pair.feed(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    pair.respond(200, [], b"first")
+    responses = parse_responses(pair.new_output())
+    assert [r[0].status_code for r in responses] == [200, 400]
+    assert pair.sink.closed
+    assert len(pair.sink.started) == 1
+
+
 def test_bad_chunk_mid_body_disconnects_app() -> None:
     pair = H1Pair()
     pair.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n")
