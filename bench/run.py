@@ -1108,7 +1108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=12.0,
+        default=6.0,
         help="minutes after which idle waits and retries stop (every run still happens once)",
     )
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the server (0)")
@@ -1186,15 +1186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, (rep, w, t) in enumerate(plan, 1):
                 result = measure_quietly(w, t, rep, args)
                 results.append(result)
-                status = (
-                    f"{result.rate:,.0f} req/s, p99 {_fmt_ms(result.p99_ms)}, "
-                    f"server cpu {result.server_cpu or 0:.2f}, other cpu "
-                    f"{_noise(result):.2f} (on server core "
-                    f"{result.foreign_on_server_core or 0:.2f}), "
-                    f"calib {'/'.join(str(c) for c in result.calib_ms)} ms"
-                    if result.ok
-                    else f"FAILED: {result.error}"
-                )
+                if result.ok:
+                    on_core = result.foreign_on_server_core
+                    status = (
+                        f"{result.rate:,.0f} req/s, p99 {_fmt_ms(result.p99_ms)}, "
+                        f"server cpu {result.server_cpu or 0:.2f}, "
+                        f"other cpu {_noise(result):.2f}"
+                        + ("" if on_core is None else f" (on server core {on_core:.2f})")
+                        + f", calib {'/'.join(str(c) for c in result.calib_ms)} ms"
+                    )
+                else:
+                    status = f"FAILED: {result.error}"
                 log(f"[{i}/{len(plan)}] {w.name} / {t.name} (rep {rep}): {status}")
         except KeyboardInterrupt:
             interrupted = True

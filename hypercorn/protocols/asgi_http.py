@@ -28,8 +28,8 @@ Rules:
    stream has cleaned up: a 500 if the head was not written yet, otherwise the wire aborts
    the stream (HTTP/1.1 closes the connection, so a truncated body never looks complete).
    The stream is then CLOSED and every later ``app_send`` raises again.
-3. Once the peer is gone (``peer_closed``) the app gets ``http.disconnect`` and its sends are
-   silently dropped (upstream Hypercorn: "allow the app to finish after close").
+3. Once the peer is gone (``peer_closed``) the app gets ``http.disconnect``; the driver makes
+   its later sends raise an OSError (ASGI 2.4), so an endless stream stops.
 4. After the response is complete ``receive`` returns ``http.disconnect``.
 """
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 Message: TypeAlias = "dict[str, Any]"
 Headers: TypeAlias = "list[tuple[bytes, bytes]]"
 
-ASGI_SPEC_VERSION = "2.3"
+ASGI_SPEC_VERSION = "2.4"
 
 
 class AsgiHttpState(Enum):
@@ -269,6 +269,11 @@ class AsgiHttpStream:
             self.status = 500
             self._wire.send_error(self, 500, now)
 
+    @property
+    def response_headers(self) -> Iterable[tuple[bytes, bytes]]:
+        """The headers the app started its response with (read by the access log)."""
+        return self._headers
+
     def app_finished(self, now: float) -> None:
         """The app returned or raised. An unstarted response becomes a 500; an unfinished one
         is aborted."""
@@ -346,6 +351,6 @@ def host_allowed(headers: Headers, server_names: tuple[str, ...]) -> bool:
     if not server_names:
         return True
     for name, value in headers:
-        if name == b"host" or name == b":authority":
+        if name.lower() == b"host" or name == b":authority":  # h11_pass_raw_headers keeps case
             return value.decode("latin-1") in server_names
     return False

@@ -501,6 +501,8 @@ class StrictH1Parser:
             head = self._take(end)
         length = judge_head(head, self._limits)
         request = self._head_parser.parse_head(head)
+        if self._limits.pass_raw_headers:
+            request = _with_wire_case(head, request)
         if length == 0:
             self._state = _END
         elif length == CHUNKED:
@@ -634,10 +636,24 @@ class StrictH1Parser:
             raise _reject("malformed trailer section")  # pragma: no cover
 
 
+def _with_wire_case(head: bytes, request: RequestHead) -> RequestHead:
+    """The same headers with names as the client wrote them (``h11_pass_raw_headers``).
+
+    The head parsers lowercase names for framing decisions, which are already made here, so
+    only the names handed on change. The door approved one field per line, in order.
+    """
+    lines = head[head.index(b"\r\n") + 2 : -4].split(b"\r\n")
+    headers = [
+        (line[: line.index(b":")], value)
+        for line, (_, value) in zip(lines, request.headers, strict=True)
+    ]
+    return request._replace(headers=headers)
+
+
 def _lowercase_codings(request: RequestHead) -> RequestHead:
     """Transfer codings are case-insensitive; hand them on lowercased whatever the parser."""
     headers = [
-        (name, value.lower()) if name == b"transfer-encoding" else (name, value)
+        (name, value.lower()) if name.lower() == b"transfer-encoding" else (name, value)
         for name, value in request.headers
     ]
     return request._replace(headers=headers)

@@ -39,5 +39,8 @@ class ProtocolLimits:
     #: Value of the ``server`` header for HTTP/1.1 responses, or None to send none
     #: (Config ``include_server_header``; upstream sends ``hypercorn-h11``).
     server_header: bytes | None = b"hypercorn-h11"
+    #: Hand header names to the app with their wire case instead of lowercased
+    #: (Config ``h11_pass_raw_headers``).
+    pass_raw_headers: bool = False
     #: Extra headers added to every response (for example ``alt-svc``).
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()

@@ -60,6 +60,7 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         include_date_header=config.include_date_header,
         server_header=b"hypercorn-h11" if config.include_server_header else None,
         extra_headers=extra,
+        pass_raw_headers=config.h11_pass_raw_headers,
     )
 
 
@@ -336,6 +337,7 @@ class ConnectionDriver:
                     stream.status or 0,
                     stream.response_length,
                     backend.now() - stream.start_time,
+                    stream.response_headers,
                 )
             if ctx.on_request is not None:
                 ctx.on_request()

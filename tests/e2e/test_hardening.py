@@ -374,3 +374,21 @@ def test_error_log_escapes_control_characters_from_requests(
     forged = [line for line in lines if line.startswith(FORGED[:12])]
     assert not forged, f"a client forged error-log lines: {forged}"
     assert b"\\x1b[31mred" in errorlog.read_bytes()
+
+
+def test_access_log_response_header_atoms(run_server: RunServer, tmp_path: Path) -> None:
+    """``%({name}o)s`` reads the headers the app answered with, through a real server."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/x-probe"), (b"x-trace", b"t-42")]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    accesslog = tmp_path / "access.log"
+    fmt = '%(s)s "%({content-type}o)s" "%({x-trace}o)s" "%({absent}o)s"'
+    server = run_server(app, accesslog=str(accesslog), access_log_format=fmt)
+    exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    (line,) = wait_for_lines(accesslog, 1)
+    assert line.strip().endswith(b'201 "text/x-probe" "t-42" "-"'), line

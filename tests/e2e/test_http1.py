@@ -372,3 +372,34 @@ async def _yield() -> None:
             yield None
 
     await _Yield()
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_h11_pass_raw_headers_keeps_wire_case(
+    run_server: RunServer, parser: str, raw: bool
+) -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(list(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = run_server(app, h11_pass_raw_headers=raw, http1_parser=parser)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        # A leading empty line is allowed before the request line (RFC 9112 2.2).
+        sock.sendall(
+            b"\r\nGET / HTTP/1.1\r\nHOST: x\r\nX-Mixed-Case: v\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    names = [name for name, _ in seen[0]]
+    if raw:
+        assert names == [b"HOST", b"X-Mixed-Case", b"Connection"]
+    else:
+        assert names == [b"host", b"x-mixed-case", b"connection"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def test_silent_connection_is_closed_after_header_read_timeout(run_server: RunSe
     with server.connect() as sock:
         start = time.monotonic()
         data, closed_at = read_to_end(sock, TIMEOUT + SLACK)
-    assert data in (b"", b"HTTP/1.1 408 ") or data.startswith(b"HTTP/1.1 408 ")
+    assert data == b"" or data.startswith(b"HTTP/1.1 408 ")
     assert_bounded(closed_at - start, TIMEOUT)
 
 
@@ -175,6 +176,7 @@ def _server_side_established(server_port: int, client_port: int) -> bool:
     return False
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/net/tcp")
 def test_client_that_stops_reading_is_dropped_after_write_timeout(
     run_server: RunServer,
 ) -> None:

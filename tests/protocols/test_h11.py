@@ -43,7 +43,7 @@ def test_get_scope_and_response(split: tuple[str, str]) -> None:
     pair.request("GET", "/caf%C3%A9/x?q=1&r=%20", headers=[("X-Thing", "Yes")])
     scope = pair.stream.scope
     assert scope["type"] == "http"
-    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
     assert scope["http_version"] == "1.1"
     assert scope["method"] == "GET"
     assert scope["scheme"] == "http"

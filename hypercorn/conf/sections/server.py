@@ -111,7 +111,7 @@ class ServerSettings(SettingsHolder):
         section="server",
         flags=("-u", "--user"),
         metavar="UID",
-        help="User (id or name) to own any unix sockets; applied together with *group*.",
+        help="User (id or name) the workers run as and that owns any unix sockets.",
     )
     group = Setting(
         None,
@@ -119,5 +119,5 @@ class ServerSettings(SettingsHolder):
         section="server",
         flags=("-g", "--group"),
         metavar="GID",
-        help="Group (id or name) to own any unix sockets; applied together with *user*.",
+        help="Group (id or name) the workers run as and that owns any unix sockets.",
     )
