@@ -10,10 +10,12 @@ import threading
 import time
 from pathlib import Path
 
+import h11
 import pytest
 
 from tests.support.procs import (
     LoadLoop,
+    RequestFailed,
     http_get,
     pid_alive,
     running,
@@ -139,6 +141,47 @@ def test_killed_worker_is_replaced(app_dir: Path, bound_socket: socket.socket) -
         new = server.wait_workers(lambda pids: len(pids) == 2 and victim not in pids)
         assert server_workers < new
         assert http_get(server.port)[0] == 200
+
+
+def test_worker_killed_mid_request_loses_only_that_request(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    """The master owns the listener, so connections queued while the only worker is dead are
+    served by its replacement; the one request in flight on the killed worker is all we lose."""
+    with running(["-w", "1", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        (victim,) = server.wait_ready()
+        outcome: list[object] = []
+
+        def doomed_request() -> None:
+            try:
+                outcome.append(http_get(server.port, "/slow?30"))
+            except (OSError, RequestFailed, h11.ProtocolError) as exc:
+                outcome.append(exc)
+
+        doomed = threading.Thread(target=doomed_request, daemon=True)
+        doomed.start()
+        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        os.kill(victim, signal.SIGKILL)
+        doomed.join(10)
+        # Sent while no worker exists: they wait in the master's listen queue, not lost.
+        answers: list[object] = []
+
+        def queued_request() -> None:
+            try:
+                answers.append(http_get(server.port, "/")[0])
+            except (OSError, RequestFailed, h11.ProtocolError) as exc:
+                answers.append(exc)
+
+        queued = [threading.Thread(target=queued_request, daemon=True) for _ in range(20)]
+        for thread in queued:
+            thread.start()
+        new = server.wait_workers(lambda pids: len(pids) == 1 and victim not in pids)
+        for thread in queued:
+            thread.join(15)
+        assert len(outcome) == 1
+        assert not isinstance(outcome[0], tuple), "the in-flight request cannot have succeeded"
+        assert answers == [200] * 20
+        assert http_get(server.port, "/")[1].split()[0] == str(min(new))
 
 
 def test_hung_worker_dumps_its_stack_and_is_replaced(
