@@ -51,6 +51,14 @@ def test_term_lets_an_inflight_request_finish_then_exits_zero(
         assert server.wait_exit(10) == 0
 
 
+def _slow_request_in_flight(port: int) -> socket.socket:
+    """A raw connection whose 30 s request the server has accepted; the caller closes it."""
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+    wait_for(lambda: _inflight(port), 5, "request in flight")
+    return client
+
+
 def _inflight(port: int) -> bool:
     # The slow request is accepted by now if a second connection is accepted too.
     status, _ = http_get(port, "/")
@@ -63,9 +71,7 @@ def test_request_longer_than_graceful_timeout_does_not_delay_exit(
     args = ["-w", "1", "--graceful-timeout", "0.5", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
-        client = socket.create_connection(("127.0.0.1", server.port))
-        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
-        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        client = _slow_request_in_flight(server.port)
         started = time.monotonic()
         server.signal(signal.SIGTERM)
         assert server.wait_exit(10) == 0
@@ -78,9 +84,7 @@ def test_second_sigint_stops_at_once(app_dir: Path, bound_socket: socket.socket)
     args = ["-w", "1", "--graceful-timeout", "20", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
-        client = socket.create_connection(("127.0.0.1", server.port))
-        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
-        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        client = _slow_request_in_flight(server.port)
         started = time.monotonic()
         server.signal(signal.SIGINT)
         assert server.notify is not None
@@ -95,9 +99,7 @@ def test_quit_stops_quickly(app_dir: Path, bound_socket: socket.socket) -> None:
     args = ["-w", "2", "--graceful-timeout", "20", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
-        client = socket.create_connection(("127.0.0.1", server.port))
-        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
-        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        client = _slow_request_in_flight(server.port)
         started = time.monotonic()
         server.signal(signal.SIGQUIT)
         assert server.wait_exit(10) == 0
