@@ -61,6 +61,14 @@ class AsgiHttpState(Enum):
     CLOSED = "closed"  # response complete, failed, or the peer is gone
 
 
+# Members as module globals (``Enum.MEMBER`` is slow on 3.11: ``EnumType.__getattr__``).
+_CLOSED = AsgiHttpState.CLOSED
+_REQUEST = AsgiHttpState.REQUEST
+_RESPONSE = AsgiHttpState.RESPONSE
+_STARTED = AsgiHttpState.STARTED
+_TRAILERS = AsgiHttpState.TRAILERS
+
+
 class StreamWire(Protocol):
     """What a stream needs from its wire protocol. Every call is synchronous.
 
@@ -129,7 +137,7 @@ class AsgiHttpStream:
         self.stream_id = stream_id
         self.method: str = scope["method"]
         self.start_time = now
-        self.state = AsgiHttpState.REQUEST
+        self.state = _REQUEST
         self.inbox: deque[Message] = deque()
         #: Called once when a message is queued; set by the driver while the app waits.
         self.waiter: Callable[[], object] | None = None
@@ -146,7 +154,7 @@ class AsgiHttpStream:
         #: The driver's handle on the app task (anything with ``cancel()``), if any.
         self.task: object = None
         self._headers: Iterable[tuple[bytes, bytes]] = ()
-        self._trailers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] | None = None  # (made when needed)
 
     # -- wire side -------------------------------------------------------------------------
 
@@ -175,8 +183,8 @@ class AsgiHttpStream:
         if self.disconnected:
             return
         self.disconnected = True
-        if self.state is not AsgiHttpState.CLOSED:
-            self.state = AsgiHttpState.CLOSED
+        if self.state is not _CLOSED:
+            self.state = _CLOSED
             self._push({"type": _DISCONNECT_TYPE})
         elif self.waiter is not None:
             # Response was complete: an app waiting in receive() is woken to see disconnect.
@@ -192,7 +200,7 @@ class AsgiHttpStream:
             message = inbox.popleft()
             if self.buffered:
                 self.buffered -= len(message.get("body", b""))
-        elif self.state is AsgiHttpState.CLOSED:
+        elif self.state is _CLOSED:
             message = {"type": _DISCONNECT_TYPE}
         if self.notify_on_read:
             self.notify_on_read = False
@@ -213,17 +221,17 @@ class AsgiHttpStream:
                         raise AppProtocolError(f"body must be bytes, got {type(body).__name__}")
                     body = bytes(body)
                 if message.get("more_body", False):
-                    next_state = AsgiHttpState.RESPONSE
+                    next_state = _RESPONSE
                 elif self.trailers_expected:
-                    next_state = AsgiHttpState.TRAILERS
+                    next_state = _TRAILERS
                 else:
-                    next_state = AsgiHttpState.CLOSED
-                end = next_state is AsgiHttpState.CLOSED
-                if state is AsgiHttpState.RESPONSE:
+                    next_state = _CLOSED
+                end = next_state is _CLOSED
+                if state is _RESPONSE:
                     self.state = next_state
                     self.response_length += len(body)
                     self._wire.send_body(self, body, end, now)
-                elif state is AsgiHttpState.STARTED:
+                elif state is _STARTED:
                     self.state = next_state
                     self.response_length += len(body)
                     self._wire.send_head(self, self.status, self._headers, body, end, now)  # type: ignore[arg-type]
@@ -231,7 +239,7 @@ class AsgiHttpStream:
                 else:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
             elif mtype == "http.response.start":
-                if state is not AsgiHttpState.REQUEST:
+                if state is not _REQUEST:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
                 status = message["status"]
                 if type(status) is not int or not 200 <= status <= 999:
@@ -241,15 +249,19 @@ class AsgiHttpStream:
                 if type(headers) is not list and type(headers) is not tuple:
                     headers = list(headers)
                 self._headers = headers
-                self.trailers_expected = bool(message.get("trailers", False))
-                self.state = AsgiHttpState.STARTED
+                if message.get("trailers"):
+                    self.trailers_expected = True
+                self.state = _STARTED
             elif mtype == "http.response.trailers":
-                if state is not AsgiHttpState.TRAILERS:
+                if state is not _TRAILERS:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
-                self._trailers.extend(message.get("headers", ()))
+                trailers = self._trailers
+                if trailers is None:
+                    trailers = self._trailers = []
+                trailers.extend(message.get("headers", ()))
                 if not message.get("more_trailers", False):
-                    self.state = AsgiHttpState.CLOSED
-                    self._wire.send_trailers(self, self._trailers, now)
+                    self.state = _CLOSED
+                    self._wire.send_trailers(self, trailers, now)
             else:
                 raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
         except AppProtocolError:
@@ -262,7 +274,7 @@ class AsgiHttpStream:
     def _fail(self, now: float) -> None:
         if self.disconnected:
             return
-        self.state = AsgiHttpState.CLOSED
+        self.state = _CLOSED
         if self.head_written:
             self._wire.abort_stream(self, now)
         else:
@@ -279,7 +291,7 @@ class AsgiHttpStream:
         is aborted."""
         self.app_done = True
         self.waiter = None
-        if self.disconnected or self.state is AsgiHttpState.CLOSED:
+        if self.disconnected or self.state is _CLOSED:
             return
         self._fail(now)
 
@@ -309,7 +321,6 @@ def decode_path(raw_path: bytes) -> str:
 
 
 def build_scope(
-    *,
     http_version: bytes,
     method: bytes,
     target: bytes,
@@ -321,8 +332,12 @@ def build_scope(
     state: dict[str, Any] | None,
     tls: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The ASGI HTTP scope, built once per request."""
-    raw_path, query_string = split_target(target)
+    """The ASGI HTTP scope, built once per request (positional arguments: this is per
+    request, and keyword calls cost more)."""
+    if target[:1] == b"/":
+        raw_path, _, query_string = target.partition(b"?")
+    else:
+        raw_path, query_string = split_target(target)
     extensions: dict[str, Any] = {"http.response.trailers": {}}
     if tls is not None:
         extensions["tls"] = dict(tls)
@@ -332,7 +347,7 @@ def build_scope(
         "http_version": _HTTP_VERSIONS.get(http_version) or http_version.decode("ascii"),
         "method": method.decode("ascii").upper(),
         "scheme": scheme,
-        "path": decode_path(raw_path),
+        "path": decode_path(raw_path) if b"%" in raw_path else raw_path.decode("utf-8", "replace"),
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,

@@ -57,7 +57,7 @@ from hypercorn.protocols.h1_parser import (
     H1Parser,
     RequestHead,
 )
-from hypercorn.protocols.headers import DateCache, check_header, status_line
+from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
 from hypercorn.protocols.limits import ProtocolLimits
 
 # Seconds a never-used connection gets at shutdown for its first request to arrive.
@@ -79,6 +79,19 @@ class Framing(Enum):
     NONE = "none"  # HEAD / 204 / 304: no body bytes on the wire
 
 
+# Enum members as module globals: on Python 3.11 ``Enum.MEMBER`` goes through
+# ``EnumType.__getattr__``, about ten times slower than a global read, and the hot path
+# reads a dozen per request.
+_PHASE_BODY = H1Phase.BODY
+_PHASE_CLOSED = H1Phase.CLOSED
+_PHASE_HEAD = H1Phase.HEAD
+_PHASE_IDLE = H1Phase.IDLE
+_PHASE_RESPONDING = H1Phase.RESPONDING
+_FRAMING_CHUNKED = Framing.CHUNKED
+_FRAMING_CLOSE_DELIMITED = Framing.CLOSE_DELIMITED
+_FRAMING_CONTENT_LENGTH = Framing.CONTENT_LENGTH
+_FRAMING_NONE = Framing.NONE
+
 _NO_BODY_STATUSES = frozenset((204, 304))
 _SPECIAL_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"date", b"server")
@@ -87,7 +100,7 @@ _SPECIAL_HEADERS = frozenset(
 _valid_header_block = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*").fullmatch
 #: Does a lowercased header block hold a header whose handling is ours?
 _special_header = re.compile(
-    rb"(?:^|\n)(?:content-length|transfer-encoding|connection|date|server):"
+    rb"(?:^|\n)(content-length|transfer-encoding|connection|date|server):"
 ).search
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
@@ -135,6 +148,9 @@ class H1Connection:
         "_sink",
         "_state",
         "_stream",
+        "_tail",
+        "_tail_fixed",
+        "_tail_second",
         "_tls",
         "_used",
         "_write",
@@ -166,6 +182,11 @@ class H1Connection:
         self._extra_lines = b"".join(
             name + b": " + value + _CRLF for name, value in limits.extra_headers
         )
+        # Everything after the app's headers but the Date line, and the whole tail as last
+        # built (rebuilt when the Date second changes): one append per response.
+        self._tail_fixed = self._server_line + self._extra_lines + _CRLF
+        self._tail = self._tail_fixed
+        self._tail_second = -1
         self._read_timeout = limits.read_timeout
         self._body_limit = limits.body_buffer_size
         self._client = client
@@ -175,7 +196,7 @@ class H1Connection:
         self._state = state
         self._stream: AsgiHttpStream | None = None
         self._head: RequestHead | None = None
-        self._phase = H1Phase.IDLE
+        self._phase = _PHASE_IDLE
         self._deadline: float | None = now + limits.header_read_timeout
         self._write_deadline: float | None = None
         self._keep_alive = True
@@ -183,7 +204,7 @@ class H1Connection:
         self._response_started = False
         self._continue_pending = False
         self._chunk_trailers_ok = False
-        self._framing = Framing.NONE
+        self._framing = _FRAMING_NONE
         self._remaining = 0
         self._body_paused = False
         self._pipeline_paused = False
@@ -196,7 +217,7 @@ class H1Connection:
 
     @property
     def idle(self) -> bool:
-        return self._stream is None and self._phase is H1Phase.IDLE
+        return self._stream is None and self._phase is _PHASE_IDLE
 
     @property
     def closed(self) -> bool:
@@ -221,10 +242,10 @@ class H1Connection:
         if data:
             self._used = True
             phase = self._phase
-            if phase is H1Phase.IDLE:
-                self._phase = H1Phase.HEAD
+            if phase is _PHASE_IDLE:
+                self._phase = _PHASE_HEAD
                 self._deadline = now + self._limits.header_read_timeout
-            elif phase is H1Phase.BODY and self._deadline is not None:
+            elif phase is _PHASE_BODY and self._deadline is not None:
                 self._deadline = now + self._read_timeout  # type: ignore[operator]
         else:
             self._eof = True
@@ -237,7 +258,7 @@ class H1Connection:
         write_deadline = self._write_deadline
         if write_deadline is not None and now >= write_deadline:
             self._closed = True
-            self._phase = H1Phase.CLOSED
+            self._phase = _PHASE_CLOSED
             self._deadline = self._write_deadline = None
             if self._stream is not None:
                 self._stream.peer_closed()
@@ -247,7 +268,7 @@ class H1Connection:
         if deadline is None or now < deadline:
             return
         phase = self._phase
-        if phase is H1Phase.HEAD or (phase is H1Phase.BODY and not self._response_started):
+        if phase is _PHASE_HEAD or (phase is _PHASE_BODY and not self._response_started):
             self._write_error(408, now)
         self._close()
 
@@ -263,7 +284,7 @@ class H1Connection:
             return
         self._shutting_down = True
         self._keep_alive = False
-        if self._stream is None and self._phase is H1Phase.IDLE:
+        if self._stream is None and self._phase is _PHASE_IDLE:
             if self._used:
                 self._close()
             else:
@@ -275,7 +296,7 @@ class H1Connection:
 
     def connection_lost(self) -> None:
         self._closed = True
-        self._phase = H1Phase.CLOSED
+        self._phase = _PHASE_CLOSED
         self._deadline = self._write_deadline = None
         if self._stream is not None:
             self._stream.peer_closed()
@@ -290,8 +311,16 @@ class H1Connection:
             except RemoteProtocolError as exc:
                 self._protocol_error(exc, now)
                 return
+            # Most frequent first: NEED_DATA ends every call, a head starts most requests.
+            if event is NEED_DATA:
+                return
             event_type = type(event)
-            if event_type is bytes:
+            if event_type is RequestHead:
+                self._start_request(event, now)  # type: ignore[arg-type]
+            elif event is END_OF_MESSAGE:
+                if not self._request_done:  # (a bodiless request was completed at its head)
+                    self._request_complete(now)
+            elif event_type is bytes:
                 stream = self._stream
                 if stream is not None and not stream.disconnected:
                     stream.body_received(event)  # type: ignore[arg-type]
@@ -301,12 +330,6 @@ class H1Connection:
                         self._deadline = None
                         if not self._pipeline_paused:
                             self._sink.pause_reading()
-            elif event is NEED_DATA:
-                return
-            elif event_type is RequestHead:
-                self._start_request(event, now)  # type: ignore[arg-type]
-            elif event is END_OF_MESSAGE:
-                self._request_complete(now)
             elif event is PAUSED:
                 if not self._pipeline_paused:
                     self._pipeline_paused = True
@@ -331,21 +354,21 @@ class H1Connection:
         self._response_started = False
         self._continue_pending = head.expect_continue and head.has_body
         scope = build_scope(
-            http_version=head.http_version,
-            method=head.method,
-            target=head.target,
-            headers=head.headers,
-            scheme=self._scheme,
-            client=self._client,
-            server=self._server,
-            root_path=self._limits.root_path,
-            state=self._state,
-            tls=self._tls,
+            head.http_version,
+            head.method,
+            head.target,
+            head.headers,
+            self._scheme,
+            self._client,
+            self._server,
+            self._limits.root_path,
+            self._state,
+            self._tls,
         )
         stream = AsgiHttpStream(self, scope, _STREAM_ID, now)
         self._stream = stream
         if head.has_body:
-            self._phase = H1Phase.BODY
+            self._phase = _PHASE_BODY
             if self._continue_pending:
                 stream.notify_on_read = True
                 self._deadline = None
@@ -354,8 +377,12 @@ class H1Connection:
             else:
                 self._deadline = None
         else:
-            self._phase = H1Phase.RESPONDING
+            self._phase = _PHASE_RESPONDING
             self._deadline = None
+            # Complete already: queue its one message now rather than on the parser's
+            # END_OF_MESSAGE (three calls fewer per bodiless request).
+            self._request_done = True
+            stream.inbox.append({"type": "http.request", "body": b"", "more_body": False})
         if self._limits.server_names and not host_allowed(head.headers, self._limits.server_names):
             stream.status = 404
             self._write_error(404, now)
@@ -366,8 +393,8 @@ class H1Connection:
     def _request_complete(self, now: float) -> None:
         self._request_done = True
         self._continue_pending = False
-        if self._phase is not H1Phase.CLOSED:
-            self._phase = H1Phase.RESPONDING
+        if self._phase is not _PHASE_CLOSED:
+            self._phase = _PHASE_RESPONDING
             self._deadline = None
         stream = self._stream
         if stream is not None:
@@ -389,7 +416,7 @@ class H1Connection:
         if self._closed:
             return
         self._closed = True
-        self._phase = H1Phase.CLOSED
+        self._phase = _PHASE_CLOSED
         self._deadline = self._write_deadline = None
         stream = self._stream
         if stream is not None:
@@ -428,88 +455,74 @@ class H1Connection:
             return
         head = self._head
         assert head is not None
-        # One join and one C-level regex validate the app's whole header block (names are
-        # tokens, values hold no CR/LF/NUL) instead of per-header checks in Python.
-        try:
-            lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
-            block = b"".join(lines)
-        except (TypeError, ValueError):
-            lines, block = [], b"\x00"  # not bytes pairs: let the precise check explain
-        # (The line count catches a CRLF inside a value that forms a valid-looking line.)
-        if _valid_header_block(block) is None or block.count(b"\n") != len(lines):
-            for name, value in headers:
-                check_header(name, value)
-            raise AppProtocolError(f"invalid response headers {headers!r}")
-        keep_alive = self._keep_alive and self._request_done
-        content_length: int | None = None
-        has_date = has_server = False
-        if _special_header(block.lower()) is not None:
-            lines.clear()
-            for name, value in headers:
-                lname = name.lower()
-                if lname in _SPECIAL_HEADERS:
-                    if lname == b"content-length":
-                        length = _parse_content_length(value)
-                        if content_length is not None and content_length != length:
-                            raise AppProtocolError("conflicting content-length headers")
-                        content_length = length
-                        if status == 204:
-                            continue
-                    elif lname == b"transfer-encoding":
-                        continue  # framing is ours to choose (Rule 3)
-                    elif lname == b"connection":
-                        if b"close" in value.lower():
-                            keep_alive = False
-                    elif lname == b"date":
-                        has_date = True
-                    else:
-                        has_server = True
-                lines.append(b"%s: %s\r\n" % (name, value))
-            block = b"".join(lines)
-        parts = [status_line(status), block]
+        if status != 204:
+            # Apps send the same few header lists over and over: memoise their facts.
+            try:
+                key: tuple[Any, ...] | None = tuple(headers)
+                facts = _facts_memo.get(key)  # type: ignore[arg-type]
+            except TypeError:  # unhashable (lists of lists): not memoised
+                key = facts = None
+            if facts is None:
+                facts = _header_facts(headers, status)
+                if key is not None:
+                    if len(_facts_memo) >= _FACTS_MEMO_SIZE:
+                        _facts_memo.clear()
+                    _facts_memo[key] = facts
+        else:
+            facts = _header_facts(headers, status)
+        block, content_length, close, has_date, has_server = facts
+        keep_alive = self._keep_alive and self._request_done and not close
+        parts = [STATUS_LINES.get(status) or status_line(status), block]
         append = parts.append
         # Framing (Rule 3).
         is_head = head.method == b"HEAD"
         if status in _NO_BODY_STATUSES:
-            framing = Framing.NONE
+            framing = _FRAMING_NONE
         elif content_length is not None:
-            framing = Framing.NONE if is_head else Framing.CONTENT_LENGTH
+            framing = _FRAMING_NONE if is_head else _FRAMING_CONTENT_LENGTH
             self._remaining = content_length
         elif end:
-            framing = Framing.NONE if is_head else Framing.CONTENT_LENGTH
+            framing = _FRAMING_NONE if is_head else _FRAMING_CONTENT_LENGTH
             self._remaining = len(body)
             if body or not is_head:
                 append(b"content-length: %d\r\n" % len(body))
         elif head.http_version == b"1.1":
-            framing = Framing.NONE if is_head else Framing.CHUNKED
+            framing = _FRAMING_NONE if is_head else _FRAMING_CHUNKED
             append(_CHUNKED_HEADER)
         else:
-            framing = Framing.NONE if is_head else Framing.CLOSE_DELIMITED
+            framing = _FRAMING_NONE if is_head else _FRAMING_CLOSE_DELIMITED
             keep_alive = False
-        if stream.trailers_expected and framing is Framing.CHUNKED:
+        if stream.trailers_expected and framing is _FRAMING_CHUNKED:
             self._chunk_trailers_ok = _accepts_trailers(head.headers)
         self._framing = framing
         if not keep_alive:
             self._keep_alive = False
             append(_CONNECTION_CLOSE)
         dates = self._dates
-        if dates is not None and not has_date:
-            append(dates.line(now))
-        if not has_server and self._server_line:
-            append(self._server_line)
-        if self._extra_lines:
+        if has_date or has_server:
+            if dates is not None and not has_date:
+                append(dates.line(now))
+            if not has_server:
+                append(self._server_line)
             append(self._extra_lines)
-        append(_CRLF)
-        if framing is Framing.CONTENT_LENGTH and end and len(body) == self._remaining:
+            append(_CRLF)
+        elif dates is None:
+            append(self._tail_fixed)
+        elif int(now + dates.wall_offset) == self._tail_second:
+            append(self._tail)
+        else:
+            line = dates.line(now)
+            self._tail_second = int(now + dates.wall_offset)
+            self._tail = line + self._tail_fixed
+            append(self._tail)
+        if framing is _FRAMING_CONTENT_LENGTH and end and len(body) == self._remaining:
             short = False  # the common case: the whole body in one message
             self._remaining = 0
         else:
             body, short = self._frame(body, end)
         self._response_started = True
         self._continue_pending = False
-        stream.head_written = True
-        stream.status = status
-        if body and framing is not Framing.NONE:
+        if body and framing is not _FRAMING_NONE:
             append(body)
         self._write(b"".join(parts))
         if short:
@@ -520,18 +533,18 @@ class H1Connection:
     def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
         """(bytes to write for this body piece, content-length left unfilled at the end)."""
         framing = self._framing
-        if framing is Framing.CHUNKED:
+        if framing is _FRAMING_CHUNKED:
             if data:
                 data = b"".join((b"%x\r\n" % len(data), data, _CRLF))
                 return (data + _LAST_CHUNK if end else data), False
             return (_LAST_CHUNK if end else b""), False
-        if framing is Framing.CONTENT_LENGTH:
+        if framing is _FRAMING_CONTENT_LENGTH:
             remaining = self._remaining - len(data)
             if remaining < 0:
                 raise AppProtocolError("response body longer than its content-length")
             self._remaining = remaining
             return data, end and remaining > 0
-        if framing is Framing.CLOSE_DELIMITED:
+        if framing is _FRAMING_CLOSE_DELIMITED:
             return data, False
         return b"", False
 
@@ -552,7 +565,7 @@ class H1Connection:
         if stream is not self._stream or self._closed:
             return
         framing = self._framing
-        if framing is Framing.CHUNKED:
+        if framing is _FRAMING_CHUNKED:
             if self._chunk_trailers_ok:
                 lines = [b"0\r\n"]
                 for name, value in headers:
@@ -562,7 +575,7 @@ class H1Connection:
                 self._write(b"".join(lines))
             else:
                 self._write(_LAST_CHUNK)
-        elif framing is Framing.CONTENT_LENGTH and self._remaining:
+        elif framing is _FRAMING_CONTENT_LENGTH and self._remaining:
             raise AppProtocolError("response body shorter than its content-length")
         self._response_complete(now)
 
@@ -585,12 +598,12 @@ class H1Connection:
             self._continue_pending = False
             if not self._response_started:
                 self._write(_CONTINUE)
-            if self._phase is H1Phase.BODY and not self._body_paused:
+            if self._phase is _PHASE_BODY and not self._body_paused:
                 self._deadline = read_deadline
         if self._body_paused:
             if stream.buffered <= self._body_limit // 2:
                 self._body_paused = False
-                if self._phase is H1Phase.BODY:
+                if self._phase is _PHASE_BODY:
                     self._deadline = read_deadline
                 if not self._pipeline_paused:
                     self._sink.resume_reading()
@@ -608,12 +621,66 @@ class H1Connection:
         self._head = None
         self._response_started = False  # a bad pipelined request still gets its 4xx
         self._parser.start_next_cycle()
-        self._phase = H1Phase.IDLE
+        self._phase = _PHASE_IDLE
         self._deadline = now + self._limits.keep_alive_timeout
         if self._pipeline_paused or self._body_paused:
             self._pipeline_paused = self._body_paused = False
             self._sink.resume_reading()
         self._process(now)
+
+
+#: (block, content_length, close, has_date, has_server): see ``_header_facts``.
+_HeaderFacts = tuple[bytes, "int | None", bool, bool, bool]
+#: tuple(headers) -> their facts, for header lists seen before (bounded: cleared when full).
+_facts_memo: dict[tuple[Any, ...], _HeaderFacts] = {}
+_FACTS_MEMO_SIZE = 256
+
+
+def _header_facts(headers: Iterable[tuple[bytes, bytes]], status: int) -> _HeaderFacts:
+    """Validate the app's response headers and pick out the ones whose handling is ours.
+
+    Returns the header block to send (Transfer-Encoding removed: framing is ours, Rule 3;
+    Content-Length removed on a 204), the Content-Length, whether Connection asks to close,
+    and whether the app sent its own Date / Server. Raises AppProtocolError.
+    """
+    # One join and one C-level regex validate the whole block (names are tokens, values
+    # hold no CR/LF/NUL) instead of per-header checks in Python.
+    try:
+        lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
+        block = b"".join(lines)
+    except (TypeError, ValueError):
+        lines, block = [], b"\x00"  # not bytes pairs: let the precise check explain
+    # (The line count catches a CRLF inside a value that forms a valid-looking line.)
+    if _valid_header_block(block) is None or block.count(b"\n") != len(lines):
+        for name, value in headers:
+            check_header(name, value)
+        raise AppProtocolError(f"invalid response headers {headers!r}")
+    if _special_header(block.lower()) is None:
+        return block, None, False, False, False
+    lines.clear()
+    content_length: int | None = None
+    close = has_date = has_server = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _SPECIAL_HEADERS:
+            if lname == b"content-length":
+                length = _parse_content_length(value)
+                if content_length is not None and content_length != length:
+                    raise AppProtocolError("conflicting content-length headers")
+                content_length = length
+                if status == 204:
+                    continue
+            elif lname == b"transfer-encoding":
+                continue
+            elif lname == b"connection":
+                if b"close" in value.lower():
+                    close = True
+            elif lname == b"date":
+                has_date = True
+            else:
+                has_server = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(lines), content_length, close, has_date, has_server
 
 
 def _accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:

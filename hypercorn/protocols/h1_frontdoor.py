@@ -88,6 +88,7 @@ from hypercorn.protocols.h1_parser import (
     PAUSED,
     ParserEvent,
     RequestHead,
+    analyse_headers,
 )
 from hypercorn.protocols.limits import ProtocolLimits
 
@@ -108,14 +109,20 @@ DEFAULT_MAX_CHUNK_LINE = 4096
 
 
 class HeadParser(Protocol):
-    """Turns one complete head that the door approved into a ``RequestHead``.
+    """Tokenises one complete head that the door approved.
 
     ``head`` is the request line through the terminating empty line (CRLF CRLF included),
-    already validated, so an implementation only tokenises it. It may raise
-    ``RemoteProtocolError`` (which then kills the connection's parser like any other).
+    already validated, so an implementation only splits it into the method, the target and
+    the fields (names lowercased, values without surrounding OWS, in wire order).
+    ``has_body`` is the framing the door decided (a tokeniser that keeps state across heads,
+    like llhttp, needs it). The door computes the version and the ``RequestHead`` facts
+    itself, once for both stacks. It may raise ``RemoteProtocolError`` (which then kills the
+    connection's parser like any other).
     """
 
-    def parse_head(self, head: bytes) -> RequestHead: ...
+    def parse_head(
+        self, head: bytes, has_body: bool
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]: ...
 
 
 # -- grammar ----------------------------------------------------------------------------------
@@ -132,10 +139,10 @@ _HOST_LINE = rb"(?i:host):[ \t]*+" + _HOST_VALUE + rb"[ \t]*+\r\n"
 _CL_LINE = rb"(?i:content-length):[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
 
 # The fast path: origin-form (or OPTIONS *), HTTP/1.0 or 1.1, exactly one Host, at most one
-# Content-Length (captured in group 2 or 3), no Transfer-Encoding. Group 1 is the minor
-# version digit, whose end is also the length of the request line.
+# Content-Length (captured in group 2 or 3), no Transfer-Encoding. Group 1 is the version
+# (b"1.0" or b"1.1"), whose end is also the length of the request line.
 _FAST_HEAD = re.compile(
-    rb"(?:OPTIONS \* |(?!CONNECT )" + _TOKEN + rb" /[\x21-\x7e]*+ )HTTP/1\.([01])\r\n"
+    rb"(?:OPTIONS \* |(?!CONNECT )" + _TOKEN + rb" /[\x21-\x7e]*+ )HTTP/(1\.[01])\r\n"
     rb"(?:" + _PLAIN_LINE + rb")*+"
     rb"(?:" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*+"
     rb"(?:" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*+)?"
@@ -234,6 +241,11 @@ def judge_head(head: bytes, limits: ProtocolLimits) -> int:
     Raises ``RemoteProtocolError`` with the status to answer. The fast path handles the
     usual request in one regex match; everything else goes to ``judge_head_slowly``.
     """
+    return _judge(head, limits)[0]
+
+
+def _judge(head: bytes, limits: ProtocolLimits) -> tuple[int, bytes]:
+    """``judge_head`` and the head's version (b"1.0" or b"1.1"), which the door hands on."""
     match = _FAST_HEAD.fullmatch(head)
     if (
         match is not None
@@ -245,8 +257,11 @@ def judge_head(head: bytes, limits: ProtocolLimits) -> int:
         )
     ):
         length = match[2] or match[3]
-        return 0 if length is None else int(length)
-    return judge_head_slowly(head, limits)
+        return (0 if length is None else int(length)), match[1]
+    length = judge_head_slowly(head, limits)
+    # An approved request line ends in "HTTP/1.0" or "HTTP/1.1".
+    line_end = head.find(b"\r\n")
+    return length, head[line_end - 3 : line_end]
 
 
 def _field_count(head: bytes) -> int:
@@ -373,6 +388,7 @@ _DONE = DoorState.DONE
 _CLOSED = DoorState.CLOSED
 _DEAD = DoorState.DEAD
 _CR_LF = (0x0D, 0x0A)
+_new_tuple = tuple.__new__
 
 
 class StrictH1Parser:
@@ -499,19 +515,26 @@ class StrictH1Parser:
             self._buf = b""
         else:
             head = self._take(end)
-        length = judge_head(head, self._limits)
-        request = self._head_parser.parse_head(head)
-        if self._limits.pass_raw_headers:
-            request = _with_wire_case(head, request)
+        limits = self._limits
+        length, version = _judge(head, limits)
+        method, target, headers = self._head_parser.parse_head(head, length != 0)
         if length == 0:
             self._state = _END
         elif length == CHUNKED:
             self._state = _CHUNK_SIZE
-            request = _lowercase_codings(request)
+            headers = _lowercase_codings(headers)
         else:
             self._state = _BODY
             self._remaining = length
-        return request
+        # On the lowercased names, before they may get their wire case back.
+        keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
+        if limits.pass_raw_headers:
+            headers = _with_wire_case(head, headers)
+        # tuple.__new__ skips RequestHead.__new__'s Python frame (this is once per request).
+        return _new_tuple(
+            RequestHead,
+            (method, target, version, headers, keep_alive, expect_continue, has_body, upgrade),
+        )
 
     def _skip_empty_lines(self) -> bytes | bytearray:
         """Drop CRLFs before a request line (RFC 9112 §2.2); a final lone CR is kept."""
@@ -636,24 +659,21 @@ class StrictH1Parser:
             raise _reject("malformed trailer section")  # pragma: no cover
 
 
-def _with_wire_case(head: bytes, request: RequestHead) -> RequestHead:
+def _with_wire_case(head: bytes, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The same headers with names as the client wrote them (``h11_pass_raw_headers``).
 
     The head parsers lowercase names for framing decisions, which are already made here, so
     only the names handed on change. The door approved one field per line, in order.
     """
     lines = head[head.index(b"\r\n") + 2 : -4].split(b"\r\n")
-    headers = [
-        (line[: line.index(b":")], value)
-        for line, (_, value) in zip(lines, request.headers, strict=True)
+    return [
+        (line[: line.index(b":")], value) for line, (_, value) in zip(lines, headers, strict=True)
     ]
-    return request._replace(headers=headers)
 
 
-def _lowercase_codings(request: RequestHead) -> RequestHead:
+def _lowercase_codings(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Transfer codings are case-insensitive; hand them on lowercased whatever the parser."""
-    headers = [
-        (name, value.lower()) if name.lower() == b"transfer-encoding" else (name, value)
-        for name, value in request.headers
+    return [
+        (name, value.lower()) if name == b"transfer-encoding" else (name, value)
+        for name, value in headers
     ]
-    return request._replace(headers=headers)

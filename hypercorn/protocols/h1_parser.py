@@ -104,7 +104,10 @@ class H1Parser(Protocol):
     def trailing_data(self) -> tuple[bytes, bool]: ...
 
 
-_COMMA_HEADERS = frozenset((b"connection", b"content-length", b"transfer-encoding", b"expect"))
+# The fields analyse_headers looks at; one set lookup per field skips all the others.
+_FACT_FIELDS = frozenset(
+    (b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
+)
 
 
 def analyse_headers(
@@ -116,33 +119,43 @@ def analyse_headers(
     (RFC 9112 §6.3 lets a server reject it; accepting it enables request smuggling).
     Shared by parser implementations so they agree on these facts.
     """
-    connection = b""
+    # Once per request: a single pass with one set lookup per field, and an early return
+    # for the usual head that has none of these fields.
+    connection: bytes | None = None
     content_length: bytes | None = None
     chunked = False
-    expect = b""
+    expect: bytes | None = None
     upgrade: bytes | None = None
     for name, value in headers:
-        if name in _COMMA_HEADERS:
+        if name in _FACT_FIELDS:
             if name == b"connection":
-                connection = connection + b"," + value.lower() if connection else value.lower()
+                value = value.lower()
+                connection = value if connection is None else connection + b"," + value
             elif name == b"content-length":
                 content_length = value
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"expect":
+                expect = value
             else:
-                expect = value.lower()
-        elif name == b"upgrade":
-            upgrade = value.lower()
+                upgrade = value
+    if connection is None:
+        if expect is None and content_length is None and not chunked:
+            return http_version == b"1.1", False, False, None
+        tokens: list[bytes] = []
+    else:
+        tokens = [token.strip() for token in connection.split(b",")]
     if chunked and content_length is not None:
         raise RemoteProtocolError(
             "both Content-Length and Transfer-Encoding in request", status_hint=400
         )
-    tokens = [token.strip() for token in connection.split(b",")] if connection else []
     keep_alive = http_version == b"1.1" and b"close" not in tokens
-    if upgrade is not None and b"upgrade" not in tokens:
-        upgrade = None
     has_body = chunked or (content_length is not None and content_length.strip(b" \t0") != b"")
-    expect_continue = http_version == b"1.1" and expect == b"100-continue"
+    expect_continue = (
+        http_version == b"1.1" and expect is not None and expect.lower() == b"100-continue"
+    )
+    if upgrade is not None:
+        upgrade = upgrade.lower() if b"upgrade" in tokens else None
     return keep_alive, expect_continue, has_body, upgrade
 
 

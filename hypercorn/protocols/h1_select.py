@@ -17,7 +17,7 @@ import h11
 
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.h1_frontdoor import HeadParser, StrictH1Parser
-from hypercorn.protocols.h1_parser import H1Parser, RequestHead, analyse_headers
+from hypercorn.protocols.h1_parser import H1Parser
 from hypercorn.protocols.limits import ProtocolLimits
 
 __all__ = ["PARSER_KINDS", "H11HeadParser", "httptools_available", "make_parser"]
@@ -34,7 +34,9 @@ class H11HeadParser:
         # The door already bounded the head; h11's own limit must not be the tighter one.
         self._max_size = limits.max_incomplete_size + 1
 
-    def parse_head(self, head: bytes) -> RequestHead:
+    def parse_head(
+        self, head: bytes, has_body: bool
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_size)
         conn.receive_data(head)
         try:
@@ -43,19 +45,7 @@ class H11HeadParser:
             raise RemoteProtocolError(str(exc), status_hint=exc.error_status_hint) from exc
         if type(event) is not h11.Request:  # pragma: no cover - the door hands whole heads
             raise RemoteProtocolError("incomplete request head", status_hint=400)
-        headers: list[tuple[bytes, bytes]] = list(event.headers)
-        version = event.http_version
-        keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
-        return RequestHead(
-            event.method,
-            event.target,
-            version,
-            headers,
-            keep_alive,
-            expect_continue,
-            has_body,
-            upgrade,
-        )
+        return event.method, event.target, list(event.headers)
 
 
 @functools.cache

@@ -68,12 +68,13 @@ def _build_status_lines() -> dict[int, bytes]:
     return lines
 
 
-_STATUS_LINES = _build_status_lines()
+#: Status code -> status line, for the hot path's inlined lookup (``status_line`` for others).
+STATUS_LINES = _build_status_lines()
 
 
 def status_line(status: int) -> bytes:
     """``HTTP/1.1 <status> <reason>\\r\\n``; the reason is empty for unregistered codes."""
-    line = _STATUS_LINES.get(status)
+    line = STATUS_LINES.get(status)
     if line is None:
         line = b"HTTP/1.1 %d \r\n" % status
     return line

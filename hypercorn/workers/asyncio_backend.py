@@ -76,9 +76,10 @@ class _StreamProtocol(asyncio.Protocol):
         "_on_connection",
         "_on_lost",
         "_options",
-        "_paused",
         "_tls",
         "_transport",
+        "raw_write",
+        "writing_paused",
     )
 
     def __init__(
@@ -94,7 +95,11 @@ class _StreamProtocol(asyncio.Protocol):
         self._options = options
         self._on_lost = on_lost
         self._tls = tls
-        self._paused = False
+        #: True while the write buffer is above the high-water mark (a plain attribute: the
+        #: ASGI ``send`` reads it per message).
+        self.writing_paused = False
+        #: The asyncio transport's own ``write`` once connected (see ``Transport.raw_write``).
+        self.raw_write: Callable[[bytes], None] = self.write
         self._closing = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._transport: asyncio.Transport | None = None
@@ -106,6 +111,7 @@ class _StreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
+        self.raw_write = transport.write
         options = self._options
         transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
         sock = transport.get_extra_info("socket")
@@ -165,12 +171,12 @@ class _StreamProtocol(asyncio.Protocol):
         self._on_lost()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.writing_paused = True
         if self._handler is not None:
             self._handler.write_paused()
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.writing_paused = False
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -185,10 +191,6 @@ class _StreamProtocol(asyncio.Protocol):
         return self._info
 
     @property
-    def writing_paused(self) -> bool:
-        return self._paused
-
-    @property
     def is_closing(self) -> bool:
         return self._closing
 
@@ -199,7 +201,7 @@ class _StreamProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         if self._closing:
             raise TransportClosed("connection closed")
-        if not self._paused:
+        if not self.writing_paused:
             return
         waiter = self._loop.create_future()
         self._drain_waiters.append(waiter)
@@ -224,6 +226,11 @@ class _StreamProtocol(asyncio.Protocol):
             self._transport.abort()
 
 
+#: Request tasks start eagerly where asyncio can (3.12+): a simple app then answers inside
+#: ``data_received`` with no extra loop round trip. Only our own request tasks: the app's
+#: own ``create_task`` calls keep asyncio's usual (lazy) start.
+_EAGER = sys.version_info >= (3, 12)
+
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
 
 
@@ -245,6 +252,15 @@ class AsyncioBackend:
 
     def event(self) -> AsyncEvent:
         return asyncio.Event()
+
+    def start_soon(
+        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
+    ) -> asyncio.Task[Any]:
+        # No done callback and no set: the caller holds the task (one per request, so the
+        # bookkeeping would cost a loop callback each).
+        if _EAGER:
+            return asyncio.Task(fn(*args), loop=self._loop, eager_start=True)  # type: ignore[arg-type,call-arg,unused-ignore]
+        return self._loop.create_task(fn(*args))  # type: ignore[arg-type]
 
     def spawn(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
@@ -429,8 +445,6 @@ def run(
     """Run ``main(backend)`` on a new event loop made by ``loop_factory``."""
 
     async def _main() -> T:
-        if sys.version_info >= (3, 12):
-            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
         return await main(AsyncioBackend(name))
 
     if sys.version_info >= (3, 11):

@@ -163,6 +163,13 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None:
         """Queue ``data`` for sending. Never blocks; dropped silently once closing."""
 
+    @property
+    def raw_write(self) -> Callable[[bytes], None]:
+        """``write`` for a caller that never writes after ``close()``, ``abort()`` or the
+        connection's loss (the driver's protocol core): it may skip the closing check, which
+        saves a call per write on the hot path. Backends without a cheaper one give
+        ``write``."""
+
     async def drain(self) -> None:
         """Wait until the write buffer is below the low-water mark.
 
@@ -244,10 +251,10 @@ class Backend(Protocol):
     Time: ``now()`` is the loop's monotonic clock, in seconds; every deadline passed to
     ``call_at`` and to the protocol core uses it.
 
-    Tasks: ``spawn`` starts a task in the worker-wide group and returns immediately (on
-    asyncio 3.12+ the task may run eagerly up to its first real suspension before ``spawn``
-    returns). ``fn`` must handle its own exceptions: one that escapes is logged on
-    ``hypercorn.error`` and otherwise ignored. Cancellation is not logged.
+    Tasks: ``spawn`` starts a task in the worker-wide group and returns immediately. ``fn``
+    must handle its own exceptions: one that escapes is logged on ``hypercorn.error`` and
+    otherwise ignored. Cancellation is not logged. ``start_soon`` is the per-request variant
+    without that bookkeeping.
     """
 
     @property
@@ -262,6 +269,13 @@ class Backend(Protocol):
 
     def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]) -> TaskHandle:
         """Start ``fn(*args)`` as a new task (see the class docstring)."""
+
+    def start_soon(
+        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
+    ) -> TaskHandle:
+        """``spawn`` without the bookkeeping, for the per-request app tasks: the caller keeps
+        the handle (the loop may not), and ``fn`` must catch its own exceptions, because
+        none is logged here. May run ``fn`` eagerly up to its first suspension."""
 
     def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:
         """Run ``fn()`` from the loop once ``now() >= deadline`` (at once if already due).

@@ -7,7 +7,7 @@ One ``ConnectionDriver`` per accepted connection. It is the backend's ``Connecti
   of any streams the core opened during that call and re-arms the connection's one timer.
 * The core writes through the transport's bound ``write``; the ASGI ``send`` awaits
   ``drain`` only while the transport is above its high-water mark.
-* Each request's app runs as a task from ``backend.spawn``; its ``receive`` takes messages
+* Each request's app runs as a task from ``backend.start_soon``; its ``receive`` takes messages
   from the stream's inbox and parks on a one-shot event only when the inbox is empty.
 * One timer per connection, re-armed lazily: it is moved only when the core's next deadline
   becomes *earlier* than the armed one; a timer that fires early (because the deadline
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hypercorn.protocols.asgi_http import AsgiHttpState
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_select import make_parser
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from hypercorn.workers.backend import AsyncEvent, Backend, TimerHandle, Transport
 
 _error_logger = logging.getLogger("hypercorn.error")
+_RESPONSE_DONE = AsgiHttpState.CLOSED
 
 
 def limits_from_config(config: Config) -> ProtocolLimits:
@@ -160,8 +162,9 @@ class ConnectionDriver:
         self._ctx = ctx
         self._backend = backend = ctx.backend
         self._transport = transport
-        #: The sink's ``write`` is the transport's, bound once (no extra call per write).
-        self.write = transport.write
+        #: The sink's ``write`` is the transport's raw one, bound once (no extra call per
+        #: write): the core never writes after it closed, aborted or saw the connection lost.
+        self.write = transport.raw_write
         self._pending: list[AsgiHttpStream] = []
         self._streams: set[AsgiHttpStream] = set()
         self._timer: TimerHandle | None = None
@@ -243,6 +246,8 @@ class ConnectionDriver:
             task = stream.task
             if task is not None:
                 task.cancel()  # type: ignore[attr-defined]
+        # The core must not write again (``raw_write``): it sees the connection as lost now.
+        self._core.connection_lost()
         self._transport.abort()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -274,12 +279,14 @@ class ConnectionDriver:
     def _start_pending(self) -> None:
         pending = self._pending
         self._pending = []
-        spawn = self._backend.spawn
+        start_soon = self._backend.start_soon
         for stream in pending:
             if stream.disconnected:
                 continue
             self._streams.add(stream)
-            stream.task = spawn(self._run_app, stream)
+            task = start_soon(self._run_app, stream)
+            if not stream.app_done:  # (an eager start may have finished it already)
+                stream.task = task
 
     async def _run_app(self, stream: AsgiHttpStream) -> None:
         ctx = self._ctx
@@ -304,7 +311,10 @@ class ConnectionDriver:
                 # streams forever notices instead of spinning on the loop.
                 raise ClientDisconnected("the client has gone away")
             stream.app_send(message, backend.now())
-            after_core()
+            # Only a completed response can move a deadline earlier or start a pipelined
+            # request's app: skip the check for the other messages.
+            if stream.state is _RESPONSE_DONE or self._pending:
+                after_core()
             if transport.writing_paused:
                 try:
                     await transport.drain()

@@ -38,6 +38,7 @@ class MemoryTransport:
         self._paused = False
         self._drained: AsyncEvent | None = None
         self._info = ConnectionInfo(client=("10.0.0.1", 1234), server=("10.0.0.2", 80))
+        self.raw_write = self.write
 
     @property
     def info(self) -> ConnectionInfo:
