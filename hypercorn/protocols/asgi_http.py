@@ -118,7 +118,6 @@ class AsgiHttpStream:
         "disconnected",
         "head_written",
         "inbox",
-        "method",
         "notify_on_read",
         "response_length",
         "scope",
@@ -135,7 +134,6 @@ class AsgiHttpStream:
         self._wire = wire
         self.scope = scope
         self.stream_id = stream_id
-        self.method: str = scope["method"]
         self.start_time = now
         self.state = _REQUEST
         self.inbox: deque[Message] = deque()

@@ -127,12 +127,12 @@ class H1Connection:
         "_closed",
         "_continue_pending",
         "_dates",
-        "_deadline",
         "_eof",
         "_extra_lines",
         "_framing",
         "_head",
         "_keep_alive",
+        "_keep_alive_timeout",
         "_limits",
         "_parser",
         "_phase",
@@ -141,9 +141,11 @@ class H1Connection:
         "_remaining",
         "_request_done",
         "_response_started",
+        "_root_path",
         "_scheme",
         "_server",
         "_server_line",
+        "_server_names",
         "_shutting_down",
         "_sink",
         "_state",
@@ -155,6 +157,7 @@ class H1Connection:
         "_used",
         "_write",
         "_write_deadline",
+        "deadline",
     )
 
     def __init__(
@@ -188,6 +191,9 @@ class H1Connection:
         self._tail = self._tail_fixed
         self._tail_second = -1
         self._read_timeout = limits.read_timeout
+        self._keep_alive_timeout = limits.keep_alive_timeout
+        self._root_path = limits.root_path
+        self._server_names = limits.server_names
         self._body_limit = limits.body_buffer_size
         self._client = client
         self._server = server
@@ -197,7 +203,9 @@ class H1Connection:
         self._stream: AsgiHttpStream | None = None
         self._head: RequestHead | None = None
         self._phase = _PHASE_IDLE
-        self._deadline: float | None = now + limits.header_read_timeout
+        #: The current phase's deadline (see the table above), public because the driver
+        #: reads it after every core call; ``next_deadline`` adds the write deadline.
+        self.deadline: float | None = now + limits.header_read_timeout
         self._write_deadline: float | None = None
         self._keep_alive = True
         self._request_done = False
@@ -228,7 +236,7 @@ class H1Connection:
         return self._phase
 
     def next_deadline(self) -> float | None:
-        deadline = self._deadline
+        deadline = self.deadline
         write_deadline = self._write_deadline
         if write_deadline is None:
             return deadline
@@ -243,10 +251,16 @@ class H1Connection:
             self._used = True
             phase = self._phase
             if phase is _PHASE_IDLE:
+                # The usual case, one whole bodiless request in one read, skips the event
+                # loop below (the parser also skips its END_OF_MESSAGE).
+                head = self._parser.take_head(data)
+                if head is not None:
+                    self._start_request(head, now)
+                    return
                 self._phase = _PHASE_HEAD
-                self._deadline = now + self._limits.header_read_timeout
-            elif phase is _PHASE_BODY and self._deadline is not None:
-                self._deadline = now + self._read_timeout  # type: ignore[operator]
+                self.deadline = now + self._limits.header_read_timeout
+            elif phase is _PHASE_BODY and self.deadline is not None:
+                self.deadline = now + self._read_timeout  # type: ignore[operator]
         else:
             self._eof = True
         self._parser.feed(data)
@@ -259,12 +273,12 @@ class H1Connection:
         if write_deadline is not None and now >= write_deadline:
             self._closed = True
             self._phase = _PHASE_CLOSED
-            self._deadline = self._write_deadline = None
+            self.deadline = self._write_deadline = None
             if self._stream is not None:
                 self._stream.peer_closed()
             self._sink.abort()
             return
-        deadline = self._deadline
+        deadline = self.deadline
         if deadline is None or now < deadline:
             return
         phase = self._phase
@@ -291,13 +305,13 @@ class H1Connection:
                 # Accepted just before the stop, its first request may still be on the way:
                 # closing now would reset a client that did nothing wrong. Give it a moment.
                 grace = now + _UNUSED_SHUTDOWN_GRACE
-                if self._deadline is None or grace < self._deadline:
-                    self._deadline = grace
+                if self.deadline is None or grace < self.deadline:
+                    self.deadline = grace
 
     def connection_lost(self) -> None:
         self._closed = True
         self._phase = _PHASE_CLOSED
-        self._deadline = self._write_deadline = None
+        self.deadline = self._write_deadline = None
         if self._stream is not None:
             self._stream.peer_closed()
 
@@ -327,7 +341,7 @@ class H1Connection:
                     if stream.buffered > self._body_limit and not self._body_paused:
                         self._body_paused = True
                         stream.notify_on_read = True
-                        self._deadline = None
+                        self.deadline = None
                         if not self._pipeline_paused:
                             self._sink.pause_reading()
             elif event is PAUSED:
@@ -361,7 +375,7 @@ class H1Connection:
             self._scheme,
             self._client,
             self._server,
-            self._limits.root_path,
+            self._root_path,
             self._state,
             self._tls,
         )
@@ -371,19 +385,19 @@ class H1Connection:
             self._phase = _PHASE_BODY
             if self._continue_pending:
                 stream.notify_on_read = True
-                self._deadline = None
+                self.deadline = None
             elif self._read_timeout is not None:
-                self._deadline = now + self._read_timeout
+                self.deadline = now + self._read_timeout
             else:
-                self._deadline = None
+                self.deadline = None
         else:
             self._phase = _PHASE_RESPONDING
-            self._deadline = None
+            self.deadline = None
             # Complete already: queue its one message now rather than on the parser's
             # END_OF_MESSAGE (three calls fewer per bodiless request).
             self._request_done = True
             stream.inbox.append({"type": "http.request", "body": b"", "more_body": False})
-        if self._limits.server_names and not host_allowed(head.headers, self._limits.server_names):
+        if self._server_names and not host_allowed(head.headers, self._server_names):
             stream.status = 404
             self._write_error(404, now)
             self._close()
@@ -395,7 +409,7 @@ class H1Connection:
         self._continue_pending = False
         if self._phase is not _PHASE_CLOSED:
             self._phase = _PHASE_RESPONDING
-            self._deadline = None
+            self.deadline = None
         stream = self._stream
         if stream is not None:
             stream.end_received()
@@ -417,7 +431,7 @@ class H1Connection:
             return
         self._closed = True
         self._phase = _PHASE_CLOSED
-        self._deadline = self._write_deadline = None
+        self.deadline = self._write_deadline = None
         stream = self._stream
         if stream is not None:
             stream.peer_closed()
@@ -599,12 +613,12 @@ class H1Connection:
             if not self._response_started:
                 self._write(_CONTINUE)
             if self._phase is _PHASE_BODY and not self._body_paused:
-                self._deadline = read_deadline
+                self.deadline = read_deadline
         if self._body_paused:
             if stream.buffered <= self._body_limit // 2:
                 self._body_paused = False
                 if self._phase is _PHASE_BODY:
-                    self._deadline = read_deadline
+                    self.deadline = read_deadline
                 if not self._pipeline_paused:
                     self._sink.resume_reading()
             else:
@@ -620,13 +634,14 @@ class H1Connection:
         self._stream = None
         self._head = None
         self._response_started = False  # a bad pipelined request still gets its 4xx
-        self._parser.start_next_cycle()
+        pending = self._parser.start_next_cycle()
         self._phase = _PHASE_IDLE
-        self._deadline = now + self._limits.keep_alive_timeout
+        self.deadline = now + self._keep_alive_timeout
         if self._pipeline_paused or self._body_paused:
             self._pipeline_paused = self._body_paused = False
             self._sink.resume_reading()
-        self._process(now)
+        if pending:
+            self._process(now)
 
 
 #: (block, content_length, close, has_date, has_server): see ``_header_facts``.

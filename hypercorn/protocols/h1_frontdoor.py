@@ -471,10 +471,11 @@ class StrictH1Parser:
             self._state = _DEAD
             raise
 
-    def start_next_cycle(self) -> None:
+    def start_next_cycle(self) -> bool:
         if self._state is _DONE:
             self._state = _HEAD
             self._scanned = self._crlfs = 0
+        return bool(self._buf) or self._eof
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
@@ -515,11 +516,34 @@ class StrictH1Parser:
             self._buf = b""
         else:
             head = self._take(end)
-        limits = self._limits
-        length, version = _judge(head, limits)
+        length, version = _judge(head, self._limits)
+        return self._make_head(head, length, version, _END)
+
+    def take_head(self, data: bytes) -> RequestHead | None:
+        """The connection's fast path, for ``data`` that arrived between requests with
+        nothing buffered: when it is exactly one whole head of a request without a body, the
+        request, already complete (no END_OF_MESSAGE follows, as if it had been reported).
+        Otherwise None, with nothing consumed: the caller feeds ``data`` as usual, and any
+        error is found (and reported) there."""
+        if self._state is not _HEAD or self._buf or self._eof:
+            return None
+        if data.find(b"\r\n\r\n") + 4 != len(data) or data[0] in _CR_LF:
+            return None
+        try:
+            length, version = _judge(data, self._limits)
+        except RemoteProtocolError:
+            return None
+        if length != 0:
+            return None
+        return self._make_head(data, 0, version, _DONE)
+
+    def _make_head(
+        self, head: bytes, length: int, version: bytes, end_state: DoorState
+    ) -> RequestHead:
+        """Tokenise an approved head and move to its body (or to ``end_state``)."""
         method, target, headers = self._head_parser.parse_head(head, length != 0)
         if length == 0:
-            self._state = _END
+            self._state = end_state
         elif length == CHUNKED:
             self._state = _CHUNK_SIZE
             headers = _lowercase_codings(headers)
@@ -528,7 +552,7 @@ class StrictH1Parser:
             self._remaining = length
         # On the lowercased names, before they may get their wire case back.
         keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
-        if limits.pass_raw_headers:
+        if self._limits.pass_raw_headers:
             headers = _with_wire_case(head, headers)
         # tuple.__new__ skips RequestHead.__new__'s Python frame (this is once per request).
         return _new_tuple(

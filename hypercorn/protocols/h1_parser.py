@@ -35,7 +35,8 @@ Contract of an ``H1Parser``
     parser is dead: every later call raises again.
 ``start_next_cycle()``
     Forget the finished request and start parsing the next one from the buffered bytes.
-    Only valid after ``END_OF_MESSAGE``.
+    Only valid after ``END_OF_MESSAGE``. Returns False when nothing is buffered and EOF was
+    not fed, so the caller can skip a ``next_event`` that could only say ``NEED_DATA``.
 ``trailing_data``
     ``(unparsed bytes, eof_seen)``, for handing a connection over to another protocol
     (h2c upgrade, WebSocket) after a request.
@@ -98,7 +99,12 @@ class H1Parser(Protocol):
 
     def next_event(self) -> ParserEvent: ...
 
-    def start_next_cycle(self) -> None: ...
+    def take_head(self, data: bytes) -> RequestHead | None:
+        """Optional fast path (None: not taken, nothing consumed); see ``h1_frontdoor``."""
+
+    def start_next_cycle(self) -> bool:
+        """See the module docstring; returns whether ``next_event`` has anything to look at
+        (buffered bytes or EOF): when False it would only say ``NEED_DATA``."""
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]: ...
@@ -235,7 +241,10 @@ class H11Parser:
             upgrade,
         )
 
-    def start_next_cycle(self) -> None:
+    def take_head(self, data: bytes) -> RequestHead | None:
+        return None  # the reference parser takes the general path only
+
+    def start_next_cycle(self) -> bool:
         data, closed = self._conn.trailing_data
         conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._limits.max_incomplete_size
@@ -245,6 +254,7 @@ class H11Parser:
         if closed:
             conn.receive_data(b"")
         self._conn = conn
+        return bool(data) or closed
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]:

@@ -230,6 +230,7 @@ class _StreamProtocol(asyncio.Protocol):
 #: ``data_received`` with no extra loop round trip. Only our own request tasks: the app's
 #: own ``create_task`` calls keep asyncio's usual (lazy) start.
 _EAGER = sys.version_info >= (3, 12)
+_TASK_NAME = "hypercorn-request"
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
 
@@ -257,10 +258,14 @@ class AsyncioBackend:
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
     ) -> asyncio.Task[Any]:
         # No done callback and no set: the caller holds the task (one per request, so the
-        # bookkeeping would cost a loop callback each).
+        # bookkeeping would cost a loop callback each). Built directly with a fixed name:
+        # an unnamed Task formats "Task-<n>" and create_task adds a layer.
+        loop = self._loop
+        if loop.get_task_factory() is not None:
+            return loop.create_task(fn(*args))  # type: ignore[arg-type]
         if _EAGER:
-            return asyncio.Task(fn(*args), loop=self._loop, eager_start=True)  # type: ignore[arg-type,call-arg,unused-ignore]
-        return self._loop.create_task(fn(*args))  # type: ignore[arg-type]
+            return asyncio.Task(fn(*args), loop=loop, name=_TASK_NAME, eager_start=True)  # type: ignore[arg-type,call-arg,unused-ignore]
+        return asyncio.Task(fn(*args), loop=loop, name=_TASK_NAME)  # type: ignore[arg-type]
 
     def spawn(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]

@@ -213,6 +213,7 @@ class ConnectionDriver:
     def write_paused(self) -> None:
         self._core.write_paused(self._backend.now())
         self._after_core()
+        self._arm_earliest()
 
     def write_resumed(self) -> None:
         self._core.write_resumed(self._backend.now())
@@ -255,14 +256,26 @@ class ConnectionDriver:
     def _after_core(self) -> None:
         if self._pending:
             self._start_pending()
+        # The phase deadline only: the write deadline moves only in ``write_paused``, which
+        # checks it (one attribute read here instead of a call, after every core call).
+        deadline = self._core.deadline
+        if deadline is not None:
+            armed = self._timer_at
+            if armed is None or deadline < armed:
+                self._arm(deadline)
+
+    def _arm_earliest(self) -> None:
         deadline = self._core.next_deadline()
         if deadline is not None:
             armed = self._timer_at
             if armed is None or deadline < armed:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer_at = deadline
-                self._timer = self._backend.call_at(deadline, self._on_timer)
+                self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._backend.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         fired_for = self._timer_at
@@ -275,6 +288,7 @@ class ConnectionDriver:
             # deadline, so the deadline has passed.
             core.handle_deadline(max(self._backend.now(), fired_for))
         self._after_core()
+        self._arm_earliest()
 
     def _start_pending(self) -> None:
         pending = self._pending

@@ -6,9 +6,11 @@ and identical whatever the parser and however TCP cut the bytes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from hypercorn.protocols.h1_parser import H1Parser
+from hypercorn.protocols.h1_parser import END_OF_MESSAGE, NEED_DATA, H1Parser
 from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.corpus import (
@@ -72,3 +74,24 @@ def test_through_the_core(case: CorpusCase, kind: str) -> None:
     check_expected(case, outcomes["whole"], core=True)
     for split, outcome in outcomes.items():
         assert outcome.verdict() == outcomes["whole"].verdict(), split
+
+
+@pytest.mark.parametrize("raw", [False, True])
+@pytest.mark.parametrize("kind", PARSERS)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_take_head_agrees_with_the_event_path(case: CorpusCase, kind: str, raw: bool) -> None:
+    """The connection's fast path either declines (consuming nothing) or hands on exactly
+    the request the general path reports, already complete."""
+    limits = dataclasses.replace(case.limits, pass_raw_headers=raw)
+    fast = make_parser(kind, limits)
+    head = fast.take_head(case.data)
+    if head is None:
+        assert fast.trailing_data == (b"", False)
+        return
+    slow = make_parser(kind, limits)
+    slow.feed(case.data)
+    assert slow.next_event() == head
+    assert slow.next_event() is END_OF_MESSAGE
+    assert slow.next_event() is NEED_DATA
+    assert fast.next_event() is NEED_DATA  # no END_OF_MESSAGE: the head was the message
+    assert not head.has_body
