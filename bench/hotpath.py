@@ -1,17 +1,25 @@
-"""The per-request cost of this server's Python path, with no sockets and no load generator.
+"""The per-request cost of a server's Python path, with no sockets and no load generator.
 
-``wrk`` numbers on a shared 2-core machine drift by 20% between runs; this measures only our
-own code, deterministically enough to compare two commits within a few percent:
-``connections`` fake connections each send ``requests`` keep-alive GETs in lock-step through
-the real asyncio Protocol, driver, core, front door and parser, the app runs as a real task
-on the real loop, and the responses go to a fake transport that only counts bytes.
+``wrk`` numbers on a shared 2-core machine drift by 20% between runs; this measures only the
+servers' own code, and in instructions (callgrind) exactly enough to compare two commits, or
+this server with uvicorn, whatever else the machine is doing. ``connections`` fake
+connections each send ``requests`` keep-alive GETs in lock-step through the server's real
+asyncio Protocol (for this server: driver, core, front door and parser); the app (``hello``
+from ``apps.py``) runs as a real task on the real loop, and responses go to a fake transport
+that only counts writes.
 
-    .venv/bin/python bench/hotpath.py                  # uvloop, auto parser, hello app
+    .venv/bin/python bench/hotpath.py                     # µs/request, uvloop, auto parser
+    .venv/bin/python bench/hotpath.py --instructions      # instructions/request (valgrind)
+    .venv/bin/python bench/hotpath.py --instructions --server uvicorn
     .venv/bin/python bench/hotpath.py --loop asyncio --parser h11
-    .venv/bin/python bench/hotpath.py --profile        # cProfile, sorted by own time
+    .venv/bin/python bench/hotpath.py --profile           # cProfile, sorted by own time
 
-It prints microseconds per request (best of ``--rounds``): the whole cost our Python adds
-to a request, which the kernel's send/recv and the loop's epoll then come on top of.
+``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
+``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
+(recv/send, epoll), which is the same per response for every server except that uvicorn
+writes the head and the body of a response with two ``write`` calls (two syscalls).
+``--instructions`` runs the measurement twice under ``valgrind --tool=callgrind`` (one and
+three rounds) and divides the difference, so start-up and imports cancel out.
 """
 
 from __future__ import annotations
@@ -22,40 +30,38 @@ import cProfile
 import gc
 import os
 import pstats
+import re
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from apps import hello
-
-from hypercorn.config import Config
-from hypercorn.workers.asyncio_backend import AsyncioBackend, _StreamProtocol
-from hypercorn.workers.backend import ServeOptions
-from hypercorn.workers.driver import WorkerContext, limits_from_config
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+sys.path.insert(0, os.path.dirname(BENCH))
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
 
 
 class FakeTransport:
-    """Enough of asyncio.Transport for ``_StreamProtocol``: writes are counted, not sent."""
+    """Enough of asyncio.Transport for a server Protocol: writes are counted, not sent."""
 
     def __init__(self) -> None:
-        self.written = 0
-        self.responses = 0
+        self.writes = 0
 
     def write(self, data: bytes) -> None:
-        self.written += len(data)
-        self.responses += 1
+        self.writes += 1
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
             name, default
         )
 
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
         pass
 
     def is_closing(self) -> bool:
@@ -74,25 +80,58 @@ class FakeTransport:
         pass
 
 
-async def _run(args: argparse.Namespace) -> list[float]:
+def _app(name: str) -> Any:
+    import apps
+
+    return getattr(apps, name)
+
+
+def _this_server(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> list[Any]:
+
+    from hypercorn.config import Config
+    from hypercorn.workers.asyncio_backend import AsyncioBackend, _StreamProtocol
+    from hypercorn.workers.backend import ServeOptions
+    from hypercorn.workers.driver import WorkerContext, limits_from_config
+
     config = Config()
     config.http1_parser = args.parser
     backend = AsyncioBackend("uvloop" if args.loop == "uvloop" else "asyncio")
     ctx = WorkerContext(
-        app=hello,
+        app=_app(args.app),
         backend=backend,
         limits=limits_from_config(config),
         parser_kind=config.http1_parser,
     )
+    return [
+        _StreamProtocol(loop, ctx.on_connection, ServeOptions(), lambda: None, False)
+        for _ in range(args.connections)
+    ]
+
+
+def _uvicorn(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> list[Any]:
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    config = Config(app=_app(args.app), lifespan="off", access_log=False, http="httptools")
+    config.load()
+    state = ServerState()
+    return [HttpToolsProtocol(config, state, app_state={}) for _ in range(args.connections)]
+
+
+async def _run(args: argparse.Namespace) -> list[float]:
     loop = asyncio.get_running_loop()
-    protocols = []
-    transports = []
-    for _ in range(args.connections):
-        protocol = _StreamProtocol(loop, ctx.on_connection, ServeOptions(), lambda: None, False)
-        transport = FakeTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
-        protocols.append(protocol)
-        transports.append(transport)
+    make = _uvicorn if args.server == "uvicorn" else _this_server
+    protocols = make(args, loop)
+    transports = [FakeTransport() for _ in protocols]
+    for protocol, transport in zip(protocols, transports, strict=True):
+        protocol.connection_made(transport)
+    # Writes per response: uvicorn writes a response's head apart from its first body piece,
+    # and the stream app sends ten pieces and (chunked) an end.
+    if args.app == "stream":
+        per_response = 12 if args.server == "uvicorn" else 11
+    else:
+        per_response = 2 if args.server == "uvicorn" else 1
 
     async def one_round() -> float:
         start = time.perf_counter()
@@ -104,28 +143,68 @@ async def _run(args: argparse.Namespace) -> list[float]:
             await asyncio.sleep(0)
         return time.perf_counter() - start
 
-    await one_round()  # warm up
-    expected = 0
     times = []
-    for _ in range(args.rounds):
-        expected = sum(t.responses for t in transports) + args.requests * args.connections
+    for _ in range(args.rounds + 1):  # the first round warms up
+        before = sum(t.writes for t in transports)
         times.append(await one_round())
-        done = sum(t.responses for t in transports)
-        if done != expected:
-            raise SystemExit(f"only {done} of {expected} responses were written")
-    return [t / (args.requests * args.connections) * 1e6 for t in times]
+        done = (sum(t.writes for t in transports) - before) // per_response
+        if done != args.requests * args.connections:
+            raise SystemExit(f"only {done} of {args.requests * args.connections} responses")
+    return [t / (args.requests * args.connections) * 1e6 for t in times[1:]]
+
+
+def _instructions(args: argparse.Namespace) -> None:
+    """Re-run this script under callgrind with 1 and 3 rounds; print the per-request cost."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    python = sys.executable
+    if args.server == "uvicorn":
+        python = os.path.join(BENCH, ".peers", "uvicorn", "bin", "python")
+        if not os.path.exists(python):
+            raise SystemExit("no bench/.peers/uvicorn: run bench/run.py once to create it")
+    requests = 40
+    counts = []
+    for rounds in (1, 3):
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            python,
+            os.path.abspath(__file__),
+            f"--server={args.server}",
+            f"--loop={args.loop}",
+            f"--parser={args.parser}",
+            f"--app={args.app}",
+            f"--connections={args.connections}",
+            f"--requests={requests}",
+            f"--rounds={rounds}",
+            *(["--no-gc"] if args.no_gc else []),
+        ]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+        match = re.search(r"Collected : (\d+)", result.stderr)
+        if result.returncode != 0 or match is None:
+            raise SystemExit(f"callgrind run failed:\n{result.stdout}\n{result.stderr[-2000:]}")
+        counts.append(int(match[1]))
+    per_request = (counts[1] - counts[0]) / (2 * requests * args.connections)
+    print(f"{per_request:,.0f} instructions/request ({args.server}, {args.app}, {args.loop})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=("this", "uvicorn"), default="this")
+    parser.add_argument("--app", choices=("hello", "stream"), default="hello")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--parser", choices=("auto", "h11", "httptools"), default="auto")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per connection per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="count, with callgrind")
     parser.add_argument("--profile", action="store_true", help="cProfile one run")
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() (what GC costs)")
     args = parser.parse_args()
+    if args.instructions:
+        _instructions(args)
+        return
     if args.no_gc:
         gc.disable()
     if args.loop == "uvloop":

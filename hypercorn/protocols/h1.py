@@ -565,11 +565,18 @@ class H1Connection:
     def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
         if stream is not self._stream or self._closed:
             return
-        framed, short = self._frame(data, end)
-        if framed:
-            self._write(framed)
-        if short:
-            raise AppProtocolError("response body shorter than its content-length")
+        if self._framing is _FRAMING_CHUNKED:
+            # Streaming's usual case, framed here with one copy of the data (no _frame call).
+            if data:
+                self._write(b"%x\r\n%b\r\n%b" % (len(data), data, _LAST_CHUNK if end else b""))
+            elif end:
+                self._write(_LAST_CHUNK)
+        else:
+            framed, short = self._frame(data, end)
+            if framed:
+                self._write(framed)
+            if short:
+                raise AppProtocolError("response body shorter than its content-length")
         if end:
             self._response_complete(now)
 

@@ -254,6 +254,10 @@ class AsyncioBackend:
     def event(self) -> AsyncEvent:
         return asyncio.Event()
 
+    @property
+    def eager_tasks(self) -> bool:
+        return _EAGER or self._loop.get_task_factory() is not None
+
     def start_soon(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
     ) -> asyncio.Task[Any]:

@@ -270,6 +270,11 @@ class Backend(Protocol):
     def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]) -> TaskHandle:
         """Start ``fn(*args)`` as a new task (see the class docstring)."""
 
+    @property
+    def eager_tasks(self) -> bool:
+        """Whether ``start_soon`` may run ``fn`` up to its first suspension before returning
+        (asyncio 3.12+, or a task factory installed on the loop)."""
+
     def start_soon(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
     ) -> TaskHandle:

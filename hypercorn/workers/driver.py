@@ -150,6 +150,7 @@ class ConnectionDriver:
         "_backend",
         "_core",
         "_ctx",
+        "_eager",
         "_pending",
         "_streams",
         "_timer",
@@ -166,6 +167,9 @@ class ConnectionDriver:
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
         self._pending: list[AsgiHttpStream] = []
+        #: Whether ``start_soon`` may run a task before returning (decided per connection:
+        #: an app may install a task factory at startup).
+        self._eager = backend.eager_tasks
         self._streams: set[AsgiHttpStream] = set()
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
@@ -233,8 +237,13 @@ class ConnectionDriver:
         self._transport.resume_reading()
 
     def start_app(self, stream: AsgiHttpStream) -> None:
-        # Only queued: the app starts after the core call returns (no re-entry into the core).
-        self._pending.append(stream)
+        if self._eager:
+            # The task may run at once: queue it, to start after the core call returns (no
+            # re-entry into the core).
+            self._pending.append(stream)
+        else:
+            self._streams.add(stream)
+            stream.task = self._backend.start_soon(self._run_app, stream)
 
     # -- shutdown ----------------------------------------------------------------------------
 

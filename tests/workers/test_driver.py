@@ -7,7 +7,9 @@ it implements the Transport contract with a byte buffer and lets the test decide
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -172,6 +174,37 @@ def test_pipelined_requests_run_one_after_another() -> None:
             "end /a",
         ]
         assert h.transport.reading
+        h.lose()
+
+    run(main)
+
+
+def test_apps_go_through_the_queue_when_tasks_may_start_eagerly() -> None:
+    """With a task factory installed (or asyncio 3.12+) a task may run inside ``start_soon``,
+    so the driver queues each app and starts it after the core call; pipelined requests are
+    served in order either way, through the loop's task factory."""
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main(backend: Backend) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        try:
+            h = Harness(backend, hello, ProtocolLimits())
+            assert h.driver._eager
+            h.feed(GET.replace(b"/", b"/a", 1) + GET.replace(b"/", b"/b", 1))
+            await until(backend, lambda: b"hello /b" in h.transport.out)
+            assert [body(r) for r in h.responses()] == [b"hello /a", b"hello /b"]
+            assert made.count("ConnectionDriver._run_app") == 2
+            h.lose()
+        finally:
+            loop.set_task_factory(None)
+        h = Harness(backend, hello, ProtocolLimits())
+        # Without a factory, only 3.12+ starts tasks eagerly; before that the core starts them.
+        assert h.driver._eager is (sys.version_info >= (3, 12))
         h.lose()
 
     run(main)
