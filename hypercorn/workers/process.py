@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import gc
 import logging
 import os
 import socket
@@ -122,8 +123,16 @@ def _run(spec: WorkerSpec) -> int:
             channel.failed(str(exc))
             return EXIT_APP_LOAD_ERROR
 
+    def on_ready() -> None:
+        # Everything alive now (modules, the app, its startup state) lives as long as the
+        # worker: move it out of the collector's sight, so full collections stop walking it
+        # (about 3.5% of a keep-alive request's CPU otherwise; the gc docs' pre-fork advice).
+        gc.collect()
+        gc.freeze()
+        channel.ready()
+
     hooks = WorkerHooks(
-        on_ready=channel.ready,
+        on_ready=on_ready,
         on_beat=channel.beat,
         beat_interval=beat_interval(config.timeout),
         on_stopping=channel.stopping,

@@ -306,3 +306,16 @@ def test_workers_drop_privileges(tmp_path: Path, bound_socket: socket.socket) ->
         assert status == 200
         assert body.split() == [str(worker), str(nobody.pw_uid)]
         assert _cmdline(server.pid).startswith("hypercorn: master")
+
+
+def test_workers_freeze_what_was_alive_when_ready(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    """Modules and the app are moved out of the collector's sight once a worker is ready
+    (full collections would walk them for nothing, once every few thousand requests)."""
+    port = bound_socket.getsockname()[1]
+    with running(["-w", "1", "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        status, body = http_get(port, "/gc")
+    assert status == 200
+    assert int(body) > 1000

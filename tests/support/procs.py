@@ -32,9 +32,11 @@ T = TypeVar("T")
 #:   /            -> the worker's pid
 #:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
+#:   /gc          -> gc.get_freeze_count() in the worker
 APP_SOURCE = textwrap.dedent(
     """
     import asyncio
+    import gc
     import os
     import time
 
@@ -57,6 +59,8 @@ APP_SOURCE = textwrap.dedent(
         elif path == "/block":
             time.sleep(seconds)
         body = f"{os.getpid()} {VERSION}".encode()
+        if path == "/gc":
+            body = str(gc.get_freeze_count()).encode()
         await send(
             {
                 "type": "http.response.start",
