@@ -314,40 +314,13 @@ class ConnectionDriver:
     async def _run_app(self, stream: AsgiHttpStream) -> None:
         ctx = self._ctx
         backend = self._backend
-        transport = self._transport
         after_core = self._after_core
-
-        async def receive() -> Message:
-            message = stream.receive_nowait(backend.now())
-            after_core()
-            while message is None:
-                event = backend.event()
-                stream.waiter = event.set
-                await event.wait()
-                message = stream.receive_nowait(backend.now())
-                after_core()
-            return message
-
-        async def send(message: Message) -> None:
-            if stream.disconnected:
-                # ASGI 2.4: a send on a closed connection raises an OSError, so an app that
-                # streams forever notices instead of spinning on the loop.
-                raise ClientDisconnected("the client has gone away")
-            stream.app_send(message, backend.now())
-            # Only a completed response can move a deadline earlier or start a pipelined
-            # request's app: skip the check for the other messages.
-            if stream.state is _RESPONSE_DONE or self._pending:
-                after_core()
-            if transport.writing_paused:
-                try:
-                    await transport.drain()
-                except TransportClosed:
-                    pass  # the core already told the stream; later sends are dropped
+        channel = _AppChannel(self, stream)
 
         # Counted here, not at spawn: a task cancelled before it ever ran never gets here.
         ctx.running_apps += 1
         try:
-            await ctx.app(stream.scope, receive, send)
+            await ctx.app(stream.scope, channel.receive, channel.send)
         except ClientDisconnected:
             _error_logger.debug("app stopped: the client disconnected")
         except AppProtocolError as exc:
@@ -376,3 +349,47 @@ class ConnectionDriver:
                 ctx.on_request()
             if ctx._idle_waiter is not None:
                 ctx._maybe_idle()
+
+
+class _AppChannel:
+    """One request's ASGI ``receive`` and ``send``, as bound methods of one small object
+    (per-request closures would cost two functions and five cells)."""
+
+    __slots__ = ("_driver", "_now", "_stream", "_transport")
+
+    def __init__(self, driver: ConnectionDriver, stream: AsgiHttpStream) -> None:
+        self._driver = driver
+        self._stream = stream
+        self._now = driver._backend.now
+        self._transport = driver._transport
+
+    async def receive(self) -> Message:
+        stream = self._stream
+        driver = self._driver
+        message = stream.receive_nowait(self._now())
+        driver._after_core()
+        while message is None:
+            event = driver._backend.event()
+            stream.waiter = event.set
+            await event.wait()
+            message = stream.receive_nowait(self._now())
+            driver._after_core()
+        return message
+
+    async def send(self, message: Message) -> None:
+        stream = self._stream
+        if stream.disconnected:
+            # ASGI 2.4: a send on a closed connection raises an OSError, so an app that
+            # streams forever notices instead of spinning on the loop.
+            raise ClientDisconnected("the client has gone away")
+        stream.app_send(message, self._now())
+        # Only a completed response can move a deadline earlier or start a pipelined
+        # request's app: skip the check for the other messages.
+        if stream.state is _RESPONSE_DONE or self._driver._pending:
+            self._driver._after_core()
+        transport = self._transport
+        if transport.writing_paused:
+            try:
+                await transport.drain()
+            except TransportClosed:
+                pass  # the core already told the stream; later sends are dropped
