@@ -486,6 +486,33 @@ class H1Connection:
             facts = _header_facts(headers, status)
         block, content_length, close, has_date, has_server = facts
         keep_alive = self._keep_alive and self._request_done and not close
+        if (
+            end
+            and keep_alive
+            and (content_length is None or content_length == len(body))
+            and not (has_date or has_server)
+            and status not in _NO_BODY_STATUSES
+            and head.method != b"HEAD"
+        ):
+            # The usual response: the whole body in one message, kept alive. One write of
+            # head and body with the right Content-Length (Rule 3), nothing else to decide.
+            self._framing = _FRAMING_CONTENT_LENGTH
+            self._remaining = 0
+            self._response_started = True
+            self._continue_pending = False
+            self._write(
+                b"".join(
+                    (
+                        STATUS_LINES.get(status) or status_line(status),
+                        block,
+                        b"content-length: %d\r\n" % len(body) if content_length is None else b"",
+                        self._tail_for(now),
+                        body,
+                    )
+                )
+            )
+            self._response_complete(now)
+            return
         parts = [STATUS_LINES.get(status) or status_line(status), block]
         append = parts.append
         # Framing (Rule 3).
@@ -520,15 +547,8 @@ class H1Connection:
                 append(self._server_line)
             append(self._extra_lines)
             append(_CRLF)
-        elif dates is None:
-            append(self._tail_fixed)
-        elif int(now + dates.wall_offset) == self._tail_second:
-            append(self._tail)
         else:
-            line = dates.line(now)
-            self._tail_second = int(now + dates.wall_offset)
-            self._tail = line + self._tail_fixed
-            append(self._tail)
+            append(self._tail_for(now))
         if framing is _FRAMING_CONTENT_LENGTH and end and len(body) == self._remaining:
             short = False  # the common case: the whole body in one message
             self._remaining = 0
@@ -543,6 +563,17 @@ class H1Connection:
             raise AppProtocolError("response body shorter than its content-length")
         if end:
             self._response_complete(now)
+
+    def _tail_for(self, now: float) -> bytes:
+        """Date, Server and extra header lines and the blank line (rebuilt once a second)."""
+        dates = self._dates
+        if dates is None:
+            return self._tail_fixed
+        second = int(now + dates.wall_offset)
+        if second != self._tail_second:
+            self._tail_second = second
+            self._tail = dates.line(now) + self._tail_fixed
+        return self._tail
 
     def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
         """(bytes to write for this body piece, content-length left unfilled at the end)."""
