@@ -173,6 +173,9 @@ _CHUNK_LINE_RE = re.compile(
     rb'|\\[\t \x21-\x7e\x80-\xff])*+"))?)*+'
 )
 _OWS = b" \t"
+#: A Connection or Expect field line in an approved head (the fields that, with no body,
+#: decide keep-alive, 100-continue and upgrades).
+_CONNECTION_OR_EXPECT = re.compile(rb"\n(?i:connection|expect):").search
 
 
 def _reject(reason: str, status: int = 400) -> RemoteProtocolError:
@@ -529,13 +532,20 @@ class StrictH1Parser:
             return None
         if data.find(b"\r\n\r\n") + 4 != len(data) or data[0] in _CR_LF:
             return None
-        try:
-            length, version = _judge(data, self._limits)
-        except RemoteProtocolError:
+        # ``_judge``'s fast half, inline; anything else (a Content-Length, a limit, a slow
+        # head, an error) is left to the general path, which judges it the same way.
+        match = _FAST_HEAD.fullmatch(data)
+        if match is None or match[2] is not None or match[3] is not None:
             return None
-        if length != 0:
+        limits = self._limits
+        size = len(data)
+        if (
+            size > limits.max_incomplete_size
+            or match.end(1) > limits.max_request_line_size
+            or (size > 4 * limits.max_header_count and _field_count(data) > limits.max_header_count)
+        ):
             return None
-        return self._make_head(data, 0, version, _DONE)
+        return self._make_head(data, 0, match[1], _DONE)
 
     def _make_head(
         self, head: bytes, length: int, version: bytes, end_state: DoorState
@@ -550,8 +560,12 @@ class StrictH1Parser:
         else:
             self._state = _BODY
             self._remaining = length
-        # On the lowercased names, before they may get their wire case back.
-        keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
+        if length == 0 and _CONNECTION_OR_EXPECT(head) is None:
+            # None of the fields that change these facts (one C-level search of the head).
+            keep_alive, expect_continue, has_body, upgrade = version == b"1.1", False, False, None
+        else:
+            # On the lowercased names, before they may get their wire case back.
+            keep_alive, expect_continue, has_body, upgrade = analyse_headers(version, headers)
         if self._limits.pass_raw_headers:
             headers = _with_wire_case(head, headers)
         # tuple.__new__ skips RequestHead.__new__'s Python frame (this is once per request).
