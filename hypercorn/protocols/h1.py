@@ -579,10 +579,7 @@ class H1Connection:
         """(bytes to write for this body piece, content-length left unfilled at the end)."""
         framing = self._framing
         if framing is _FRAMING_CHUNKED:
-            if data:
-                data = b"".join((b"%x\r\n" % len(data), data, _CRLF))
-                return (data + _LAST_CHUNK if end else data), False
-            return (_LAST_CHUNK if end else b""), False
+            return _chunk(data, end), False
         if framing is _FRAMING_CONTENT_LENGTH:
             remaining = self._remaining - len(data)
             if remaining < 0:
@@ -597,11 +594,10 @@ class H1Connection:
         if stream is not self._stream or self._closed:
             return
         if self._framing is _FRAMING_CHUNKED:
-            # Streaming's usual case, framed here with one copy of the data (no _frame call).
-            if data:
-                self._write(b"%x\r\n%b\r\n%b" % (len(data), data, _LAST_CHUNK if end else b""))
-            elif end:
-                self._write(_LAST_CHUNK)
+            # Streaming's usual case, without _frame's tuple.
+            framed = _chunk(data, end)
+            if framed:
+                self._write(framed)
         else:
             framed, short = self._frame(data, end)
             if framed:
@@ -734,6 +730,13 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], status: int) -> _Heade
                 has_server = True
         lines.append(b"%s: %s\r\n" % (name, value))
     return b"".join(lines), content_length, close, has_date, has_server
+
+
+def _chunk(data: bytes, end: bool) -> bytes:
+    """``data`` as one chunk (none when empty), then the last chunk if ``end``: one copy."""
+    if data:
+        return b"%x\r\n%b\r\n%b" % (len(data), data, _LAST_CHUNK if end else b"")
+    return _LAST_CHUNK if end else b""
 
 
 def _accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -249,6 +249,19 @@ def judge_head(head: bytes, limits: ProtocolLimits) -> int:
 
 def _judge(head: bytes, limits: ProtocolLimits) -> tuple[int, bytes]:
     """``judge_head`` and the head's version (b"1.0" or b"1.1"), which the door hands on."""
+    match = _fast_match(head, limits)
+    if match is not None:
+        length = match[2] or match[3]
+        return (0 if length is None else int(length)), match[1]
+    length = judge_head_slowly(head, limits)
+    # An approved request line ends in "HTTP/1.0" or "HTTP/1.1".
+    line_end = head.find(b"\r\n")
+    return length, head[line_end - 3 : line_end]
+
+
+def _fast_match(head: bytes, limits: ProtocolLimits) -> re.Match[bytes] | None:
+    """``_FAST_HEAD``'s match when it accepts ``head`` within the limits, else None.
+    (Group 1: the version; group 2 or 3: the Content-Length, if any.)"""
     match = _FAST_HEAD.fullmatch(head)
     if (
         match is not None
@@ -259,12 +272,8 @@ def _judge(head: bytes, limits: ProtocolLimits) -> tuple[int, bytes]:
             or _field_count(head) <= limits.max_header_count
         )
     ):
-        length = match[2] or match[3]
-        return (0 if length is None else int(length)), match[1]
-    length = judge_head_slowly(head, limits)
-    # An approved request line ends in "HTTP/1.0" or "HTTP/1.1".
-    line_end = head.find(b"\r\n")
-    return length, head[line_end - 3 : line_end]
+        return match
+    return None
 
 
 def _field_count(head: bytes) -> int:
@@ -532,18 +541,10 @@ class StrictH1Parser:
             return None
         if data.find(b"\r\n\r\n") + 4 != len(data) or data[0] in _CR_LF:
             return None
-        # ``_judge``'s fast half, inline; anything else (a Content-Length, a limit, a slow
-        # head, an error) is left to the general path, which judges it the same way.
-        match = _FAST_HEAD.fullmatch(data)
+        # Only the fast judgement: anything else (a Content-Length, a slow head, an error) is
+        # left to the general path, which judges it the same way.
+        match = _fast_match(data, self._limits)
         if match is None or match[2] is not None or match[3] is not None:
-            return None
-        limits = self._limits
-        size = len(data)
-        if (
-            size > limits.max_incomplete_size
-            or match.end(1) > limits.max_request_line_size
-            or (size > 4 * limits.max_header_count and _field_count(data) > limits.max_header_count)
-        ):
             return None
         return self._make_head(data, 0, match[1], _DONE)
 
