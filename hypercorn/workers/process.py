@@ -106,7 +106,7 @@ def _run(spec: WorkerSpec) -> int:
     # imported after dropping privileges (it should never run as root).
     from hypercorn.workers.serve import WorkerHooks, run_worker_loop
 
-    _preimport_backend(config.worker_class)
+    _preimport_serving(config.worker_class)
     try:
         _drop_privileges(config)
     except OSError as exc:
@@ -150,13 +150,22 @@ def _run(spec: WorkerSpec) -> int:
     return EXIT_OK
 
 
-def _preimport_backend(worker_class: str) -> None:
+def _preimport_serving(worker_class: str) -> None:
+    """Import every module serving imports lazily, while we may still read the install:
+    after dropping privileges the package may be unreadable (a root-only directory)."""
     import importlib
 
     names = {"asyncio": ("asyncio",), "uvloop": ("asyncio", "uvloop"), "trio": ("trio",)}
-    for name in names.get(worker_class, ()):
+    modules = [f"hypercorn.workers.{name}_backend" for name in names.get(worker_class, ())]
+    modules += [
+        "hypercorn.apps",
+        "hypercorn.workers.lifespan",
+        "hypercorn.workers.wsgi_bridge",
+        "hypercorn.protocols.h1_httptools",  # (needs the optional httptools)
+    ]
+    for module in modules:
         with contextlib.suppress(ImportError):
-            importlib.import_module(f"hypercorn.workers.{name}_backend")
+            importlib.import_module(module)
 
 
 def _drop_privileges(config: Config) -> None:
