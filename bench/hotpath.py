@@ -207,6 +207,10 @@ def main() -> None:
         return
     if args.no_gc:
         gc.disable()
+    elif args.server == "this":
+        from hypercorn.workers.process import settle_gc
+
+        settle_gc()  # as a worker does once it is ready
     if args.loop == "uvloop":
         import uvloop
 

@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.h1_parser import (
@@ -91,6 +91,9 @@ from hypercorn.protocols.h1_parser import (
     analyse_headers,
 )
 from hypercorn.protocols.limits import ProtocolLimits
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
 __all__ = [
     "CHUNKED",
@@ -402,6 +405,28 @@ _DEAD = DoorState.DEAD
 _CR_LF = (0x0D, 0x0A)
 _new_tuple = tuple.__new__
 
+#: Heads ``take_head`` accepted, by their exact bytes: (method, target, version, headers as
+#: a tuple, the other RequestHead fields). Clients repeat their heads on a kept-alive
+#: connection (health checks and API clients across connections too), and judging plus
+#: tokenising is most of the parsing cost. One memo per limits object and tokeniser (the
+#: verdict depends on both), looked up once per connection; each is cleared when full, and
+#: heads over _KNOWN_HEAD_MAX bytes are not kept.
+_KnownHeads: TypeAlias = "dict[bytes, tuple[Any, ...]]"
+_known_heads: dict[tuple[int, type], tuple[ProtocolLimits, _KnownHeads]] = {}
+_KNOWN_HEADS_SIZE = 256
+_KNOWN_HEAD_MAX = 2048
+
+
+def _known_heads_for(limits: ProtocolLimits, head_parser: HeadParser) -> _KnownHeads:
+    key = (id(limits), type(head_parser))
+    entry = _known_heads.get(key)
+    if entry is None:
+        if len(_known_heads) >= 16:
+            _known_heads.clear()
+        # The entry holds ``limits``, so its id cannot be reused by another object meanwhile.
+        entry = _known_heads[key] = (limits, {})
+    return entry[1]
+
 
 class StrictH1Parser:
     """An ``H1Parser`` that frames every message itself and tokenises heads with a
@@ -413,6 +438,7 @@ class StrictH1Parser:
         "_dead",
         "_eof",
         "_head_parser",
+        "_known",
         "_limits",
         "_max_chunk_line",
         "_remaining",
@@ -429,6 +455,7 @@ class StrictH1Parser:
     ) -> None:
         self._head_parser = head_parser
         self._limits = limits
+        self._known = _known_heads_for(limits, head_parser)
         self._max_chunk_line = max_chunk_line
         self._buf: bytes | bytearray = b""
         self._eof = False
@@ -539,6 +566,13 @@ class StrictH1Parser:
         error is found (and reported) there."""
         if self._state is not _HEAD or self._buf or self._eof:
             return None
+        known = self._known.get(data)
+        if known is not None:
+            # Judged and tokenised before, under the same limits: the verdict is the same.
+            self._state = _DONE
+            method, target, version, fields, facts = known
+            # The app gets this list in its scope and may change it: a new one each time.
+            return _new_tuple(RequestHead, (method, target, version, list(fields), *facts))
         if data.find(b"\r\n\r\n") + 4 != len(data) or data[0] in _CR_LF:
             return None
         # Only the fast judgement: anything else (a Content-Length, a slow head, an error) is
@@ -546,7 +580,13 @@ class StrictH1Parser:
         match = _fast_match(data, self._limits)
         if match is None or match[2] is not None or match[3] is not None:
             return None
-        return self._make_head(data, 0, match[1], _DONE)
+        head = self._make_head(data, 0, match[1], _DONE)
+        if len(data) <= _KNOWN_HEAD_MAX:
+            known_heads = self._known
+            if len(known_heads) >= _KNOWN_HEADS_SIZE:
+                known_heads.clear()
+            known_heads[data] = (*head[:3], tuple(head.headers), head[4:])
+        return head
 
     def _make_head(
         self, head: bytes, length: int, version: bytes, end_state: DoorState

@@ -20,6 +20,7 @@ from hypercorn.workers.heartbeat import (
     WorkerChannel,
     encode,
 )
+from hypercorn.workers.process import _WORKER_GEN0
 from tests.support.procs import APP_SOURCE, http_get, pid_alive, running, wait_for
 
 # ------------------------------------------------------------------------------ heartbeat
@@ -308,14 +309,29 @@ def test_workers_drop_privileges(tmp_path: Path, bound_socket: socket.socket) ->
         assert _cmdline(server.pid).startswith("hypercorn: master")
 
 
-def test_workers_freeze_what_was_alive_when_ready(
+def test_workers_settle_the_collector_when_ready(
     app_dir: Path, bound_socket: socket.socket
 ) -> None:
     """Modules and the app are moved out of the collector's sight once a worker is ready
-    (full collections would walk them for nothing, once every few thousand requests)."""
+    (full collections would walk them for nothing, once every few thousand requests), and
+    young collections run less often than CPython's default of every 700 objects."""
     port = bound_socket.getsockname()[1]
     with running(["-w", "1", "app:app"], cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
         status, body = http_get(port, "/gc")
     assert status == 200
-    assert int(body) > 1000
+    frozen, gen0 = map(int, body.split())
+    assert frozen > 1000
+    assert gen0 == _WORKER_GEN0 > 700
+
+
+def test_an_app_that_set_its_own_gc_threshold_keeps_it(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    (app_dir / "gcapp.py").write_text("import gc\ngc.set_threshold(500)\nfrom app import app\n")
+    port = bound_socket.getsockname()[1]
+    with running(["-w", "1", "gcapp:app"], cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        status, body = http_get(port, "/gc")
+    assert status == 200
+    assert body.split()[1] == "500"

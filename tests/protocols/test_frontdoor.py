@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hypercorn.protocols import h1_frontdoor
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.h1_frontdoor import (
     CHUNKED,
@@ -81,6 +82,46 @@ def test_fast_path_results() -> None:
     assert judge_head(post, LIMITS) == judge_head_slowly(post, LIMITS) == 12
     chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert judge_head(chunked, LIMITS) == CHUNKED
+
+
+def test_a_repeated_head_is_taken_from_the_memo(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = ProtocolLimits()
+    first = make_parser(kind, limits).take_head(GET)
+    assert first is not None
+
+    def judged_again(head: bytes, limits: ProtocolLimits) -> None:
+        raise AssertionError("a head seen before was judged again")
+
+    monkeypatch.setattr(h1_frontdoor, "_fast_match", judged_again)
+    first.headers.append((b"x-app", b"changed"))  # an app changing its scope's list
+    parser = make_parser(kind, limits)
+    second = parser.take_head(GET)
+    assert second == first._replace(headers=[(b"host", b"example.com")])
+    assert parser.next_event() is NEED_DATA  # complete, as on the first path
+    parser.start_next_cycle()
+    assert parser.take_head(GET) == second
+    # A different head is judged (here: by the patched judge).
+    with pytest.raises(AssertionError, match="judged again"):
+        make_parser(kind, limits).take_head(GET.replace(b"/", b"/other", 1))
+
+
+def test_the_memo_keeps_verdicts_apart_per_limits(kind: str) -> None:
+    head = GET[:-2] + b"X-1: a\r\nX-2: b\r\n\r\n"
+    tight = ProtocolLimits(max_header_count=2)
+    assert make_parser(kind, LIMITS).take_head(head) is not None
+    assert make_parser(kind, tight).take_head(head) is None
+    assert status_of(head, kind, tight) == {431}
+
+
+def test_the_memo_is_bounded() -> None:
+    limits = ProtocolLimits()
+    for i in range(h1_frontdoor._KNOWN_HEADS_SIZE * 2):
+        make_parser("httptools", limits).take_head(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+    known = h1_frontdoor._known_heads_for(limits, HttptoolsHeadParser())
+    assert 0 < len(known) <= h1_frontdoor._KNOWN_HEADS_SIZE
+    big = GET[:-2] + b"X: " + b"a" * h1_frontdoor._KNOWN_HEAD_MAX + b"\r\n\r\n"
+    assert make_parser("httptools", limits).take_head(big) is not None
+    assert big not in known
 
 
 # -- limits at their boundaries, whatever the segmentation --------------------------------------

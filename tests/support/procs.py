@@ -32,7 +32,7 @@ T = TypeVar("T")
 #:   /            -> the worker's pid
 #:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
-#:   /gc          -> gc.get_freeze_count() in the worker
+#:   /gc          -> gc.get_freeze_count() and the young-generation threshold in the worker
 APP_SOURCE = textwrap.dedent(
     """
     import asyncio
@@ -60,7 +60,7 @@ APP_SOURCE = textwrap.dedent(
             time.sleep(seconds)
         body = f"{os.getpid()} {VERSION}".encode()
         if path == "/gc":
-            body = str(gc.get_freeze_count()).encode()
+            body = f"{gc.get_freeze_count()} {gc.get_threshold()[0]}".encode()
         await send(
             {
                 "type": "http.response.start",
