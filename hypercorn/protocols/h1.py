@@ -357,21 +357,23 @@ class H1Connection:
                 raise AssertionError(f"unexpected parser event {event!r}")
 
     def _start_request(self, head: RequestHead, now: float) -> None:
-        if head.http_version != b"1.1" and head.http_version != b"1.0":
+        # Unpacked once: a named field read is a generic attribute lookup on 3.11.
+        method, target, version, headers, keep_alive, expect_continue, has_body, _ = head
+        if version != b"1.1" and version != b"1.0":
             self._protocol_error(
                 RemoteProtocolError("unsupported HTTP version", status_hint=505), now
             )
             return
         self._head = head
-        self._keep_alive = head.keep_alive and not self._shutting_down
+        self._keep_alive = keep_alive and not self._shutting_down
         self._request_done = False
         self._response_started = False
-        self._continue_pending = head.expect_continue and head.has_body
+        self._continue_pending = expect_continue and has_body
         scope = build_scope(
-            head.http_version,
-            head.method,
-            head.target,
-            head.headers,
+            version,
+            method,
+            target,
+            headers,
             self._scheme,
             self._client,
             self._server,
@@ -381,7 +383,7 @@ class H1Connection:
         )
         stream = AsgiHttpStream(self, scope, _STREAM_ID, now)
         self._stream = stream
-        if head.has_body:
+        if has_body:
             self._phase = _PHASE_BODY
             if self._continue_pending:
                 stream.notify_on_read = True
@@ -397,7 +399,7 @@ class H1Connection:
             # END_OF_MESSAGE (three calls fewer per bodiless request).
             self._request_done = True
             stream.inbox.append({"type": "http.request", "body": b"", "more_body": False})
-        if self._server_names and not host_allowed(head.headers, self._server_names):
+        if self._server_names and not host_allowed(headers, self._server_names):
             stream.status = 404
             self._write_error(404, now)
             self._close()
@@ -492,7 +494,7 @@ class H1Connection:
             and (content_length is None or content_length == len(body))
             and not (has_date or has_server)
             and status not in _NO_BODY_STATUSES
-            and head.method != b"HEAD"
+            and head[0] != b"HEAD"  # (the method; [0] is cheaper than .method on 3.11)
         ):
             # The usual response: the whole body in one message, kept alive. One write of
             # head and body with the right Content-Length (Rule 3), nothing else to decide.
@@ -500,7 +502,10 @@ class H1Connection:
             self._remaining = 0
             self._response_started = True
             self._continue_pending = False
-            self._write(
+            # (Called through a local: on 3.11 ``self._write(...)`` is a generic lookup,
+            # the attribute being a stored callable rather than a method.)
+            write = self._write
+            write(
                 b"".join(
                     (
                         STATUS_LINES.get(status) or status_line(status),

@@ -151,6 +151,7 @@ class ConnectionDriver:
         "_core",
         "_ctx",
         "_eager",
+        "_now",
         "_pending",
         "_streams",
         "_timer",
@@ -162,6 +163,9 @@ class ConnectionDriver:
     def __init__(self, ctx: WorkerContext, transport: Transport) -> None:
         self._ctx = ctx
         self._backend = backend = ctx.backend
+        #: The loop's clock, bound once. Callables stored in attributes are called through a
+        #: local (``now = self._now; now()``): on 3.11 ``self._now()`` is a generic lookup.
+        self._now = backend.now
         self._transport = transport
         #: The sink's ``write`` is the transport's raw one, bound once (no extra call per
         #: write): the core never writes after it closed, aborted or saw the connection lost.
@@ -196,7 +200,8 @@ class ConnectionDriver:
     # -- ConnectionHandler (called by the backend) -------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._core.receive_data(data, self._backend.now())
+        now = self._now
+        self._core.receive_data(data, now())
         self._after_core()
 
     def eof_received(self) -> None:
@@ -313,14 +318,14 @@ class ConnectionDriver:
 
     async def _run_app(self, stream: AsgiHttpStream) -> None:
         ctx = self._ctx
-        backend = self._backend
-        after_core = self._after_core
+        now = self._now
         channel = _AppChannel(self, stream)
+        app = ctx.app
 
         # Counted here, not at spawn: a task cancelled before it ever ran never gets here.
         ctx.running_apps += 1
         try:
-            await ctx.app(stream.scope, channel.receive, channel.send)
+            await app(stream.scope, channel.receive, channel.send)
         except ClientDisconnected:
             _error_logger.debug("app stopped: the client disconnected")
         except AppProtocolError as exc:
@@ -330,10 +335,10 @@ class ConnectionDriver:
         except Exception:
             _error_logger.exception("Error in ASGI Framework")
         finally:
-            stream.app_finished(backend.now())
+            stream.app_finished(now())
             stream.task = None  # break the stream <-> task cycle: no GC work per request
             self._streams.discard(stream)
-            after_core()
+            self._after_core()
             ctx.running_apps -= 1
             ctx.requests += 1
             access_log = ctx.access_log
@@ -342,7 +347,7 @@ class ConnectionDriver:
                     stream.scope,
                     stream.status or 0,
                     stream.response_length,
-                    backend.now() - stream.start_time,
+                    now() - stream.start_time,
                     stream.response_headers,
                 )
             if ctx.on_request is not None:
@@ -360,19 +365,20 @@ class _AppChannel:
     def __init__(self, driver: ConnectionDriver, stream: AsgiHttpStream) -> None:
         self._driver = driver
         self._stream = stream
-        self._now = driver._backend.now
+        self._now = driver._now
         self._transport = driver._transport
 
     async def receive(self) -> Message:
         stream = self._stream
         driver = self._driver
-        message = stream.receive_nowait(self._now())
+        now = self._now
+        message = stream.receive_nowait(now())
         driver._after_core()
         while message is None:
             event = driver._backend.event()
             stream.waiter = event.set
             await event.wait()
-            message = stream.receive_nowait(self._now())
+            message = stream.receive_nowait(now())
             driver._after_core()
         return message
 
@@ -382,7 +388,8 @@ class _AppChannel:
             # ASGI 2.4: a send on a closed connection raises an OSError, so an app that
             # streams forever notices instead of spinning on the loop.
             raise ClientDisconnected("the client has gone away")
-        stream.app_send(message, self._now())
+        now = self._now
+        stream.app_send(message, now())
         # Only a completed response can move a deadline earlier or start a pipelined
         # request's app: skip the check for the other messages.
         if stream.state is _RESPONSE_DONE or self._driver._pending:
