@@ -116,6 +116,7 @@ class AsgiHttpStream:
         "app_done",
         "buffered",
         "disconnected",
+        "end_unsent",
         "head_written",
         "inbox",
         "notify_on_read",
@@ -143,6 +144,9 @@ class AsgiHttpStream:
         self.notify_on_read = False
         #: Bytes of request body queued in ``inbox``.
         self.buffered = 0
+        #: The request was complete at its head (no body): its one ``http.request`` is made
+        #: when the app asks (many apps never read a bodiless request).
+        self.end_unsent = False
         self.disconnected = False
         self.head_written = False
         self.app_done = False
@@ -194,7 +198,10 @@ class AsgiHttpStream:
         """The next message for the app's ``receive()``, or None if it must wait."""
         inbox = self.inbox
         message: Message | None = None
-        if inbox:
+        if self.end_unsent:  # (set only with nothing queued: it comes first)
+            self.end_unsent = False
+            message = {"type": "http.request", "body": b"", "more_body": False}
+        elif inbox:
             message = inbox.popleft()
             if self.buffered:
                 self.buffered -= len(message.get("body", b""))

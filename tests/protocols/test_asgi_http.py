@@ -228,3 +228,29 @@ def test_build_scope_tls_extension_and_no_state() -> None:
     assert scope["root_path"] == "/root"
     assert scope["extensions"]["tls"] == {"tls_version": 0x0304}
     assert "state" not in scope
+
+
+@pytest.mark.parametrize("parser_kind", ["h11", "httptools", "plain-h11"])
+def test_a_bodiless_request_is_received_before_a_disconnect(parser_kind: str) -> None:
+    """The message of a request complete at its head is made when the app first asks; a
+    disconnect that came first still follows it, as it would any queued body."""
+    pair = H1Pair(parser_kind=parser_kind)
+    pair.request()
+    pair.eof()
+    pair.server.connection_lost()
+    assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
+    assert pair.receive() == {"type": "http.disconnect"}
+    assert pair.receive() == {"type": "http.disconnect"}
+
+
+def test_each_bodiless_request_gets_its_own_message() -> None:
+    pair = H1Pair()
+    pair.request()
+    first = pair.receive()
+    assert first == {"type": "http.request", "body": b"", "more_body": False}
+    first["body"] = b"changed by the app"
+    pair.respond()
+    pair.client_events()
+    pair.next_cycle()
+    pair.request()
+    assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
