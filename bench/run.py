@@ -891,6 +891,7 @@ class Cell:
     errors: int
     error: str
     noisy: bool
+    per_cpu: float | None = None  # requests per server CPU-second (median over repeats)
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -920,6 +921,7 @@ def aggregate(results: Sequence[RunResult]) -> dict[tuple[str, str], Cell]:
             errors=sum(r.errors for r in good),
             error="; ".join(sorted({r.error for r in runs if r.error})),
             noisy=any(_noise(r) > NOISE_LIMIT for r in good),
+            per_cpu=_median([r.rate / r.server_cpu for r in good if r.rate and r.server_cpu]),
         )
     return cells
 
@@ -1009,12 +1011,23 @@ def render(
         for w in scaled:
             many, one = cells.get((w.name, t.name)), cells.get((str(w.baseline), t.name))
             row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
+            # Requests per CPU-second the server used: whether each worker added does as much
+            # work per core as one alone, whatever core time the load generator took.
+            row.append(_fmt_ratio(many.per_cpu if many else None, one.per_cpu if one else None))
         if any(r != "—" for r in row):
             scale_rows.append(f"| {t.label} | " + " | ".join(row) + " |")
     if scale_rows:
-        lines += ["", "Workers: rate with more workers ÷ rate with one worker:", ""]
-        lines.append("| server | " + " | ".join(f"{w.name} ÷ {w.baseline}" for w in scaled) + " |")
-        lines.append("|---|" + "--:|" * len(scaled))
+        lines += [
+            "",
+            "Workers: rate with more workers ÷ rate with one worker, and the same for requests "
+            "per CPU-second the server used (1.00x: every worker added does as much per core "
+            "as one alone, so with the load generator on a core of its own, N workers would "
+            "give about N x that ratio x the one-worker rate):",
+            "",
+        ]
+        header = " | ".join(f"{w.name} ÷ {w.baseline} | per server CPU" for w in scaled)
+        lines.append("| server | " + header + " |")
+        lines.append("|---|" + "--:|--:|" * len(scaled))
         lines += scale_rows
     lines += [
         "",
