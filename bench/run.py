@@ -96,6 +96,17 @@ WORKLOADS: list[Workload] = [
         kind="asgi",
     ),
     Workload(
+        name="h1-keepalive-unique",
+        description=(
+            "as h1-keepalive, every request with a target of its own (wrk -s "
+            "unique_targets.lua): no head is seen twice"
+        ),
+        app="apps:hello",
+        kind="asgi",
+        extra_args=("-s", str(BENCH / "unique_targets.lua")),
+        default=False,
+    ),
+    Workload(
         name="h1-close",
         description="HTTP/1.1 new connection per request (wrk -H 'Connection: close')",
         app="apps:hello",

@@ -137,7 +137,8 @@ class AsgiHttpStream:
         self.stream_id = stream_id
         self.start_time = now
         self.state = _REQUEST
-        self.inbox: deque[Message] = deque()
+        #: Made with the first message queued (a bodiless request may never need one).
+        self.inbox: deque[Message] | None = None
         #: Called once when a message is queued; set by the driver while the app waits.
         self.waiter: Callable[[], object] | None = None
         #: Ask the wire (``app_reading``) the next time the app calls receive().
@@ -161,7 +162,10 @@ class AsgiHttpStream:
     # -- wire side -------------------------------------------------------------------------
 
     def _push(self, message: Message) -> None:
-        self.inbox.append(message)
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = deque()
+        inbox.append(message)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None

@@ -35,7 +35,7 @@ around an ASGI app) never swallows a cancellation by accident.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -253,8 +253,8 @@ class Backend(Protocol):
 
     Tasks: ``spawn`` starts a task in the worker-wide group and returns immediately. ``fn``
     must handle its own exceptions: one that escapes is logged on ``hypercorn.error`` and
-    otherwise ignored. Cancellation is not logged. ``start_soon`` is the per-request variant
-    without that bookkeeping.
+    otherwise ignored. Cancellation is not logged. ``task_starter`` gives the per-request
+    variant without that bookkeeping.
     """
 
     @property
@@ -272,15 +272,14 @@ class Backend(Protocol):
 
     @property
     def eager_tasks(self) -> bool:
-        """Whether ``start_soon`` may run ``fn`` up to its first suspension before returning
-        (asyncio 3.12+, or a task factory installed on the loop)."""
+        """Whether a task from ``task_starter`` may run up to its first suspension before
+        the starter returns (asyncio 3.12+, or a task factory installed on the loop)."""
 
-    def start_soon(
-        self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
-    ) -> TaskHandle:
-        """``spawn`` without the bookkeeping, for the per-request app tasks: the caller keeps
-        the handle (the loop may not), and ``fn`` must catch its own exceptions, because
-        none is logged here. May run ``fn`` eagerly up to its first suspension."""
+    def task_starter(self) -> Callable[[Coroutine[Any, Any, object]], TaskHandle]:
+        """A callable that starts a coroutine as a per-request app task: ``spawn`` without
+        the bookkeeping. The caller keeps the handle (the loop may not), and the coroutine
+        must catch its own exceptions, because none is logged here. Fetched once per
+        connection (with ``eager_tasks``): on asyncio it is a C-level callable."""
 
     def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:
         """Run ``fn()`` from the loop once ``now() >= deadline`` (at once if already due).

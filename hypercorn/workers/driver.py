@@ -7,7 +7,7 @@ One ``ConnectionDriver`` per accepted connection. It is the backend's ``Connecti
   of any streams the core opened during that call and re-arms the connection's one timer.
 * The core writes through the transport's bound ``write``; the ASGI ``send`` awaits
   ``drain`` only while the transport is above its high-water mark.
-* Each request's app runs as a task from ``backend.start_soon``; its ``receive`` takes messages
+* Each request's app runs as a task from ``backend.task_starter()``; its ``receive`` takes messages
   from the stream's inbox and parks on a one-shot event only when the inbox is empty.
 * One timer per connection, re-armed lazily: it is moved only when the core's next deadline
   becomes *earlier* than the armed one; a timer that fires early (because the deadline
@@ -153,6 +153,7 @@ class ConnectionDriver:
         "_eager",
         "_now",
         "_pending",
+        "_start_task",
         "_streams",
         "_timer",
         "_timer_at",
@@ -171,8 +172,9 @@ class ConnectionDriver:
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
         self._pending: list[AsgiHttpStream] = []
-        #: Whether ``start_soon`` may run a task before returning (decided per connection:
-        #: an app may install a task factory at startup).
+        #: How app tasks start, and whether one may run before the starter returns (decided
+        #: per connection: an app may install a task factory at startup).
+        self._start_task = backend.task_starter()
         self._eager = backend.eager_tasks
         self._streams: set[AsgiHttpStream] = set()
         self._timer: TimerHandle | None = None
@@ -248,7 +250,8 @@ class ConnectionDriver:
             self._pending.append(stream)
         else:
             self._streams.add(stream)
-            stream.task = self._backend.start_soon(self._run_app, stream)
+            start_task = self._start_task
+            stream.task = start_task(self._run_app(stream))
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -307,12 +310,12 @@ class ConnectionDriver:
     def _start_pending(self) -> None:
         pending = self._pending
         self._pending = []
-        start_soon = self._backend.start_soon
+        start_task = self._start_task
         for stream in pending:
             if stream.disconnected:
                 continue
             self._streams.add(stream)
-            task = start_soon(self._run_app, stream)
+            task = start_task(self._run_app(stream))
             if not stream.app_done:  # (an eager start may have finished it already)
                 stream.task = task
 
@@ -335,10 +338,15 @@ class ConnectionDriver:
         except Exception:
             _error_logger.exception("Error in ASGI Framework")
         finally:
-            stream.app_finished(now())
+            if stream.state is _RESPONSE_DONE:
+                # The usual end: ``send`` already ran the driver after the response.
+                stream.app_done = True
+                stream.waiter = None
+            else:
+                stream.app_finished(now())
+                self._after_core()
             stream.task = None  # break the stream <-> task cycle: no GC work per request
             self._streams.discard(stream)
-            self._after_core()
             ctx.running_apps -= 1
             ctx.requests += 1
             access_log = ctx.access_log

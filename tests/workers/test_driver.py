@@ -180,7 +180,7 @@ def test_pipelined_requests_run_one_after_another() -> None:
 
 
 def test_apps_go_through_the_queue_when_tasks_may_start_eagerly() -> None:
-    """With a task factory installed (or asyncio 3.12+) a task may run inside ``start_soon``,
+    """With a task factory installed (or asyncio 3.12+) a task may run inside its starter,
     so the driver queues each app and starts it after the core call; pipelined requests are
     served in order either way, through the loop's task factory."""
     made: list[str] = []
