@@ -60,6 +60,8 @@ from hypercorn.protocols.h1_parser import (
 from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
 from hypercorn.protocols.limits import ProtocolLimits
 
+_INFINITY = float("inf")
+
 # Seconds a never-used connection gets at shutdown for its first request to arrive.
 _UNUSED_SHUTDOWN_GRACE = 0.5
 
@@ -152,7 +154,7 @@ class H1Connection:
         "_stream",
         "_tail",
         "_tail_fixed",
-        "_tail_second",
+        "_tail_until",
         "_tls",
         "_used",
         "_write",
@@ -189,7 +191,8 @@ class H1Connection:
         # built (rebuilt when the Date second changes): one append per response.
         self._tail_fixed = self._server_line + self._extra_lines + _CRLF
         self._tail = self._tail_fixed
-        self._tail_second = -1
+        #: Loop time until which ``_tail`` holds (its Date second ends then).
+        self._tail_until = -_INFINITY if self._dates is not None else _INFINITY
         self._read_timeout = limits.read_timeout
         self._keep_alive_timeout = limits.keep_alive_timeout
         self._root_path = limits.root_path
@@ -511,7 +514,7 @@ class H1Connection:
                         STATUS_LINES.get(status) or status_line(status),
                         block,
                         b"content-length: %d\r\n" % len(body) if content_length is None else b"",
-                        self._tail_for(now),
+                        self._tail if now < self._tail_until else self._tail_for(now),
                         body,
                     )
                 )
@@ -570,14 +573,14 @@ class H1Connection:
             self._response_complete(now)
 
     def _tail_for(self, now: float) -> bytes:
-        """Date, Server and extra header lines and the blank line (rebuilt once a second)."""
+        """Date, Server and extra header lines and the blank line (rebuilt once a second;
+        callers on the hot path read ``_tail`` while ``now < _tail_until``)."""
         dates = self._dates
-        if dates is None:
-            return self._tail_fixed
+        if dates is None or now < self._tail_until:
+            return self._tail
         second = int(now + dates.wall_offset)
-        if second != self._tail_second:
-            self._tail_second = second
-            self._tail = dates.line(now) + self._tail_fixed
+        self._tail_until = second + 1 - dates.wall_offset
+        self._tail = dates.line(now) + self._tail_fixed
         return self._tail
 
     def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:

@@ -95,6 +95,28 @@ def test_absolute_form_target() -> None:
     assert pair.stream.scope["query_string"] == b"c=d"
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_date_follows_the_clock_on_a_kept_alive_connection(streamed: bool) -> None:
+    """The Date line is cached per second, and a new second gets a new line (on the short
+    path of a whole response, and on the general one)."""
+    pair = H1Pair()
+    dates = []
+    for step in (0.0, 0.4, 0.7, 0.05, 2.0):  # 08:49:37.0, .4, 38.1, 38.15, 40.15
+        pair.advance(step)
+        pair.request()
+        chunks = [b"a", b"b"] if streamed else None
+        pair.respond(200, [], b"ok", chunks=chunks)
+        dates.append(headers_of(pair.client_events()[0])[b"date"])
+        pair.next_cycle()
+    assert dates == [
+        b"Sun, 06 Nov 1994 08:49:37 GMT",
+        b"Sun, 06 Nov 1994 08:49:37 GMT",
+        b"Sun, 06 Nov 1994 08:49:38 GMT",
+        b"Sun, 06 Nov 1994 08:49:38 GMT",
+        b"Sun, 06 Nov 1994 08:49:40 GMT",
+    ]
+
+
 def test_app_date_and_server_headers_win() -> None:
     pair = H1Pair()
     pair.request()
