@@ -152,6 +152,7 @@ class H1Connection:
         "_sink",
         "_state",
         "_stream",
+        "_stream_class",
         "_tail",
         "_tail_fixed",
         "_tail_until",
@@ -175,8 +176,11 @@ class H1Connection:
         tls: Mapping[str, Any] | None,
         state: dict[str, Any] | None,
         now: float,
+        stream_class: type[AsgiHttpStream] = AsgiHttpStream,
     ) -> None:
         self._sink = sink
+        #: What requests become: a subclass may carry what the driver needs per request.
+        self._stream_class = stream_class
         self._write = sink.write
         self._parser = parser
         self._limits = limits
@@ -384,7 +388,7 @@ class H1Connection:
             self._state,
             self._tls,
         )
-        stream = AsgiHttpStream(self, scope, _STREAM_ID, now)
+        stream = self._stream_class(self, scope, _STREAM_ID, now)
         self._stream = stream
         if has_body:
             self._phase = _PHASE_BODY

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hypercorn.protocols.asgi_http import AsgiHttpState
+from hypercorn.protocols.asgi_http import AsgiHttpState, AsgiHttpStream
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_select import make_parser
@@ -34,7 +34,6 @@ from hypercorn.workers.backend import TransportClosed
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
-    from hypercorn.protocols.asgi_http import AsgiHttpStream
     from hypercorn.typing import ASGIApp, Message
     from hypercorn.workers.backend import AsyncEvent, Backend, TimerHandle, Transport
 
@@ -171,7 +170,7 @@ class ConnectionDriver:
         #: The sink's ``write`` is the transport's raw one, bound once (no extra call per
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
-        self._pending: list[AsgiHttpStream] = []
+        self._pending: list[_AppStream] = []
         #: How app tasks start, and whether one may run before the starter returns (decided
         #: per connection: an app may install a task factory at startup).
         self._start_task = backend.task_starter()
@@ -191,6 +190,7 @@ class ConnectionDriver:
             tls=info.tls,
             state=ctx.state,
             now=backend.now(),
+            stream_class=_AppStream,
         )
         ctx.connections.add(self)
         self._after_core()
@@ -203,8 +203,11 @@ class ConnectionDriver:
 
     def data_received(self, data: bytes) -> None:
         now = self._now
-        self._core.receive_data(data, now())
-        self._after_core()
+        core = self._core
+        core.receive_data(data, now())
+        # (A request being answered has no deadline: the usual read needs no driver pass.)
+        if self._pending or core.deadline is not None:
+            self._after_core()
 
     def eof_received(self) -> None:
         self._core.receive_data(b"", self._backend.now())
@@ -244,6 +247,9 @@ class ConnectionDriver:
         self._transport.resume_reading()
 
     def start_app(self, stream: AsgiHttpStream) -> None:
+        if TYPE_CHECKING:
+            assert isinstance(stream, _AppStream)  # (the core makes them: stream_class)
+        stream._driver = self
         if self._eager:
             # The task may run at once: queue it, to start after the core call returns (no
             # re-entry into the core).
@@ -319,16 +325,15 @@ class ConnectionDriver:
             if not stream.app_done:  # (an eager start may have finished it already)
                 stream.task = task
 
-    async def _run_app(self, stream: AsgiHttpStream) -> None:
+    async def _run_app(self, stream: _AppStream) -> None:
         ctx = self._ctx
         now = self._now
-        channel = _AppChannel(self, stream)
         app = ctx.app
 
         # Counted here, not at spawn: a task cancelled before it ever ran never gets here.
         ctx.running_apps += 1
         try:
-            await app(stream.scope, channel.receive, channel.send)
+            await app(stream.scope, stream.receive, stream.send)
         except ClientDisconnected:
             _error_logger.debug("app stopped: the client disconnected")
         except AppProtocolError as exc:
@@ -364,45 +369,46 @@ class ConnectionDriver:
                 ctx._maybe_idle()
 
 
-class _AppChannel:
-    """One request's ASGI ``receive`` and ``send``, as bound methods of one small object
-    (per-request closures would cost two functions and five cells)."""
+class _AppStream(AsgiHttpStream):
+    """The driver's streams: the request's ASGI ``receive`` and ``send`` are bound methods
+    of the stream itself (the core makes them, see ``stream_class``), so a request costs no
+    further object for them."""
 
-    __slots__ = ("_driver", "_now", "_stream", "_transport")
-
-    def __init__(self, driver: ConnectionDriver, stream: AsgiHttpStream) -> None:
-        self._driver = driver
-        self._stream = stream
-        self._now = driver._now
-        self._transport = driver._transport
+    __slots__ = ("_driver",)
+    _driver: ConnectionDriver
 
     async def receive(self) -> Message:
-        stream = self._stream
         driver = self._driver
-        now = self._now
-        message = stream.receive_nowait(now())
+        now = driver._now
+        message = self.receive_nowait(now())
         driver._after_core()
         while message is None:
             event = driver._backend.event()
-            stream.waiter = event.set
+            self.waiter = event.set
             await event.wait()
-            message = stream.receive_nowait(now())
+            message = self.receive_nowait(now())
             driver._after_core()
         return message
 
     async def send(self, message: Message) -> None:
-        stream = self._stream
-        if stream.disconnected:
+        if self.disconnected:
             # ASGI 2.4: a send on a closed connection raises an OSError, so an app that
             # streams forever notices instead of spinning on the loop.
             raise ClientDisconnected("the client has gone away")
-        now = self._now
-        stream.app_send(message, now())
+        driver = self._driver
+        now = driver._now
+        self.app_send(message, now())
         # Only a completed response can move a deadline earlier or start a pipelined
-        # request's app: skip the check for the other messages.
-        if stream.state is _RESPONSE_DONE or self._driver._pending:
-            self._driver._after_core()
-        transport = self._transport
+        # request's app: skip the driver pass for the other messages, and for a completed
+        # response whose keep-alive deadline is no earlier than the armed timer.
+        if driver._pending:
+            driver._after_core()
+        elif self.state is _RESPONSE_DONE:
+            deadline = driver._core.deadline
+            armed = driver._timer_at
+            if deadline is not None and (armed is None or deadline < armed):
+                driver._after_core()
+        transport = driver._transport
         if transport.writing_paused:
             try:
                 await transport.drain()
