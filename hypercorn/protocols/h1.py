@@ -605,15 +605,16 @@ class H1Connection:
     def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
         if stream is not self._stream or self._closed:
             return
+        write = self._write  # (through a local: see send_head)
         if self._framing is _FRAMING_CHUNKED:
             # Streaming's usual case, without _frame's tuple.
             framed = _chunk(data, end)
             if framed:
-                self._write(framed)
+                write(framed)
         else:
             framed, short = self._frame(data, end)
             if framed:
-                self._write(framed)
+                write(framed)
             if short:
                 raise AppProtocolError("response body shorter than its content-length")
         if end:
