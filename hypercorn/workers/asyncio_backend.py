@@ -340,6 +340,9 @@ class AsyncioBackend:
             await stop.wait()
         finally:
             acceptor.stop()
+        # A socket accepted just before the stop may still be in its handshake task: let
+        # it reach on_connection, or the caller's graceful shutdown would not see it.
+        await acceptor.settle()
 
 
 class _Acceptor:
@@ -373,6 +376,12 @@ class _Acceptor:
         self._set_reading(False)
         if self._retry is not None:
             self._retry.cancel()
+
+    async def settle(self) -> None:
+        """Wait for the handshakes in flight (each is bounded: a plain connection takes a
+        loop pass or two, TLS at most ``ssl_handshake_timeout``)."""
+        while self._handshakes:
+            await asyncio.wait(list(self._handshakes))
 
     def _set_reading(self, on: bool) -> None:
         if on == self._reading:

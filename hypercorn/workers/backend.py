@@ -325,8 +325,10 @@ class Backend(Protocol):
         For each accepted connection (after its TLS handshake, which must not block the
         accept loop) the backend builds a ``Transport`` and calls ``on_connection(transport)``
         once; the returned handler then receives that connection's data. Returns after the
-        listeners stopped accepting; connections already accepted stay open (the caller
-        shuts them down). Listener sockets are not closed: they belong to the caller.
+        listeners stopped accepting and every connection accepted before that was handed to
+        ``on_connection`` (or failed its handshake), so the caller's shutdown sees them all;
+        connections stay open (the caller shuts them down). Listener sockets are not
+        closed: they belong to the caller.
 
         Resource exhaustion while accepting (EMFILE/ENFILE/ENOBUFS/ENOMEM) never ends the
         loop: the backend logs it (at most about once a second), backs off briefly and tries

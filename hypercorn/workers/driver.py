@@ -99,6 +99,8 @@ class WorkerContext:
         self.connections: set[ConnectionDriver] = set()
         self.running_apps = 0
         self.requests = 0
+        #: Set by ``start_shutdown``: connections set up later start shut down.
+        self.shutting_down = False
         self._idle_waiter: AsyncEvent | None = None
 
     def refresh_clock(self) -> None:
@@ -107,7 +109,12 @@ class WorkerContext:
 
     def on_connection(self, transport: Transport) -> ConnectionDriver:
         """The backend's ``OnConnection``."""
-        return ConnectionDriver(self, transport)
+        driver = ConnectionDriver(self, transport)
+        if self.shutting_down:
+            # Accepted before the stop, set up after it (a TLS handshake finishing late):
+            # treated as every connection was when the shutdown began.
+            driver.start_shutdown(self.backend.now())
+        return driver
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -123,6 +130,7 @@ class WorkerContext:
 
     def start_shutdown(self) -> None:
         """Every connection: finish its in-flight request (Connection: close), close if idle."""
+        self.shutting_down = True
         now = self.backend.now()
         for driver in list(self.connections):
             driver.start_shutdown(now)

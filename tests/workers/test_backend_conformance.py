@@ -459,15 +459,64 @@ def test_tls_alpn_and_info(worker_class: str, bound_socket: socket.socket, tmp_p
     run(worker_class, main)
 
 
-def test_failed_tls_handshake_does_not_stop_serving(
-    worker_class: str, bound_socket: socket.socket
-) -> None:
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for 127.0.0.1 from a throwaway CA (skips without trustme)."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+def test_serve_returns_only_after_accepted_connections_are_handed_on(
+    worker_class: str, bound_socket: socket.socket
+) -> None:
+    """A connection accepted before the stop but still in its TLS handshake reaches
+    ``on_connection`` before ``serve`` returns: the caller's graceful shutdown must see it
+    (a rolling restart lost such a request when serve returned first)."""
+    server_ctx, client_ctx = tls_contexts()
+    go = threading.Event()
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket, echo=True, ssl_context=server_ctx)
+        server.start()
+
+        def client() -> bytes:
+            # TCP now (the server accepts it), the TLS handshake only after the stop.
+            with connect(bound_socket) as raw:
+                go.wait(TIMEOUT)
+                with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c:
+                    c.sendall(b"late")
+                    return c.recv(4)
+
+        done_client = backend.event()
+        answer: list[bytes] = []
+
+        async def run_client() -> None:
+            answer.append(await backend.run_sync(client))
+            done_client.set()
+
+        backend.spawn(run_client)
+        await backend.sleep(0.3)  # (the accept loop takes the connection meanwhile)
+        server.stop.set()
+        await backend.sleep(0.1)
+        assert not server.done, "serve returned with a handshake in flight"
+        go.set()
+        await until(backend, lambda: server.done)
+        assert len(server.recorders) == 1  # handed on before serve returned
+        await backend.wait_event(done_client, TIMEOUT)
+        assert answer == [b"late"]
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_failed_tls_handshake_does_not_stop_serving(
+    worker_class: str, bound_socket: socket.socket
+) -> None:
+    server_ctx, client_ctx = tls_contexts()
 
     async def main(backend: Backend) -> None:
         server = Server(backend, bound_socket, echo=True, ssl_context=server_ctx)

@@ -402,6 +402,25 @@ def test_shutdown_closes_idle_and_finishes_in_flight() -> None:
     run(main)
 
 
+def test_a_connection_set_up_after_the_shutdown_began_is_shut_down_too() -> None:
+    """Accepted before the stop, handed on after it (a TLS handshake finishing late): it
+    is served like one that was open when the shutdown began (Connection: close)."""
+
+    async def main(backend: Backend) -> None:
+        ctx = WorkerContext(app=hello, backend=backend, limits=ProtocolLimits())
+        ctx.start_shutdown()
+        transport = MemoryTransport(backend)
+        driver = ctx.on_connection(transport)
+        driver.data_received(GET)
+        await until(backend, lambda: transport.closed)
+        assert b"connection: close" in transport.out
+        assert transport.out.endswith(b"hello /")
+        driver.connection_lost()
+        assert await ctx.wait_idle(TIMEOUT)
+
+    run(main)
+
+
 def test_abort_all_cancels_apps() -> None:
     cancelled: list[bool] = []
 
