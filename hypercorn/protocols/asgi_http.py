@@ -348,6 +348,8 @@ def build_scope(
 ) -> dict[str, Any]:
     """The ASGI HTTP scope, built once per request (positional arguments: this is per
     request, and keyword calls cost more)."""
+    # split_target and decode_path are inlined for the usual origin-form target without
+    # escapes (a call each per request otherwise); the functions handle the rest.
     if target[:1] == b"/":
         raw_path, _, query_string = target.partition(b"?")
     else:

@@ -41,6 +41,7 @@ any, write blocked    blocked since + write_timeout            abort
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
@@ -102,7 +103,7 @@ _SPECIAL_HEADERS = frozenset(
 _valid_header_block = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*").fullmatch
 #: Does a lowercased header block hold a header whose handling is ours?
 _special_header = re.compile(
-    rb"(?:^|\n)(content-length|transfer-encoding|connection|date|server):"
+    rb"(?:^|\n)(?:content-length|transfer-encoding|connection|date|server):"
 ).search
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
@@ -478,21 +479,11 @@ class H1Connection:
             return
         head = self._head
         assert head is not None
-        if status != 204:
-            # Apps send the same few header lists over and over: memoise their facts.
-            try:
-                key: tuple[Any, ...] | None = tuple(headers)
-                facts = _facts_memo.get(key)  # type: ignore[arg-type]
-            except TypeError:  # unhashable (lists of lists): not memoised
-                key = facts = None
-            if facts is None:
-                facts = _header_facts(headers, status)
-                if key is not None:
-                    if len(_facts_memo) >= _FACTS_MEMO_SIZE:
-                        _facts_memo.clear()
-                    _facts_memo[key] = facts
-        else:
-            facts = _header_facts(headers, status)
+        try:
+            # Apps send the same few header lists over and over: their facts are memoised.
+            facts = _known_header_facts(tuple(headers), status == 204)
+        except TypeError:  # unhashable (lists of lists): not memoised
+            facts = _header_facts(headers, status == 204)
         block, content_length, close, has_date, has_server = facts
         keep_alive = self._keep_alive and self._request_done and not close
         if (
@@ -693,17 +684,15 @@ class H1Connection:
 
 #: (block, content_length, close, has_date, has_server): see ``_header_facts``.
 _HeaderFacts = tuple[bytes, "int | None", bool, bool, bool]
-#: tuple(headers) -> their facts, for header lists seen before (bounded: cleared when full).
-_facts_memo: dict[tuple[Any, ...], _HeaderFacts] = {}
-_FACTS_MEMO_SIZE = 256
 
 
-def _header_facts(headers: Iterable[tuple[bytes, bytes]], status: int) -> _HeaderFacts:
+def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _HeaderFacts:
     """Validate the app's response headers and pick out the ones whose handling is ours.
 
     Returns the header block to send (Transfer-Encoding removed: framing is ours, Rule 3;
-    Content-Length removed on a 204), the Content-Length, whether Connection asks to close,
-    and whether the app sent its own Date / Server. Raises AppProtocolError.
+    Content-Length removed when ``no_content``, a 204), the Content-Length, whether
+    Connection asks to close, and whether the app sent its own Date / Server. Raises
+    AppProtocolError.
     """
     # One join and one C-level regex validate the whole block (names are tokens, values
     # hold no CR/LF/NUL) instead of per-header checks in Python.
@@ -730,7 +719,7 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], status: int) -> _Heade
                 if content_length is not None and content_length != length:
                     raise AppProtocolError("conflicting content-length headers")
                 content_length = length
-                if status == 204:
+                if no_content:
                     continue
             elif lname == b"transfer-encoding":
                 continue
@@ -743,6 +732,10 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], status: int) -> _Heade
                 has_server = True
         lines.append(b"%s: %s\r\n" % (name, value))
     return b"".join(lines), content_length, close, has_date, has_server
+
+
+#: ``_header_facts`` for header lists seen before (a C-level cache: no Python frame on a hit).
+_known_header_facts = functools.lru_cache(maxsize=256)(_header_facts)
 
 
 def _chunk(data: bytes, end: bool) -> bytes:

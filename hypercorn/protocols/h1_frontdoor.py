@@ -415,13 +415,15 @@ _KnownHeads: TypeAlias = "dict[bytes, tuple[Any, ...]]"
 _known_heads: dict[tuple[int, type], tuple[ProtocolLimits, _KnownHeads]] = {}
 _KNOWN_HEADS_SIZE = 256
 _KNOWN_HEAD_MAX = 2048
+#: Memos kept at once (a worker has one limits object; tests make many).
+_KNOWN_HEAD_MEMOS = 16
 
 
 def _known_heads_for(limits: ProtocolLimits, head_parser: HeadParser) -> _KnownHeads:
     key = (id(limits), type(head_parser))
     entry = _known_heads.get(key)
     if entry is None:
-        if len(_known_heads) >= 16:
+        if len(_known_heads) >= _KNOWN_HEAD_MEMOS:
             _known_heads.clear()
         # The entry holds ``limits``, so its id cannot be reused by another object meanwhile.
         entry = _known_heads[key] = (limits, {})

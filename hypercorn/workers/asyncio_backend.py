@@ -262,22 +262,20 @@ class AsyncioBackend:
     def event(self) -> AsyncEvent:
         return asyncio.Event()
 
-    @property
-    def eager_tasks(self) -> bool:
-        return _EAGER or self._loop.get_task_factory() is not None
-
-    def task_starter(self) -> Callable[[Coroutine[Any, Any, object]], asyncio.Task[Any]]:
+    def task_starter(
+        self,
+    ) -> tuple[Callable[[Coroutine[Any, Any, object]], asyncio.Task[Any]], bool]:
         # No done callback and no set: the caller holds the task (one per request, so the
         # bookkeeping would cost a loop callback each). Built directly with a fixed name
         # (an unnamed Task formats "Task-<n>", and create_task adds a layer), through a
         # partial: a C-level callable, no Python frame per request.
         loop = self._loop
         if loop.get_task_factory() is not None:
-            return loop.create_task
+            return loop.create_task, True  # (a factory may start tasks eagerly)
         if _EAGER:
             eager: dict[str, Any] = {"eager_start": True}  # (3.12+; not in 3.11's stubs)
-            return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME, **eager)
-        return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME)
+            return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME, **eager), True
+        return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME), False
 
     def spawn(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]

@@ -270,16 +270,13 @@ class Backend(Protocol):
     def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]) -> TaskHandle:
         """Start ``fn(*args)`` as a new task (see the class docstring)."""
 
-    @property
-    def eager_tasks(self) -> bool:
-        """Whether a task from ``task_starter`` may run up to its first suspension before
-        the starter returns (asyncio 3.12+, or a task factory installed on the loop)."""
-
-    def task_starter(self) -> Callable[[Coroutine[Any, Any, object]], TaskHandle]:
-        """A callable that starts a coroutine as a per-request app task: ``spawn`` without
-        the bookkeeping. The caller keeps the handle (the loop may not), and the coroutine
-        must catch its own exceptions, because none is logged here. Fetched once per
-        connection (with ``eager_tasks``): on asyncio it is a C-level callable."""
+    def task_starter(self) -> tuple[Callable[[Coroutine[Any, Any, object]], TaskHandle], bool]:
+        """``(start, eager)``: ``start`` starts a coroutine as a per-request app task,
+        ``spawn`` without the bookkeeping. The caller keeps the handle (the loop may not),
+        and the coroutine must catch its own exceptions, because none is logged here.
+        ``eager`` says whether the task may run up to its first suspension before ``start``
+        returns (asyncio 3.12+, or a task factory installed on the loop). Fetched once per
+        connection: on asyncio ``start`` is a C-level callable."""
 
     def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:
         """Run ``fn()`` from the loop once ``now() >= deadline`` (at once if already due).

@@ -181,8 +181,7 @@ class ConnectionDriver:
         self._pending: list[_AppStream] = []
         #: How app tasks start, and whether one may run before the starter returns (decided
         #: per connection: an app may install a task factory at startup).
-        self._start_task = backend.task_starter()
-        self._eager = backend.eager_tasks
+        self._start_task, self._eager = backend.task_starter()
         self._streams: set[AsgiHttpStream] = set()
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
