@@ -485,3 +485,19 @@ class Logger:
     async def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
         if self.error_logger is not None:
             self.error_logger.log(level, message, *args, **kwargs)
+
+    # -- upstream's delegation to the error logger --------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything not defined here is the error logger's (upstream forwards the same way), so
+        code written for upstream can call ``config.log.setLevel(...)``,
+        ``.isEnabledFor(...)``, ``.getEffectiveLevel()`` or read ``.handlers``.
+
+        With no error logger (``errorlog = None``) the named ``hypercorn.error`` logger answers
+        instead of ``None`` (where upstream raises AttributeError on NoneType).
+        """
+        if name.startswith("__") or "error_logger" not in self.__dict__:
+            # Dunders (copy/pickle probes) and lookups during __init__ are not delegated.
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        target = self.__dict__["error_logger"] or logging.getLogger("hypercorn.error")
+        return getattr(target, name)

@@ -445,3 +445,39 @@ def test_logconfig_ini(tmp_path: Path, prefix: str) -> None:
 
 def test_config_log_is_a_logger() -> None:
     assert isinstance(Config().log, Logger)
+
+
+def test_unknown_attributes_are_the_error_loggers(
+    access: tuple[logging.Logger, ListHandler],
+) -> None:
+    """Upstream's Logger forwards unknown attributes to its error logger (issue 10 item 7)."""
+    logger, handler = access
+    config = Config()
+    config.errorlog = logger
+    log = Logger(config)
+    assert log.getEffectiveLevel() == logging.INFO
+    assert log.isEnabledFor(logging.INFO)
+    assert not log.isEnabledFor(logging.DEBUG)
+    log.setLevel(logging.DEBUG)
+    assert logger.level == logging.DEBUG
+    assert log.isEnabledFor(logging.DEBUG)
+    assert handler in log.handlers
+    assert log.name == "tests.access"
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        log.no_such_thing  # noqa: B018 - the lookup is the test
+
+
+def test_delegation_without_an_error_log() -> None:
+    config = Config()
+    config.errorlog = None
+    log = Logger(config)
+    assert log.error_logger is None
+    assert log.name == "hypercorn.error"
+    assert isinstance(log.getEffectiveLevel(), int)
+
+
+def test_delegation_keeps_the_logger_copyable() -> None:
+    import copy
+
+    log = Config().log
+    assert copy.copy(log).error_logger is log.error_logger
