@@ -9,20 +9,53 @@ clock-free. The driver gives it a ``ConnectionSink`` when creating it and then c
 * ``start_shutdown(now)`` to finish in-flight work and close,
 * ``connection_lost()`` once the transport is gone.
 
+The driver reads the connection's ``deadline`` attribute (its current phase deadline) after
+each call and re-arms its one timer when it moved earlier.
+
 The connection answers by calling the sink synchronously - writing bytes, closing, pausing
 reading, or starting an app for a new stream - instead of returning effect objects, which
 keeps the per-request cost of the hot path down (see ARCHITECTURE "The performance budget").
 The sink must not call back into the connection from inside these methods; ``start_app``
 in particular must only *queue* the stream and start the app after the connection's method
 returned (the driver does so), so the core is never re-entered.
+
+Protocol switches are values (ARCHITECTURE "Many streams on one connection"): a connection
+that hands its socket to another protocol (an h2c upgrade or prior-knowledge preface, an
+accepted WebSocket upgrade) calls ``sink.switch(SwitchProtocol(...))`` once and is done: it
+never reads, writes or closes again. The driver builds the next connection for ``to`` and
+feeds it ``trailing``. No exception carries control flow.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from hypercorn.protocols.asgi_http import AsgiHttpStream
+    from hypercorn.protocols.h1_parser import RequestHead
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwitchProtocol:
+    """The socket changes protocol; see the module docstring.
+
+    ``to="h2"``: an ``Upgrade: h2c`` request (``request`` is its head: the HTTP2-Settings
+    header is in its headers, and it becomes stream 1) or the prior-knowledge preface
+    (``request`` is None, ``trailing`` starts with the preface).
+    ``to="websocket"``: the app accepted a WebSocket upgrade; ``stream`` is its
+    ``AsgiWsStream``, which carries the negotiated handshake.
+    """
+
+    to: Literal["h2", "websocket"]
+    #: Bytes received past the switch point, for the next protocol (parse them first).
+    trailing: bytes = b""
+    #: The peer's EOF was already seen (feed ``b""`` after ``trailing``).
+    eof: bool = False
+    #: h2c upgrade: the upgrading request (``RequestHead``).
+    request: RequestHead | None = None
+    #: WebSocket: the accepted stream.
+    stream: object = None
 
 
 class ConnectionSink(Protocol):
@@ -44,9 +77,16 @@ class ConnectionSink(Protocol):
     def start_app(self, stream: AsgiHttpStream) -> None:
         """Run the ASGI app for ``stream`` once the current core call has returned."""
 
+    def switch(self, switch: SwitchProtocol) -> None:
+        """Replace the calling connection by the one ``switch`` asks for (see the module
+        docstring); the caller does nothing with the socket afterwards."""
+
 
 class ServerConnection(Protocol):
     """A protocol core connection, as the driver sees it. See the module docstring."""
+
+    #: The current phase's deadline (``next_deadline`` may add an earlier write deadline).
+    deadline: float | None
 
     def receive_data(self, data: bytes, now: float) -> None: ...
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocols.asgi_http import AsgiHttpState, AsgiHttpStream
+from hypercorn.protocols.connection import ServerConnection, SwitchProtocol
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_select import make_parser
@@ -63,6 +64,12 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         extra_headers=extra,
         pass_raw_headers=config.h11_pass_raw_headers,
     )
+
+
+#: What ``ConnectionSink.switch`` builds, by ``SwitchProtocol.to``: the next connection of a
+#: driver whose core handed its socket over (it becomes the driver's core; the driver then
+#: feeds it the trailing bytes).
+SWITCHES: dict[str, Callable[[ConnectionDriver, SwitchProtocol], ServerConnection]] = {}
 
 
 class ClientDisconnected(OSError):
@@ -186,7 +193,7 @@ class ConnectionDriver:
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         info = transport.info
-        self._core = H1Connection(
+        self._core: ServerConnection = H1Connection(
             sink=self,
             parser=make_parser(ctx.parser_kind, ctx.limits),
             limits=ctx.limits,
@@ -203,7 +210,7 @@ class ConnectionDriver:
         self._after_core()
 
     @property
-    def core(self) -> H1Connection:
+    def core(self) -> ServerConnection:
         return self._core
 
     # -- ConnectionHandler (called by the backend) -------------------------------------------
@@ -265,6 +272,24 @@ class ConnectionDriver:
             self._streams.add(stream)
             start_task = self._start_task
             stream.task = start_task(self._run_app(stream))
+
+    def switch(self, switch: SwitchProtocol) -> None:
+        build = SWITCHES.get(switch.to)
+        if build is None:  # pragma: no cover (a core asking for a protocol nobody serves)
+            _error_logger.error("cannot switch a connection to %r", switch.to)
+            self._core.connection_lost()
+            self._transport.abort()
+            return
+        self._core = core = build(self, switch)
+        # The old core may have paused reading (bytes past its last request): the new one
+        # starts reading, and pauses again itself if it must.
+        self._transport.resume_reading()
+        now = self._backend.now()
+        if switch.trailing:
+            core.receive_data(switch.trailing, now)
+        if switch.eof:
+            core.receive_data(b"", now)
+        self._arm_earliest()
 
     # -- shutdown ----------------------------------------------------------------------------
 

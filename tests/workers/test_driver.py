@@ -482,3 +482,70 @@ def test_limits_from_config() -> None:
     assert limits.keep_alive_timeout == 7.5
     assert limits.max_incomplete_size == 1234
     assert limits.extra_headers == ((b"alt-svc", b'h3=":443"'),)
+
+
+class _RecordingCore:
+    """A ServerConnection that records what the driver feeds it after a protocol switch."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline: float | None = deadline
+        self.received: list[bytes] = []
+        self.lost = False
+        self.expired: list[float] = []
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.received.append(data)
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_deadline(self, now: float) -> None:
+        self.expired.append(now)
+        self.deadline = None
+
+    def write_paused(self, now: float) -> None:
+        pass
+
+    def write_resumed(self, now: float) -> None:
+        pass
+
+    def start_shutdown(self, now: float) -> None:
+        pass
+
+    def connection_lost(self) -> None:
+        self.lost = True
+
+    idle = True
+    closed = False
+
+
+def test_switch_hands_the_socket_to_the_next_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core's ``sink.switch`` is a value: the driver builds the next connection, resumes
+    reading, feeds it the trailing bytes and EOF, then routes everything to it."""
+    from hypercorn.protocols.connection import SwitchProtocol
+    from hypercorn.workers import driver as driver_module
+
+    built: list[SwitchProtocol] = []
+
+    async def main(backend: Backend) -> None:
+        nxt = _RecordingCore(deadline=backend.now() + 0.01)
+
+        def build(driver: ConnectionDriver, switch: SwitchProtocol) -> _RecordingCore:
+            built.append(switch)
+            return nxt
+
+        monkeypatch.setitem(driver_module.SWITCHES, "websocket", build)
+        h = Harness(backend, hello, ProtocolLimits())
+        h.transport.reading = False
+        h.driver.switch(SwitchProtocol(to="websocket", trailing=b"early", eof=True))
+        assert built
+        assert h.driver.core is nxt
+        assert h.transport.reading
+        assert nxt.received == [b"early", b""]
+        h.feed(b"later")
+        assert nxt.received[-1] == b"later"
+        await until(backend, lambda: bool(nxt.expired))  # its deadline armed the timer
+        h.lose()
+        assert nxt.lost
+
+    run(main)
