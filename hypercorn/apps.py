@@ -13,6 +13,7 @@ and returns an ASGI 3 callable. ``mode`` ("asgi" / "wsgi") overrides the detecti
 from __future__ import annotations
 
 import ast
+import importlib.machinery
 import inspect
 import sys
 import traceback
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from hypercorn.config import Config
     from hypercorn.workers.backend import Backend
 
-__all__ = ["AppKind", "ModedApp", "app_kind", "load_app", "wrap_app"]
+__all__ = ["AppKind", "ModedApp", "app_kind", "load_app", "source_roots", "wrap_app"]
 
 Mode = Literal["asgi", "wsgi"]
 AppKind = Literal["asgi3", "asgi2", "wsgi"]
@@ -149,6 +150,32 @@ def _import(path: str, module_name: str) -> ModuleType:
         ) from None
     except (Exception, SystemExit) as error:
         raise AppLoadError(f"cannot import {path!r}: {_describe(error)}") from None
+
+
+def source_roots(path: str) -> list[str]:
+    """Where the application named by ``path`` keeps its own code, without importing it.
+
+    For ``--reload``: the directory ``load_app`` imports from (the file's directory for
+    ``dir/app.py:app``, the working directory for ``module:app``) when the module is found
+    there; otherwise, for a module installed elsewhere, its package directory (or its file).
+    """
+    try:
+        _, module_name, _ = _split_path(path)
+    except AppLoadError:
+        return [str(Path.cwd())]
+    module_path = Path(module_name)
+    if module_path.suffix == ".py" or len(module_path.parts) > 1:
+        return [str(module_path.resolve().parent)]
+    directory = str(Path.cwd())
+    top = module_name.split(".")[0]
+    if importlib.machinery.PathFinder.find_spec(top, [directory]) is not None:
+        return [directory]
+    spec = importlib.machinery.PathFinder.find_spec(top, sys.path)
+    if spec is None:
+        return [directory]
+    if spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)
+    return [spec.origin] if spec.origin else [directory]
 
 
 def _is_own_module(import_name: str, missing: str) -> bool:

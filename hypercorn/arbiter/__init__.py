@@ -166,10 +166,28 @@ def _config_file(cli_args: list[str] | None) -> str | None:
 
 
 def _make_reloader(config: Config, config_file: str | None) -> Reloader:
-    from hypercorn.arbiter.reloader import Reloader
+    from hypercorn.apps import source_roots
+    from hypercorn.arbiter.reloader import POLL_INTERVAL, Reloader
 
-    directories = list(config.reload_dirs) or [os.getcwd()]
-    return Reloader(directories, [config_file] if config_file else [])
+    # The application's own code, wherever it lives (not the working directory), and the
+    # directories the operator named.
+    roots = source_roots(config.application_path)
+    files = [root for root in roots if os.path.isfile(root)]
+    if config_file:
+        files.append(config_file)
+    directories = [*(root for root in roots if root not in files), *config.reload_dirs]
+    reloader = Reloader(directories, files)
+    logger = _error_logger(config)
+    for missing in reloader.missing:
+        logger.warning("--reload: %s is not a directory; not watched", missing)
+    how = (
+        "watchfiles"
+        if reloader.mechanism == "watchfiles"
+        else f"polling every {POLL_INTERVAL:g} s; install watchfiles for change notifications"
+    )
+    watched = ", ".join([*reloader.directories, *sorted(reloader.extra_files)])
+    logger.info("--reload: watching %s (%s)", watched, how)
+    return reloader
 
 
 def _log_listeners(logger: logging.Logger, config: Config, listeners: Listeners) -> None:

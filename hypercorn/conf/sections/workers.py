@@ -105,7 +105,9 @@ class WorkerSettings(SettingsHolder):
         section="workers",
         flags=("--reload",),
         action="store_true",
-        help="Enable automatic reloads on code changes (needs the `reload` extra).",
+        help="""Enable automatic reloads on code changes: the application's own directory (or
+        its package, when installed elsewhere) and *reload_dirs* are watched, with watchfiles
+        when it is installed (the `reload` extra), otherwise by polling modification times.""",
     )
     reload_dirs: Setting[list[str]] = Setting(
         [],
@@ -114,6 +116,6 @@ class WorkerSettings(SettingsHolder):
         flags=("--reload-dir",),
         action="append",
         metavar="DIR",
-        help="""Directories to watch for changes when *use_reloader* is on. Repeatable. Empty
-        (the default) watches the current directory.""",
+        help="""More directories to watch for changes when *use_reloader* is on, besides the
+        application's own directory. Repeatable.""",
     )

@@ -1,0 +1,66 @@
+"""Fixtures for the upstream-compatibility tests: upstream Hypercorn 0.18 in its own venv.
+
+Upstream is installed the way bench/ installs its peers (``bench/run.py``'s ``ensure_peer``:
+``bench/.peers/hypercorn/``, git-ignored, reused while its pinned requirements are unchanged),
+never into the project's .venv where it would shadow this package. When it cannot be
+installed (no package index), the tests that compare against it skip and say why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hypercorn_bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Upstream:
+    """Runs Python snippets with upstream Hypercorn importable (and nothing of ours)."""
+
+    def __init__(self, python: Path, version: str) -> None:
+        self.python = python
+        self.version = version
+        self.bin = python.parent
+
+    def run_json(self, code: str, *, cwd: Path | None = None, timeout: float = 30) -> Any:
+        """Run ``code`` (which prints one JSON document last) and return what it printed."""
+        result = subprocess.run(
+            [str(self.python), "-c", textwrap.dedent(code)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Upstream:
+    bench = _bench_module()
+    try:
+        versions = bench.ensure_peer("hypercorn", install=True)
+    except Exception as exc:  # SetupError, or an OSError from venv/pip
+        pytest.skip(f"cannot install upstream Hypercorn for comparison: {exc}")
+    python = bench.PEERS_DIR / "hypercorn" / "bin" / "python"
+    version = versions.get("hypercorn", "missing")
+    assert version.startswith("0.18"), f"expected upstream Hypercorn 0.18, found {version}"
+    return Upstream(python, version)
