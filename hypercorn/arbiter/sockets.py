@@ -6,8 +6,8 @@ Sources, first match wins:
    master that re-executed us on SIGUSR2, per slot. The port never closes during an upgrade.
 2. systemd socket activation: ``LISTEN_FDS`` / ``LISTEN_PID`` / ``LISTEN_FDNAMES``. The
    configured binds are then ignored, as in gunicorn.
-3. The configured binds: ``host:port`` (IPv4, ``[v6]:port``), ``unix:path`` (umask, user,
-   group) and ``fd://N``.
+3. The configured binds: ``host:port`` (IPv4, ``[v6]:port``, upstream's unbracketed
+   ``::1:8000``), ``unix:path`` (umask, user, group) and ``fd://N``.
 
 Every failure to bind is a ``BootError`` whose one-line message names the address. This
 module only imports the standard library so that ``import hypercorn.config`` stays cheap.
@@ -37,6 +37,7 @@ __all__ = [
     "create_sockets",
     "describe",
     "reuse_port_clone",
+    "split_host_port",
 ]
 
 Kind = Literal["secure", "insecure", "quic"]
@@ -132,7 +133,7 @@ def _bind_one(config: Config, bind: str, kind: Kind, unix_paths: list[str]) -> s
         return _adopt_fd(bind, type_, config.backlog)
     if bind.startswith("unix:"):
         return _bind_unix(config, bind, type_, unix_paths)
-    host, port = _split_host_port(bind)
+    host, port = split_host_port(bind)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, type_)
     try:
@@ -148,15 +149,26 @@ def _bind_one(config: Config, bind: str, kind: Kind, unix_paths: list[str]) -> s
     return sock
 
 
-def _split_host_port(bind: str) -> tuple[str, int]:
+def split_host_port(bind: str) -> tuple[str, int]:
+    """``(host, port)`` of a TCP/UDP bind; the port defaults to 8000.
+
+    Spellings: ``host``, ``host:port``, ``[v6]``, ``[v6]:port``, and upstream's unbracketed
+    IPv6 forms, where the port is what follows the last colon when what precedes it is an
+    IPv6 address (``:::8000``, ``::1:8000``); otherwise an unbracketed IPv6 address is the
+    whole host (``::1``, ``fe80::1``).
+    """
     text = bind
     if text.startswith("["):  # [v6]:port or [v6]
         host, _, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-    elif ":" in text:  # bare IPv6 address
-        host, port_text = text, ""
+    elif ":" in text:  # unbracketed IPv6, with or without a port
+        head, _, tail = text.rpartition(":")
+        if tail.isdigit() and _is_ipv6(head):
+            host, port_text = head, tail
+        else:
+            host, port_text = text, ""
     else:
         host, port_text = text, ""
     if not port_text:
@@ -168,6 +180,14 @@ def _split_host_port(bind: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise BootError(f"cannot bind to {bind}: port {port} is out of range")
     return host, port
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, text.partition("%")[0])
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _adopt_fd(bind: str, type_: int, backlog: int) -> socket.socket:

@@ -41,9 +41,12 @@ class Upstream:
         self.bin = python.parent
 
     def run_json(self, code: str, *, cwd: Path | None = None, timeout: float = 30) -> Any:
-        """Run ``code`` (which prints one JSON document last) and return what it printed."""
+        """Run ``code`` (which prints one JSON document last) and return what it printed.
+
+        Isolated mode (``-I``): neither the working directory nor PYTHONPATH can put this
+        project's ``hypercorn`` in front of upstream's."""
         result = subprocess.run(
-            [str(self.python), "-c", textwrap.dedent(code)],
+            [str(self.python), "-I", "-c", textwrap.dedent(code)],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -63,4 +66,8 @@ def upstream() -> Upstream:
     python = bench.PEERS_DIR / "hypercorn" / "bin" / "python"
     version = versions.get("hypercorn", "missing")
     assert version.startswith("0.18"), f"expected upstream Hypercorn 0.18, found {version}"
-    return Upstream(python, version)
+    found = Upstream(python, version)
+    # Our version string is upstream's too: make sure the package is really upstream's.
+    where = found.run_json("import hypercorn, json; print(json.dumps(hypercorn.__file__))")
+    assert Path(where).is_relative_to(python.parent.parent), where
+    return found

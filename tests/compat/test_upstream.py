@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hypercorn.arbiter.sockets import close_sockets, split_host_port
+from hypercorn.config import Config
+from hypercorn.errors import BootError
+from tests.compat.conftest import Upstream
 from tests.support.procs import APP_SOURCE, http_get, running, write_app
 
 # ------------------------------------------------------------------------------ --reload
@@ -48,3 +52,62 @@ def test_reload_without_watchfiles_sees_an_app_outside_the_working_directory(
         server.notify.wait_for("RELOADING=1")
         server.notify.wait_for("READY=1")
         assert http_get(server.port)[1].endswith("v2")
+
+
+# ------------------------------------------------------------------------------ bind spellings
+
+BIND_SPELLINGS = [
+    "127.0.0.1:8000",
+    "localhost:8000",
+    "127.0.0.1",
+    ":::8000",
+    "::1:8000",
+    "[::1]:8000",
+    "[::]:8000",
+    "::ffff:127.0.0.1:8000",
+    "fe80::1:8000",
+]
+
+
+@pytest.mark.timeout(600)  # the first use of `upstream` may install it
+def test_bind_spellings_mean_what_they_mean_upstream(upstream: Upstream) -> None:
+    """Every TCP bind spelling upstream binds, binds the same (host, port) here (item 2)."""
+    theirs = upstream.run_json(
+        f"""
+        import json, socket
+        from hypercorn.config import Config
+
+        seen = []
+        socket.socket.bind = lambda self, address: seen.append(list(address))
+        result = {{}}
+        for bind in {BIND_SPELLINGS!r}:
+            seen.clear()
+            Config()._create_sockets([bind])
+            result[bind] = seen[0]
+        print(json.dumps(result))
+        """
+    )
+    ours = {bind: list(split_host_port(bind)) for bind in BIND_SPELLINGS}
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("bind", ["::1:0", "[::1]:0"])
+def test_unbracketed_ipv6_binds(bind: str) -> None:
+    config = Config()
+    config.bind = [bind]
+    try:
+        sockets = config.create_sockets()
+    except BootError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    try:
+        (sock,) = sockets.insecure_sockets
+        assert sock.family == socket.AF_INET6
+        assert sock.getsockname()[0] == "::1"
+    finally:
+        close_sockets(sockets)
+
+
+@pytest.mark.parametrize(("bind", "host"), [("::1", "::1"), ("fe80::1", "fe80::1"), ("::", "::")])
+def test_bare_ipv6_addresses_take_the_default_port(bind: str, host: str) -> None:
+    # Upstream reads "::1" as host ":" port 1 and fails; the whole address is meant.
+    assert split_host_port(bind) == (host, 8000)
