@@ -474,13 +474,14 @@ def run(
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_main())
-    loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(_main())
-    finally:
+    else:  # (an ``else``: mypy checks each version's branch, and flags code after a return)
+        loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            return loop.run_until_complete(_main())
         finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
