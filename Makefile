@@ -1,15 +1,16 @@
 # The two commands a newcomer needs: `make serve` and `make test`. Each builds .venv itself.
+# `make test-matrix` runs mypy and pytest on every supported CPython it finds (noxfile.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck docs-check pytest bench clean
+.PHONY: serve test test-matrix lint typecheck docs-check pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test,matrix]'
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -30,8 +31,13 @@ pytest: $(STAMP)
 
 test: lint typecheck docs-check pytest
 
+# Lint and the docs check once (they do not depend on the interpreter), then one nox venv per
+# interpreter. Arguments for nox: make test-matrix NOX_ARGS="-p 3.13 -- -k driver"
+test-matrix: lint docs-check
+	$(BIN)/nox $(NOX_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis
