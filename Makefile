@@ -17,8 +17,8 @@ serve: $(STAMP)
 	$(BIN)/hypercorn --bind 127.0.0.1:8000 examples.hello:app
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check hypercorn tests bench scripts examples
-	$(BIN)/ruff check hypercorn tests bench scripts examples
+	$(BIN)/ruff format --check hypercorn tests bench scripts examples noxfile.py
+	$(BIN)/ruff check hypercorn tests bench scripts examples noxfile.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
