@@ -140,6 +140,9 @@ def _bind_one(config: Config, bind: str, kind: Kind, unix_paths: list[str]) -> s
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if config.reuse_port:
             _set_reuse_port(sock, bind)
+        elif config.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+            # Upstream's rule: another instance may bind the same port (blue/green switch).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         _listen(sock, config.backlog, type_)
     except OSError as exc:

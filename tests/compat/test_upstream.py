@@ -8,6 +8,7 @@ fixture runs upstream Hypercorn 0.18 from its own venv and the two are compared 
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -111,3 +112,32 @@ def test_unbracketed_ipv6_binds(bind: str) -> None:
 def test_bare_ipv6_addresses_take_the_default_port(bind: str, host: str) -> None:
     # Upstream reads "::1" as host ":" port 1 and fails; the whole address is meant.
     assert split_host_port(bind) == (host, 8000)
+
+
+# ------------------------------------------------------------------------------ SO_REUSEPORT
+
+
+@pytest.mark.slow
+def test_a_second_multi_worker_instance_binds_the_same_port(tmp_path: Path) -> None:
+    """Upstream sets SO_REUSEPORT whenever workers > 1: a blue/green switch starts the new
+    instance on the port the old one still serves, then stops the old one (item 3)."""
+    write_app(tmp_path)
+    # Reserve a port without listening on it: SO_REUSEPORT sockets of this user can join.
+    placeholder = socket.socket()
+    placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    placeholder.bind(("127.0.0.1", 0))
+    port = placeholder.getsockname()[1]
+    args = ["-w", "2", "-b", f"127.0.0.1:{port}", "app:app"]
+    try:
+        with running(args, cwd=tmp_path) as blue:
+            blue_workers = blue.wait_ready()
+            with running(args, cwd=tmp_path) as green:
+                green_workers = green.wait_ready()
+                blue.signal(signal.SIGTERM)
+                assert blue.wait_exit() == 0
+                served_by = {int(http_get(port)[1].split()[0]) for _ in range(10)}
+                assert served_by <= green_workers
+            assert blue_workers
+    finally:
+        placeholder.close()

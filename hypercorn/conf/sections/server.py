@@ -74,8 +74,10 @@ class ServerSettings(SettingsHolder):
         section="server",
         flags=("--reuse-port",),
         action="store_true",
-        help="""Set SO_REUSEPORT on TCP listeners and give each worker its own listening socket,
-        so the kernel balances new connections across workers.""",
+        help="""Give each worker its own SO_REUSEPORT listening socket, so the kernel balances
+        new connections across workers. Without it the workers share one listener, which has
+        SO_REUSEPORT set when *workers* > 1 (as upstream), so another instance can bind the
+        same port.""",
     )
     root_path = Setting(
         "",
