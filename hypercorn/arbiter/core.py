@@ -157,7 +157,11 @@ class ArbiterCore:
             if limit is not None:
                 deadlines.append(limit)
         if self.phase not in (Phase.STOPPING, Phase.STOPPED):
-            deadlines.extend(s.respawn_at for s in self.slots.values() if s.respawn_at is not None)
+            deadlines.extend(
+                slot.respawn_at
+                for slot in self.slots.values()
+                if slot.respawn_at is not None and _empty(slot)
+            )
         return min(deadlines, default=None)
 
     @property
@@ -484,8 +488,11 @@ class ArbiterCore:
         if self.phase is Phase.STOPPED:
             return
         for slot in self.slots.values():
-            empty = slot.current is None and slot.incoming is None
-            if empty and (slot.respawn_at is None or slot.respawn_at <= now):
+            if not _empty(slot):
+                # A back-off is for an empty slot only: a worker still booting for it (a roll's
+                # replacement whose predecessor died) takes the slot instead.
+                slot.respawn_at = None
+            elif slot.respawn_at is None or slot.respawn_at <= now:
                 slot.respawn_at = None
                 slot.current = self._spawn(slot.index, now)
         if self.phase is Phase.BOOTING:
@@ -541,6 +548,10 @@ class ArbiterCore:
     def _flush(self) -> list[Command]:
         out, self._out = self._out, []
         return out
+
+
+def _empty(slot: SlotRecord) -> bool:
+    return slot.current is None and slot.incoming is None
 
 
 def _describe_exit(exited: ChildExited) -> str:

@@ -303,6 +303,23 @@ def test_crash_of_old_worker_during_roll_is_respawned_in_the_new_generation() ->
     assert notified(cmds) == ["READY=1"]  # slot 1 is already new: the roll is done
 
 
+def test_old_worker_dying_while_its_replacement_boots_leaves_no_past_deadline() -> None:
+    h = Harness()
+    h.booted()
+    h.signal(Sig.USR1)  # 3 boots for slot 0
+    cmds = h.exit(1, signal=9)  # slot 0's old worker is OOM-killed
+    assert spawned(cmds) == []  # 3 takes the slot
+    deadline = h.core.next_deadline()
+    assert deadline is not None
+    assert deadline > h.now
+    cmds = h.feed(WorkerReady(3))
+    assert h.core.slots[0].current == 3
+    assert h.core.slots[0].respawn_at is None
+    deadline = h.core.next_deadline()
+    assert deadline is not None
+    assert deadline > h.now
+
+
 # ---------------------------------------------------------------------------- HUP
 
 

@@ -33,6 +33,11 @@ T = TypeVar("T")
 #:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
 #:   /gc          -> gc.get_freeze_count() and the young-generation threshold in the worker
+#: Files in the app's directory change how workers that start later behave (see ``knob``):
+#:   boot_delay      -> seconds to sleep while importing (a slow-booting app)
+#:   broken          -> the import raises (an app that cannot load)
+#:   lifespan_fail   -> lifespan startup answers lifespan.startup.failed
+#:   shutdown_delay  -> seconds lifespan shutdown takes; then the pid goes into shutdown_done
 APP_SOURCE = textwrap.dedent(
     """
     import asyncio
@@ -43,15 +48,41 @@ APP_SOURCE = textwrap.dedent(
     VERSION = "v1"
 
 
+    def knob(name):
+        try:
+            with open(name) as file:
+                return file.read().strip() or "0"
+        except FileNotFoundError:
+            return None
+
+
+    if knob("broken") is not None:
+        raise ImportError("broken on purpose")
+    time.sleep(float(knob("boot_delay") or 0))
+
+
+    async def lifespan(receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if knob("lifespan_fail") is not None:
+                    await send({"type": "lifespan.startup.failed", "message": "db is down"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                delay = knob("shutdown_delay")
+                if delay is not None:
+                    await asyncio.sleep(float(delay))
+                    with open("shutdown_done", "a") as file:
+                        file.write(f"{os.getpid()}\\n")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         path = scope["path"]
         seconds = float(scope["query_string"] or b"0")
         if path == "/slow":
@@ -103,6 +134,14 @@ def children_of(pid: int) -> set[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             result.add(int(entry))
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as file:
+        stat = file.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pid_alive(pid: int) -> bool:
