@@ -17,6 +17,7 @@ from wsgiref.handlers import format_date_time
 
 from hypercorn.conf import loaders
 from hypercorn.conf import ssl as conf_ssl
+from hypercorn.conf.loaders import UnknownSettingWarning
 from hypercorn.conf.sections import (
     HTTPSettings,
     LoggingSettings,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from hypercorn.arbiter.sockets import Sockets
     from hypercorn.logging import Logger
 
-__all__ = ["BYTES", "OCTETS", "SECONDS", "Config", "Sockets"]
+__all__ = ["BYTES", "OCTETS", "SECONDS", "Config", "Sockets", "UnknownSettingWarning"]
 
 # Upstream's unit constants, kept for config files that use them.
 BYTES = 1
@@ -171,7 +172,9 @@ class Config(
         """Create a configuration from a mapping and/or keyword arguments.
 
         ``Config.from_mapping({"keep_alive_timeout": 10})`` or
-        ``Config.from_mapping(keep_alive_timeout=10)``. Unknown keys raise ``ConfigError``.
+        ``Config.from_mapping(keep_alive_timeout=10)``. A key that is not a setting gives an
+        ``UnknownSettingWarning`` and is kept as a plain attribute (as upstream); with
+        ``strict_config=True`` in the mapping it raises ``ConfigError`` instead.
         """
         values: dict[str, Any] = {}
         if mapping is not None:
@@ -182,37 +185,43 @@ class Config(
         return config
 
     @classmethod
-    def from_toml(cls: type[C], filename: str | os.PathLike[str]) -> C:
-        """Load the configuration values from a TOML file (keys are setting names)."""
+    def from_toml(cls: type[C], filename: str | os.PathLike[str], *, strict: bool = False) -> C:
+        """Load the configuration values from a TOML file (keys are setting names).
+
+        Unknown keys warn (``UnknownSettingWarning``); ``strict`` (or ``strict_config = true``
+        in the file) makes them errors.
+        """
         source, data = loaders.load_toml(filename)
         config = cls()
-        loaders.apply_mapping(config, data, source=source, toml=True)
+        loaders.apply_mapping(config, data, source=source, toml=True, strict=strict)
         return config
 
     @classmethod
-    def from_pyfile(cls: type[C], filename: str | os.PathLike[str]) -> C:
-        """Create a configuration from a Python file; its setting-named globals are used."""
+    def from_pyfile(cls: type[C], filename: str | os.PathLike[str], *, strict: bool = False) -> C:
+        """Create a configuration from a Python file: its setting-named globals configure the
+        server; its other public names are kept as plain attributes (as upstream)."""
         source, data = loaders.load_pyfile(filename)
         config = cls()
-        loaders.apply_mapping(config, data, source=source, strict=False)
+        loaders.apply_mapping(config, data, source=source, code=True, strict=strict)
         return config
 
     @classmethod
-    def from_object(cls: type[C], instance: object | str) -> C:
-        """Create a configuration from a Python object, or a ``module`` / ``module.attr`` name."""
+    def from_object(cls: type[C], instance: object | str, *, strict: bool = False) -> C:
+        """Create a configuration from a Python object, or a ``module`` / ``module.attr`` name
+        (its public attributes, as ``from_pyfile``)."""
         source, data = loaders.load_object(instance)
         config = cls()
-        loaders.apply_mapping(config, data, source=source, strict=False)
+        loaders.apply_mapping(config, data, source=source, code=True, strict=strict)
         return config
 
     @classmethod
-    def load(cls: type[C], location: str) -> C:
+    def load(cls: type[C], location: str, *, strict: bool = False) -> C:
         """``python:module.name``, ``file:path/to/conf.py`` or a TOML file path (``-c``)."""
         if location.startswith("python:"):
-            return cls.from_object(location[len("python:") :])
+            return cls.from_object(location[len("python:") :], strict=strict)
         if location.startswith("file:"):
-            return cls.from_pyfile(location[len("file:") :])
-        return cls.from_toml(location)
+            return cls.from_pyfile(location[len("file:") :], strict=strict)
+        return cls.from_toml(location, strict=strict)
 
 
 def __getattr__(name: str) -> object:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hypercorn import __version__
 from hypercorn.conf.setting import REGISTRY, SECTIONS, Setting, settings
-from hypercorn.config import Config
+from hypercorn.config import Config, UnknownSettingWarning
 from hypercorn.errors import ConfigError
 
 __all__ = ["build_parser", "config_from_args", "cross_check"]
@@ -86,7 +87,20 @@ def config_from_args(args: Sequence[str], *, stderr: Any = None) -> Config:
     parser = build_parser()
     namespace = vars(parser.parse_args(list(args)))
     location = namespace.pop("config", None)
-    config = Config.load(location) if location is not None else Config()
+    out = stderr if stderr is not None else sys.stderr
+    config = Config()
+    if location is not None:
+        strict = bool(namespace.get("strict_config", False))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnknownSettingWarning)
+            config = Config.load(location, strict=strict)
+        for warning in caught:
+            if issubclass(warning.category, UnknownSettingWarning):
+                print(f"hypercorn: warning: {warning.message}", file=out)
+            else:  # not ours to format: hand it back to the warnings machinery
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
     application = namespace.pop("application", None)
     if application is not None:
         config.application_path = application
@@ -96,10 +110,7 @@ def config_from_args(args: Sequence[str], *, stderr: Any = None) -> Config:
             name, flag = dest[len(_DEPRECATED) :].split(":", 1)
             setting = REGISTRY[name]
             replacement = setting.flags[-1] if setting.flags else name
-            print(
-                f"hypercorn: warning: {flag} is deprecated, use {replacement}",
-                file=stderr if stderr is not None else sys.stderr,
-            )
+            print(f"hypercorn: warning: {flag} is deprecated, use {replacement}", file=out)
             used = flag
         else:
             name = dest

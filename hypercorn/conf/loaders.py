@@ -4,10 +4,13 @@ Every loader goes through ``apply_mapping``, which sets values with ``setattr`` 
 validated by its ``Setting``. Errors come out as one ``ConfigError`` line that names the
 source and the setting: ``config.toml: workers: expected a non-negative integer, got 'x'``.
 
-Strictness differs on purpose. TOML files and mappings contain nothing but settings, so an
-unknown key is an error (a typo would otherwise be silently ignored). Python files and objects
-are code, with imports, helpers and constants next to the settings (as in gunicorn config
-files), so only names that are settings are used and the rest is ignored.
+Keys that are not settings are kept as plain attributes, as upstream does (a stray
+``worker_connections = 1000`` or a ``[tool.hypercorn]`` table never stops the server), but a
+typo silently ignored is a hazard too, so each unknown key of a TOML file or mapping gives one
+``UnknownSettingWarning`` naming the nearest setting. Python files and objects are code, with
+imports, helpers and constants next to the settings (as in gunicorn config files): their other
+names are copied without a word unless they look like a misspelt setting. Strict mode
+(``strict_config`` / ``--strict-config``, for CI) makes every such warning a ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from hypercorn.conf.setting import REGISTRY
+from hypercorn.conf.setting import REGISTRY, SettingsHolder
 from hypercorn.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -31,6 +35,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "ALIASES",
+    "UnknownSettingWarning",
     "apply_mapping",
     "load_object",
     "load_pyfile",
@@ -44,10 +49,35 @@ FilePath = str | os.PathLike[str]
 ALIASES: dict[str, str] = {"cert_reqs": "verify_mode"}
 
 
-def _unknown(key: str) -> str:
-    close = difflib.get_close_matches(key, REGISTRY, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown setting {key!r}{hint}"
+#: How alike a Python file's name must be to a setting's to be reported as a likely typo.
+_CODE_TYPO_CUTOFF = 0.8
+
+
+class UnknownSettingWarning(UserWarning):
+    """A configuration key that is not a Hypercorn setting (kept, but with no effect on the
+    server). ``-W error::hypercorn.config.UnknownSettingWarning`` or ``strict_config`` turns
+    it into an error."""
+
+
+def _nearest(key: str, cutoff: float) -> str | None:
+    close = difflib.get_close_matches(key, REGISTRY, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def _unknown_key(
+    config: object, key: str, value: object, prefix: str, *, strict: bool, code: bool
+) -> None:
+    nearest = _nearest(key, _CODE_TYPO_CUTOFF if code else 0.6)
+    if not code or nearest is not None:
+        hint = f" (did you mean {nearest!r}?)" if nearest else ""
+        message = f"{prefix}{key!r} is not a Hypercorn setting{hint}"
+        if strict:
+            raise ConfigError(message)
+        warnings.warn(message, UnknownSettingWarning, stacklevel=4)
+    # Kept as a plain attribute (upstream's from_mapping sets it), unless it would shadow
+    # Config's own methods, properties or private state.
+    if not hasattr(type(config), key):
+        object.__setattr__(config, key, value)
 
 
 def apply_mapping(
@@ -55,21 +85,28 @@ def apply_mapping(
     mapping: Mapping[str, Any],
     *,
     source: str | None = None,
-    strict: bool = True,
+    strict: bool = False,
     toml: bool = False,
+    code: bool = False,
 ) -> None:
     """Validate and set every item of ``mapping`` on ``config``.
 
-    ``strict`` makes unknown keys an error (otherwise they are skipped); ``toml`` also rejects
-    settings declared ``toml=False``. ``source`` prefixes error messages.
+    Unknown keys warn and are kept as plain attributes (see the module docstring); ``strict``
+    (or a true ``strict_config`` key in ``mapping``) makes them errors. ``code`` marks a
+    Python file or object, whose other names only warn when they look like a misspelt
+    setting. ``toml`` rejects settings declared ``toml=False``. ``source`` prefixes messages.
     """
     prefix = f"{source}: " if source else ""
+    if "strict_config" in mapping:
+        try:
+            strict = strict or bool(REGISTRY["strict_config"].validate(mapping["strict_config"]))
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
     for key, value in mapping.items():
         name = ALIASES.get(key, key)
         setting = REGISTRY.get(name)
         if setting is None:
-            if strict:
-                raise ConfigError(prefix + _unknown(key))
+            _unknown_key(config, key, value, prefix, strict=strict, code=code)
             continue
         if toml and not setting.toml:
             raise ConfigError(f"{prefix}{key}: can only be set from Python, not from TOML")
@@ -93,11 +130,15 @@ def load_toml(filename: FilePath) -> tuple[str, dict[str, Any]]:
 
 
 def object_mapping(instance: object) -> dict[str, Any]:
-    """The attributes of ``instance`` that name settings (upstream's ``from_object`` rule,
-    minus everything that is not a setting: imports, helpers, constants, properties)."""
+    """The public attributes of ``instance`` (upstream's ``from_object`` rule: every name not
+    starting with ``__`` that is not a module; also not ``_private`` ones, which would
+    overwrite Config's own state). From another Config, only its settings."""
+    settings_only = isinstance(instance, SettingsHolder)
     mapping: dict[str, Any] = {}
     for key in dir(instance):
-        if key not in REGISTRY and key not in ALIASES:
+        if key.startswith("_"):
+            continue
+        if settings_only and key not in REGISTRY:
             continue
         try:
             value = getattr(instance, key)

@@ -8,14 +8,20 @@ fixture runs upstream Hypercorn 0.18 from its own venv and the two are compared 
 
 from __future__ import annotations
 
+import io
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 
 from hypercorn.arbiter.sockets import close_sockets, split_host_port
-from hypercorn.config import Config
+from hypercorn.conf.cli import config_from_args
+from hypercorn.config import Config, UnknownSettingWarning
 from hypercorn.errors import BootError
 from tests.compat.conftest import Upstream
 from tests.support.procs import APP_SOURCE, http_get, running, write_app
@@ -141,3 +147,107 @@ def test_a_second_multi_worker_instance_binds_the_same_port(tmp_path: Path) -> N
             assert blue_workers
     finally:
         placeholder.close()
+
+
+# ------------------------------------------------------------------------------ unknown keys
+
+STRAY_TOML = """
+workers = 2
+keep_alive_timeout = 7
+worker_connections = 1000
+
+[tool.hypercorn]
+bind = "127.0.0.1:9000"
+"""
+
+PYFILE = """
+import os
+
+PORT = 9000
+bind = f"127.0.0.1:{PORT}"
+keepalive_timeout = 10
+
+def helper():
+    return "helped"
+"""
+
+_READ_BACK = """
+result = {
+    "workers": config.workers,
+    "keep_alive_timeout": config.keep_alive_timeout,
+    "bind": config.bind,
+    "worker_connections": config.worker_connections,
+    "tool": config.tool,
+    "bogus": mapped.bogus,
+    "PORT": pyconfig.PORT,
+    "keepalive_timeout": pyconfig.keepalive_timeout,
+    "helper": pyconfig.helper(),
+    "pybind": pyconfig.bind,
+}
+"""
+
+
+@pytest.mark.timeout(600)  # the first use of `upstream` may install it
+def test_stray_keys_load_as_they_do_upstream(upstream: Upstream, tmp_path: Path) -> None:
+    """A stray TOML key, a [tool.hypercorn] table, an unknown mapping key and a Python
+    config's helpers load as upstream loads them (item 5), with one warning per stray key."""
+    toml_file = tmp_path / "hypercorn.toml"
+    toml_file.write_text(STRAY_TOML)
+    pyfile = tmp_path / "conf.py"
+    pyfile.write_text(PYFILE)
+    load = f"""
+        import json
+        from hypercorn.config import Config
+
+        config = Config.from_toml({str(toml_file)!r})
+        mapped = Config.from_mapping({{"bogus": 1}})
+        pyconfig = Config.from_pyfile({str(pyfile)!r})
+        """
+    theirs = upstream.run_json(textwrap.dedent(load) + _READ_BACK + "print(json.dumps(result))\n")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        config = Config.from_toml(toml_file)
+        mapped = Config.from_mapping({"bogus": 1})
+        pyconfig = Config.from_pyfile(pyfile)
+    assert {w.category for w in record} == {UnknownSettingWarning}
+    namespace = {"config": config, "mapped": mapped, "pyconfig": pyconfig}
+    exec(_READ_BACK, namespace)
+    assert namespace["result"] == theirs
+    assert [str(w.message) for w in record] == [
+        f"{toml_file}: 'worker_connections' is not a Hypercorn setting"
+        " (did you mean 'max_connections'?)",
+        f"{toml_file}: 'tool' is not a Hypercorn setting",
+        "'bogus' is not a Hypercorn setting",
+        f"{pyfile}: 'keepalive_timeout' is not a Hypercorn setting"
+        " (did you mean 'keep_alive_timeout'?)",
+    ]
+
+
+def test_cli_warns_once_per_stray_key_and_serves(tmp_path: Path) -> None:
+    toml_file = tmp_path / "hypercorn.toml"
+    toml_file.write_text(STRAY_TOML)
+    err = io.StringIO()
+    config = config_from_args(["-c", str(toml_file), "app:app"], stderr=err)
+    assert config.workers == 2
+    assert err.getvalue().splitlines() == [
+        f"hypercorn: warning: {toml_file}: 'worker_connections' is not a Hypercorn setting"
+        " (did you mean 'max_connections'?)",
+        f"hypercorn: warning: {toml_file}: 'tool' is not a Hypercorn setting",
+    ]
+
+
+def test_strict_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    toml_file = tmp_path / "hypercorn.toml"
+    toml_file.write_text(STRAY_TOML)
+    result = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "--strict-config", "-c", str(toml_file), "app:app"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"hypercorn: error: {toml_file}: 'worker_connections' is not a Hypercorn setting"
+        " (did you mean 'max_connections'?)"
+    ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercorn.config import Config
+from hypercorn.config import Config, UnknownSettingWarning
 from hypercorn.errors import ConfigError
 
 
@@ -51,11 +51,27 @@ def test_toml_bad_value_names_file_and_setting(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: workers: expected a non-negative integer, got 'x'"
 
 
-def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
+def test_toml_unknown_key_warns_suggests_and_is_kept(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "wrokers = 2\nworkers = 3\n")
+    message = f"{path}: 'wrokers' is not a Hypercorn setting (did you mean 'workers'?)"
+    with pytest.warns(UnknownSettingWarning) as record:
+        config = Config.from_toml(path)
+    assert [str(w.message) for w in record] == [message]
+    assert config.workers == 3
+    assert config.wrokers == 2  # type: ignore[attr-defined]  # kept, as upstream
+
+
+def test_strict_mode_makes_unknown_keys_errors(tmp_path: Path) -> None:
     path = write(tmp_path / "config.toml", "wrokers = 2\n")
+    message = f"{path}: 'wrokers' is not a Hypercorn setting (did you mean 'workers'?)"
     with pytest.raises(ConfigError) as info:
+        Config.from_toml(path, strict=True)
+    assert str(info.value) == message
+    path = write(tmp_path / "strict.toml", "strict_config = true\nwrokers = 2\n")
+    with pytest.raises(ConfigError, match="'wrokers' is not a Hypercorn setting"):
         Config.from_toml(path)
-    assert str(info.value) == f"{path}: unknown setting 'wrokers' (did you mean 'workers'?)"
+    with pytest.raises(ConfigError, match="'bogus' is not a Hypercorn setting"):
+        Config.from_mapping({"bogus": 1, "strict_config": True})
 
 
 def test_toml_rejects_python_only_settings(tmp_path: Path) -> None:
@@ -82,7 +98,7 @@ def test_from_mapping_and_kwargs() -> None:
 
 
 def test_from_mapping_errors() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown setting 'keep_alive' \(did you mean"):
+    with pytest.warns(UnknownSettingWarning, match=r"^'keep_alive' is not a Hypercorn setting"):
         Config.from_mapping(keep_alive=5)
     with pytest.raises(ConfigError) as info:
         Config.from_mapping(backlog=0)
@@ -113,6 +129,28 @@ def test_from_pyfile_uses_settings_and_ignores_the_rest(tmp_path: Path) -> None:
     assert config.workers == 2
     assert config.logger_class is not None
     assert config.logger_class.__name__ == "MyLogger"
+    # The other public names are kept as plain attributes (upstream copies them), quietly.
+    assert config.PORT == 9000  # type: ignore[attr-defined]
+    assert config.helper() == 1  # type: ignore[attr-defined]
+    assert not hasattr(config, "os")
+
+
+def test_from_pyfile_warns_about_a_misspelt_setting(tmp_path: Path) -> None:
+    path = write(tmp_path / "conf.py", "keepalive_timeout = 10\n_private = 1\n")
+    with pytest.warns(UnknownSettingWarning, match="did you mean 'keep_alive_timeout'"):
+        config = Config.from_pyfile(path)
+    assert config.keep_alive_timeout == 5.0
+    assert config._log is None  # a private name never overwrites Config's own state
+    with pytest.raises(ConfigError, match="'keepalive_timeout' is not a Hypercorn setting"):
+        Config.from_pyfile(path, strict=True)
+
+
+def test_names_that_would_shadow_config_methods_are_not_kept() -> None:
+    with pytest.warns(UnknownSettingWarning) as record:
+        config = Config.from_mapping(ssl_enabled=True, create_sockets=None)
+    assert len(record) == 2
+    assert config.ssl_enabled is False
+    assert callable(config.create_sockets)
 
 
 def test_from_pyfile_errors_are_one_line(tmp_path: Path) -> None:

@@ -45,3 +45,13 @@ class ProcessSettings(SettingsHolder):
         action="store_true",
         help="Enable debug mode, i.e. extra logging and checks (including asyncio debug mode).",
     )
+    strict_config = Setting(
+        False,
+        parse=p.boolean,
+        section="process",
+        flags=("--strict-config",),
+        action="store_true",
+        help="""Treat configuration keys that are not settings (in the `-c` file, a mapping
+        or a Python config that has a misspelt setting name) as errors, exit status 2, instead
+        of warning and ignoring them. For CI.""",
+    )
