@@ -17,7 +17,6 @@ from wsgiref.handlers import format_date_time
 
 from hypercorn.conf import loaders
 from hypercorn.conf import ssl as conf_ssl
-from hypercorn.conf.loaders import UnknownSettingWarning
 from hypercorn.conf.sections import (
     HTTPSettings,
     LoggingSettings,
@@ -27,12 +26,21 @@ from hypercorn.conf.sections import (
     WorkerSettings,
 )
 from hypercorn.conf.setting import REGISTRY
+from hypercorn.errors import ConfigWarning, UnknownSettingWarning
 
 if TYPE_CHECKING:
     from hypercorn.arbiter.sockets import Sockets
     from hypercorn.logging import Logger
 
-__all__ = ["BYTES", "OCTETS", "SECONDS", "Config", "Sockets", "UnknownSettingWarning"]
+__all__ = [
+    "BYTES",
+    "OCTETS",
+    "SECONDS",
+    "Config",
+    "ConfigWarning",
+    "Sockets",
+    "UnknownSettingWarning",
+]
 
 # Upstream's unit constants, kept for config files that use them.
 BYTES = 1

@@ -23,6 +23,17 @@ class ConfigError(Exception):
     exit_status = EXIT_CONFIG_ERROR
 
 
+class ConfigWarning(UserWarning):
+    """A setting was accepted but means less than it says (e.g. a value raised to a protocol
+    minimum). The CLI prints it as one ``hypercorn: warning:`` line."""
+
+
+class UnknownSettingWarning(ConfigWarning):
+    """A configuration key that is not a Hypercorn setting (kept, but with no effect on the
+    server). ``-W error::hypercorn.config.UnknownSettingWarning`` or ``strict_config`` turns
+    it into an error."""
+
+
 class AppLoadError(Exception):
     """The application could not be imported or built (bad path, ImportError, factory error)."""
 

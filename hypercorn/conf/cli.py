@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from hypercorn import __version__
 from hypercorn.conf.setting import REGISTRY, SECTIONS, Setting, settings
-from hypercorn.config import Config, UnknownSettingWarning
+from hypercorn.config import Config, ConfigWarning
 from hypercorn.errors import ConfigError
 
 __all__ = ["build_parser", "config_from_args", "cross_check"]
@@ -86,21 +86,25 @@ def config_from_args(args: Sequence[str], *, stderr: Any = None) -> Config:
     """Parse ``args`` into a ``Config``: ``-c`` file first, then the flags given, then checks."""
     parser = build_parser()
     namespace = vars(parser.parse_args(list(args)))
-    location = namespace.pop("config", None)
     out = stderr if stderr is not None else sys.stderr
-    config = Config()
-    if location is not None:
-        strict = bool(namespace.get("strict_config", False))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UnknownSettingWarning)
-            config = Config.load(location, strict=strict)
-        for warning in caught:
-            if issubclass(warning.category, UnknownSettingWarning):
-                print(f"hypercorn: warning: {warning.message}", file=out)
-            else:  # not ours to format: hand it back to the warnings machinery
-                warnings.warn_explicit(
-                    warning.message, warning.category, warning.filename, warning.lineno
-                )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        config = _build(namespace, out)
+    for warning in caught:
+        if issubclass(warning.category, ConfigWarning):
+            print(f"hypercorn: warning: {warning.message}", file=out)
+        else:  # not ours to format: hand it back to the warnings machinery
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    cross_check(config)
+    return config
+
+
+def _build(namespace: dict[str, Any], out: Any) -> Config:
+    location = namespace.pop("config", None)
+    strict = bool(namespace.get("strict_config", False))
+    config = Config.load(location, strict=strict) if location is not None else Config()
     application = namespace.pop("application", None)
     if application is not None:
         config.application_path = application
@@ -121,8 +125,6 @@ def config_from_args(args: Sequence[str], *, stderr: Any = None) -> Config:
         except ConfigError as exc:
             detail = str(exc).removeprefix(f"{name}: ")
             raise ConfigError(f"argument {used}: {detail}") from None
-
-    cross_check(config)
     return config
 
 

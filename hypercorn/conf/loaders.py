@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hypercorn.conf.setting import REGISTRY, SettingsHolder
-from hypercorn.errors import ConfigError
+from hypercorn.errors import ConfigError, UnknownSettingWarning
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,12 +51,6 @@ ALIASES: dict[str, str] = {"cert_reqs": "verify_mode"}
 
 #: How alike a Python file's name must be to a setting's to be reported as a likely typo.
 _CODE_TYPO_CUTOFF = 0.8
-
-
-class UnknownSettingWarning(UserWarning):
-    """A configuration key that is not a Hypercorn setting (kept, but with no effect on the
-    server). ``-W error::hypercorn.config.UnknownSettingWarning`` or ``strict_config`` turns
-    it into an error."""
 
 
 def _nearest(key: str, cutoff: float) -> str | None:

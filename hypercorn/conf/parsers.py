@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import importlib
 import ssl
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
+
+from hypercorn.errors import ConfigWarning
 
 T = TypeVar("T")
 
@@ -23,6 +26,7 @@ __all__ = [
     "Parser",
     "address_list",
     "boolean",
+    "clamped_int",
     "class_or_path",
     "dict_or_none",
     "enum_flags",
@@ -39,6 +43,7 @@ __all__ = [
     "string_list",
     "umask",
     "user_id",
+    "zero_disables",
 ]
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -178,6 +183,47 @@ def optional(inner: Parser[T]) -> Parser[T | None]:
         return inner(value)
 
     return Parser(parse, type_name=f"{inner.type_name} | None", expects=f"{inner.expects} or none")
+
+
+def zero_disables(inner: Parser[T]) -> Parser[T | None]:
+    """``optional(inner)``, where 0 also means None (disabled), as upstream means it."""
+    base = optional(inner)
+    expects = f"{inner.expects}, or 0 or none to disable"
+
+    def parse(value: object) -> T | None:
+        if not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0:
+            return None
+        if isinstance(value, str):
+            try:
+                if float(value.strip()) == 0:
+                    return None
+            except ValueError:
+                pass
+        try:
+            return base(value)
+        except ValueError:
+            raise _fail(expects, value) from None
+
+    return Parser(parse, type_name=base.type_name, expects=expects)
+
+
+def clamped_int(minimum: int, maximum: int, *, name: str, why: str) -> Parser[int]:
+    """A positive integer raised to ``minimum`` or lowered to ``maximum`` with a
+    ``ConfigWarning`` that names the setting and says ``why`` (upstream accepts any value
+    where the protocol cannot)."""
+    expects = "a positive integer"
+
+    def parse(value: object) -> int:
+        result = _to_int(value, expects)
+        if result < 1:
+            raise _fail(expects, value)
+        clamped = min(max(result, minimum), maximum)
+        if clamped != result:
+            message = f"{name}: {result} is outside {why}; {clamped} is used"
+            warnings.warn(message, ConfigWarning, stacklevel=3)
+        return clamped
+
+    return Parser(parse, type_name="int", expects=expects)
 
 
 def one_of(*choices: str) -> Parser[str]:

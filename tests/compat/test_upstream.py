@@ -251,3 +251,56 @@ def test_strict_config_exits_2_with_one_line(tmp_path: Path) -> None:
         f"hypercorn: error: {toml_file}: 'worker_connections' is not a Hypercorn setting"
         " (did you mean 'max_connections'?)"
     ]
+
+
+# ------------------------------------------------------------------------------ values
+
+ZERO_FLAGS = ["--max-requests", "0", "--backlog", "0", "--read-timeout", "0"]
+ZERO_FLAGS += ["--websocket-ping-interval", "0"]
+VALUES_TOML = "websocket_ping_interval = 0\nh2_max_inbound_frame_size = 1024\n"
+
+
+@pytest.mark.timeout(600)  # the first use of `upstream` may install it
+def test_values_upstream_accepts_are_accepted(upstream: Upstream, tmp_path: Path) -> None:
+    """Upstream takes these flags and keys; so does this server, each with its meaning
+    (0 disables; a frame size below HTTP/2's minimum becomes the minimum) (item 7)."""
+    toml_file = tmp_path / "values.toml"
+    toml_file.write_text(VALUES_TOML)
+    theirs = upstream.run_json(
+        f"""
+        import json
+        import hypercorn.__main__ as main
+
+        seen = []
+        main.run = lambda config: seen.append(config) or 0
+        status = main.main([*{ZERO_FLAGS!r}, "-c", {str(toml_file)!r}, "app:app"])
+        config = seen[0]
+        print(json.dumps([status, config.max_requests, config.backlog, config.read_timeout,
+                          config.websocket_ping_interval, config.h2_max_inbound_frame_size]))
+        """
+    )
+    assert theirs == [0, 0, 0, 0, 0, 1024]
+    err = io.StringIO()
+    config = config_from_args([*ZERO_FLAGS, "-c", str(toml_file), "app:app"], stderr=err)
+    assert config.max_requests is None
+    assert config.backlog == 0
+    assert config.read_timeout is None
+    assert config.websocket_ping_interval is None
+    assert config.h2_max_inbound_frame_size == 16384
+    assert err.getvalue().splitlines() == [
+        "hypercorn: warning: h2_max_inbound_frame_size: 1024 is outside HTTP/2's"
+        " SETTINGS_MAX_FRAME_SIZE range (16384 to 16777215, RFC 9113 6.5.2); 16384 is used"
+    ]
+
+
+@pytest.mark.slow
+def test_a_server_with_zero_values_serves_without_recycling(
+    tmp_path: Path, bound_socket: socket.socket
+) -> None:
+    write_app(tmp_path)
+    args = ["-w", "1", "--max-requests", "0", "--read-timeout", "0", "app:app"]
+    with running(args, cwd=tmp_path, sock=bound_socket) as server:
+        (worker,) = server.wait_ready()
+        bodies = {http_get(server.port)[1] for _ in range(5)}
+        assert bodies == {f"{worker} v1"}
+        assert server.workers() == {worker}

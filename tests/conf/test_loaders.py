@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercorn.config import Config, UnknownSettingWarning
+from hypercorn.config import Config, ConfigWarning, UnknownSettingWarning
 from hypercorn.errors import ConfigError
 
 
@@ -101,8 +101,8 @@ def test_from_mapping_errors() -> None:
     with pytest.warns(UnknownSettingWarning, match=r"^'keep_alive' is not a Hypercorn setting"):
         Config.from_mapping(keep_alive=5)
     with pytest.raises(ConfigError) as info:
-        Config.from_mapping(backlog=0)
-    assert str(info.value) == "backlog: expected a positive integer, got 0"
+        Config.from_mapping(backlog=-1)
+    assert str(info.value) == "backlog: expected a non-negative integer, got -1"
 
 
 def test_from_pyfile_uses_settings_and_ignores_the_rest(tmp_path: Path) -> None:
@@ -246,5 +246,38 @@ def test_from_object_copies_another_config() -> None:
 
 def test_h2_frame_size_range() -> None:
     assert Config.from_mapping(h2_max_inbound_frame_size=2**20).h2_max_inbound_frame_size == 2**20
-    with pytest.raises(ConfigError, match="from 16384 to 16777215"):
-        Config.from_mapping(h2_max_inbound_frame_size=1024)
+    # Upstream accepts any value (and leaves h2's default in force); HTTP/2 allows only this
+    # range, so other values are moved into it, with a warning.
+    with pytest.warns(ConfigWarning, match=r"1024 is outside .* 16384 is used"):
+        assert (
+            Config.from_mapping(h2_max_inbound_frame_size=1024).h2_max_inbound_frame_size == 2**14
+        )
+    with pytest.warns(ConfigWarning, match="16777215 is used"):
+        config = Config.from_mapping(h2_max_inbound_frame_size=2**30)
+    assert config.h2_max_inbound_frame_size == 2**24 - 1
+    with pytest.raises(ConfigError, match="expected a positive integer"):
+        Config.from_mapping(h2_max_inbound_frame_size=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("max_requests", 0, None),
+        ("max_requests", "0", None),
+        ("read_timeout", 0, None),
+        ("read_timeout", "0.0", None),
+        ("websocket_ping_interval", 0, None),
+        ("websocket_ping_interval", "none", None),
+        ("websocket_ping_interval", "2.5", 2.5),
+        ("backlog", 0, 0),
+    ],
+)
+def test_zero_means_what_it_means_upstream(name: str, value: object, expected: object) -> None:
+    config = Config.from_mapping({name: value})
+    assert getattr(config, name) == expected
+
+
+@pytest.mark.parametrize("name", ["max_requests", "read_timeout", "websocket_ping_interval"])
+def test_negative_values_still_say_what_is_expected(name: str) -> None:
+    with pytest.raises(ConfigError, match="or 0 or none to disable"):
+        Config.from_mapping({name: -1})

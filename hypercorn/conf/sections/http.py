@@ -40,12 +40,12 @@ class HTTPSettings(SettingsHolder):
     )
     read_timeout: Setting[float | None] = Setting(
         60.0,
-        parse=p.optional(p.positive_float),
+        parse=p.zero_disables(p.positive_float),
         section="http",
         flags=("--read-timeout",),
         metavar="SECONDS",
         help="""Seconds to wait for the next chunk of a request body (or other client data the
-        application is waiting on) before timing out the read. None disables it.""",
+        application is waiting on) before timing out the read. None or 0 disables it.""",
     )
     write_timeout = Setting(
         60.0,
@@ -112,11 +112,17 @@ class HTTPSettings(SettingsHolder):
     )
     h2_max_inbound_frame_size = Setting(
         2**14,
-        parse=p.int_range(2**14, 2**24 - 1),
+        parse=p.clamped_int(
+            2**14,
+            2**24 - 1,
+            name="h2_max_inbound_frame_size",
+            why="HTTP/2's SETTINGS_MAX_FRAME_SIZE range (16384 to 16777215, RFC 9113 6.5.2)",
+        ),
         section="http",
         metavar="BYTES",
-        help="""Maximum HTTP/2 frame payload size the server accepts (SETTINGS_MAX_FRAME_SIZE,
-        16384 to 16777215).""",
+        help="""Maximum HTTP/2 frame payload size the server accepts (SETTINGS_MAX_FRAME_SIZE).
+        HTTP/2 allows 16384 to 16777215; other values are moved into that range with a
+        warning (upstream accepts them and leaves h2's default in force).""",
     )
     websocket_max_message_size = Setting(
         16 * 1024 * 1024,
@@ -127,12 +133,12 @@ class HTTPSettings(SettingsHolder):
     )
     websocket_ping_interval = Setting(
         None,
-        parse=p.optional(p.positive_float),
+        parse=p.zero_disables(p.positive_float),
         section="http",
         flags=("--websocket-ping-interval",),
         metavar="SECONDS",
         help="""If set, the time in seconds between pings sent to the client. This can be used
-        to keep the websocket connection alive.""",
+        to keep the websocket connection alive. None or 0 sends no pings.""",
     )
     max_app_queue_size = Setting(
         10,

@@ -62,11 +62,12 @@ class ServerSettings(SettingsHolder):
     )
     backlog = Setting(
         100,
-        parse=p.positive_int,
+        parse=p.non_negative_int,
         section="server",
         flags=("--backlog",),
         metavar="INT",
-        help="The maximum number of pending connections queued by the kernel per listener.",
+        help="""The maximum number of pending connections queued by the kernel per listener
+        (passed to listen(); the kernel caps it at net.core.somaxconn).""",
     )
     reuse_port = Setting(
         False,

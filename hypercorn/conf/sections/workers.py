@@ -33,12 +33,12 @@ class WorkerSettings(SettingsHolder):
     )
     max_requests = Setting(
         None,
-        parse=p.optional(p.positive_int),
+        parse=p.zero_disables(p.positive_int),
         section="workers",
         flags=("--max-requests",),
         metavar="INT",
         help="""Maximum number of requests a worker will process before restarting gracefully.
-        None (the default) disables recycling.""",
+        None (the default) or 0 disables recycling.""",
     )
     max_requests_jitter = Setting(
         0,
