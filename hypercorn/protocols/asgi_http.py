@@ -122,6 +122,8 @@ class AsgiHttpStream:
         "notify_on_read",
         "response_length",
         "scope",
+        "send_blocked",
+        "send_waiter",
         "start_time",
         "state",
         "status",
@@ -154,6 +156,11 @@ class AsgiHttpStream:
         self.trailers_expected = False
         self.status: int | None = None
         self.response_length = 0
+        #: Set by a wire that could not send the app's last message yet (an HTTP/2 window is
+        #: closed): the driver's ``send()`` parks the app until ``release_send``.
+        self.send_blocked = False
+        #: Called once by ``release_send``; set by the driver while the app waits.
+        self.send_waiter: Callable[[], object] | None = None
         #: The driver's handle on the app task (anything with ``cancel()``), if any.
         self.task: object = None
         self._headers: Iterable[tuple[bytes, bytes]] = ()
@@ -184,8 +191,18 @@ class AsgiHttpStream:
             return
         self._push({"type": "http.request", "body": b"", "more_body": False})
 
+    def release_send(self) -> None:
+        """The wire sent what blocked the app's ``send()`` (or gave up on it)."""
+        self.send_blocked = False
+        waiter = self.send_waiter
+        if waiter is not None:
+            self.send_waiter = None
+            waiter()
+
     def peer_closed(self) -> None:
         """The peer went away (or the connection was closed under us): disconnect the app."""
+        if self.send_blocked:
+            self.release_send()
         if self.disconnected:
             return
         self.disconnected = True

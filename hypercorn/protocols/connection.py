@@ -54,6 +54,8 @@ class SwitchProtocol:
     eof: bool = False
     #: h2c upgrade: the upgrading request (``RequestHead``).
     request: RequestHead | None = None
+    #: h2c upgrade: the upgrading request's body, read whole (it is answered on stream 1).
+    body: bytes = b""
     #: WebSocket: the accepted stream.
     stream: object = None
 

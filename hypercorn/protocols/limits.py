@@ -42,5 +42,19 @@ class ProtocolLimits:
     #: Hand header names to the app with their wire case instead of lowercased
     #: (Config ``h11_pass_raw_headers``).
     pass_raw_headers: bool = False
+    #: Value of the ``server`` header for HTTP/2 responses, or None (upstream:
+    #: ``hypercorn-h2``).
+    h2_server_header: bytes | None = b"hypercorn-h2"
+    #: Streams a client may have open at once on one HTTP/2 connection (Config
+    #: ``h2_max_concurrent_streams``); more are refused with REFUSED_STREAM.
+    h2_max_concurrent_streams: int = 100
+    #: Largest decoded request header list on HTTP/2, in RFC 9113 octets (Config
+    #: ``h2_max_header_list_size``); larger ones end the connection (ENHANCE_YOUR_CALM).
+    h2_max_header_list_size: int = 2**16
+    #: Largest frame payload we accept on HTTP/2 (Config ``h2_max_inbound_frame_size``).
+    h2_max_inbound_frame_size: int = 2**14
+    #: Streams served on one HTTP/2 connection before GOAWAY (Config
+    #: ``keep_alive_max_requests``); None means no limit.
+    h2_max_streams: int | None = 1000
     #: Extra headers added to every response (for example ``alt-svc``).
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()

@@ -1,0 +1,368 @@
+"""HTTP/2 streams on one connection: the stream table, the StreamWire side and flow control.
+
+``H2Streams`` is the half of ``H2Connection`` (``http2.py``) that its streams see: it writes
+their responses (``StreamWire``) within the peer's windows and opens the peer's windows as
+the apps read (Rules 1 and 2 in ``http2.py``). The connection half adds the driver side, the
+engine's events, shutdown and deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hypercorn.protocols.asgi_http import AsgiHttpStream
+from hypercorn.protocols.connection import ConnectionSink
+from hypercorn.protocols.errors import AppProtocolError
+from hypercorn.protocols.h2_engine import INTERNAL_ERROR, NO_ERROR, H2Engine
+from hypercorn.protocols.h2_guard import (
+    CONNECTION_WINDOW,
+    OVERHEAD_BURST,
+    OVERHEAD_RATE,
+    STREAM_WINDOW,
+    LeakyBucket,
+)
+from hypercorn.protocols.h2_headers import response_facts, status_bytes, trailer_block
+from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.limits import ProtocolLimits
+
+_NO_BODY_STATUSES = frozenset((204, 304))
+_INFINITY = float("inf")
+
+
+class Stream:
+    """The wire's state for one stream, beside its ``AsgiHttpStream``."""
+
+    __slots__ = (
+        "asgi",
+        "blocked_since",
+        "head_sent",
+        "held",
+        "no_body",
+        "pending",
+        "pending_end",
+        "pending_trailers",
+        "recv_open",
+        "recv_window",
+        "remaining",
+        "response_done",
+        "stream_debt",
+    )
+
+    def __init__(self, asgi: AsgiHttpStream, recv_open: bool) -> None:
+        self.asgi = asgi
+        #: The request body is still coming.
+        self.recv_open = recv_open
+        #: Body bytes handed to the app and not read by it yet.
+        self.held = 0
+        #: What the peer may still send on this stream, and what we owe it.
+        self.recv_window = STREAM_WINDOW
+        self.stream_debt = 0
+        #: Response body the windows did not let go yet (one app message at most).
+        self.pending = b""
+        self.pending_end = False
+        self.pending_trailers: list[tuple[bytes, bytes]] | None = None
+        self.blocked_since: float | None = None
+        self.head_sent = False
+        self.response_done = False
+        #: Bytes the app's Content-Length still promises, or None.
+        self.remaining: int | None = None
+        #: HEAD, 204 or 304: no DATA whatever the app sends.
+        self.no_body = False
+
+
+class H2Streams:
+    """The stream table and the writing side of an HTTP/2 connection (see the module
+    docstring); ``H2Connection`` completes it."""
+
+    __slots__ = (
+        "_closed",
+        "_conn_debt",
+        "_conn_window",
+        "_dates",
+        "_engine",
+        "_extra",
+        "_limits",
+        "_now",
+        "_overhead",
+        "_server_value",
+        "_sink",
+        "_stall_at",
+        "_streams",
+        "_write",
+    )
+
+    def __init__(
+        self,
+        sink: ConnectionSink,
+        limits: ProtocolLimits,
+        dates: DateCache,
+        engine: H2Engine,
+        now: float,
+    ) -> None:
+        self._sink = sink
+        self._write = sink.write
+        self._limits = limits
+        self._dates: DateCache | None = dates if limits.include_date_header else None
+        self._server_value = limits.h2_server_header
+        self._extra = limits.extra_headers
+        self._engine = engine
+        self._streams: dict[int, Stream] = {}
+        self._now = now
+        self._closed = False
+        #: What the peer may still send on the connection, and what we owe it.
+        self._conn_window = CONNECTION_WINDOW
+        self._conn_debt = 0
+        self._overhead = LeakyBucket(OVERHEAD_BURST, OVERHEAD_RATE, now)
+        self._stall_at: float | None = None
+
+    # -- hooks for the connection half -------------------------------------------------------
+
+    def _set_deadline(self) -> None:
+        raise NotImplementedError
+
+    def _all_streams_done(self) -> None:
+        """The last stream left the table."""
+        raise NotImplementedError
+
+    # -- inbound flow control (Rule 1) -------------------------------------------------------
+
+    def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        self._now = now
+        read = record.held - stream.buffered
+        if read > 0:
+            record.held = stream.buffered
+            self._conn_debt += read
+            if record.recv_open:
+                record.stream_debt += read
+            self._return_windows(record)
+            self._flush()
+        if stream.buffered:
+            stream.notify_on_read = True
+
+    def _return_windows(self, record: Stream | None) -> None:
+        """Hand read (or discarded) bytes back to the peer, in batches of half a window or
+        when its window runs low."""
+        engine = self._engine
+        if record is not None and record.recv_open:
+            debt = record.stream_debt
+            if debt and (debt >= STREAM_WINDOW // 2 or record.recv_window < STREAM_WINDOW // 4):
+                record.stream_debt = 0
+                record.recv_window += debt
+                engine.open_window(record.asgi.stream_id, debt)
+        debt = self._conn_debt
+        if debt and (debt >= CONNECTION_WINDOW // 2 or self._conn_window < CONNECTION_WINDOW // 4):
+            self._conn_debt = 0
+            self._conn_window += debt
+            engine.open_window(0, debt)
+
+    # -- writing (StreamWire) ---------------------------------------------------------------
+
+    def send_head(
+        self,
+        stream: AsgiHttpStream,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        body: bytes,
+        end: bool,
+        now: float,
+    ) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        self._now = now
+        block, content_length, has_date, has_server = response_facts(headers)
+        out = [(b":status", status_bytes(status)), *block]
+        dates = self._dates
+        if dates is not None and not has_date:
+            out.append((b"date", dates.value(now)))
+        if self._server_value is not None and not has_server:
+            out.append((b"server", self._server_value))
+        if self._extra:
+            out.extend(self._extra)
+        if status in _NO_BODY_STATUSES:
+            record.no_body = True
+        record.remaining = None if record.no_body else content_length
+        record.head_sent = True
+        engine = self._engine
+        if record.no_body or (end and not body):
+            engine.send_headers(stream.stream_id, out, end)
+            if end:
+                self._response_complete(record)
+        else:
+            engine.send_headers(stream.stream_id, out, False)
+            self._send_body(record, body, end)
+        self._flush()
+
+    def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        self._now = now
+        self._send_body(record, data, end)
+        self._flush()
+
+    def _send_body(self, record: Stream, data: bytes, end: bool) -> None:
+        remaining = record.remaining
+        if remaining is not None:
+            remaining -= len(data)
+            record.remaining = remaining
+            if remaining < 0 or (end and remaining > 0):
+                # (The stream is reset by the stream's cleanup: _fail -> abort_stream.)
+                raise AppProtocolError(
+                    "response body longer than its content-length"
+                    if remaining < 0
+                    else "response body shorter than its content-length"
+                )
+        if record.no_body:
+            data = b""
+        if record.pending or record.asgi.send_blocked:
+            record.pending += data  # (an app sending from two tasks at once)
+            record.pending_end = end
+            return
+        record.pending = data
+        record.pending_end = end
+        self._send_pending(record)
+
+    def _send_pending(self, record: Stream) -> None:
+        """Send as much of ``record.pending`` as the windows allow (Rule 1)."""
+        engine = self._engine
+        stream_id = record.asgi.stream_id
+        data = record.pending
+        end = record.pending_end
+        if data:
+            window = engine.send_window(stream_id)
+            frame_size = engine.max_frame_size
+            sent = 0
+            size = len(data)
+            while sent < size and window > 0:
+                chunk = min(window, frame_size, size - sent)
+                last = sent + chunk == size
+                engine.send_data(stream_id, data[sent : sent + chunk], end and last)
+                sent += chunk
+                window -= chunk
+                self._overhead.drain(1)
+            if sent < size:
+                record.pending = data[sent:]
+                asgi = record.asgi
+                if sent or record.blocked_since is None:
+                    record.blocked_since = self._now
+                    self._refresh_stall()
+                asgi.send_blocked = True
+                return
+            record.pending = b""
+        elif end:
+            engine.send_data(stream_id, b"", True)
+        trailers = record.pending_trailers
+        if trailers is not None:
+            record.pending_trailers = None
+            engine.send_headers(stream_id, trailers, True)
+            end = True
+        if record.blocked_since is not None:
+            record.blocked_since = None
+            self._refresh_stall()
+        if record.asgi.send_blocked:
+            record.asgi.release_send()
+        if end:
+            self._response_complete(record)
+
+    def send_trailers(
+        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
+    ) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        self._now = now
+        if record.remaining:
+            raise AppProtocolError("response body shorter than its content-length")
+        block = trailer_block(headers)
+        if record.pending or stream.send_blocked:
+            record.pending_trailers = block
+        elif block:
+            self._engine.send_headers(stream.stream_id, block, True)
+            self._response_complete(record)
+        else:
+            self._engine.send_data(stream.stream_id, b"", True)
+            self._response_complete(record)
+        self._flush()
+
+    def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        if record.head_sent:
+            self.abort_stream(stream, now)
+            return
+        head = [(b":status", status_bytes(status)), (b"content-length", b"0")]
+        if self._dates is not None:
+            head.append((b"date", self._dates.value(now)))
+        if self._server_value is not None:
+            head.append((b"server", self._server_value))
+        self._engine.send_headers(stream.stream_id, head, True)
+        self._response_complete(record)
+        self._flush()
+
+    def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed:
+            return
+        self._engine.reset_stream(stream.stream_id, INTERNAL_ERROR)
+        record.response_done = True
+        record.recv_open = False
+        self._streams.pop(stream.stream_id, None)
+        self._forget(record)
+        self._flush()
+
+    def _response_complete(self, record: Stream) -> None:
+        record.response_done = True
+        self._stream_done(record)
+
+    # -- stream lifecycle (Rule 2) ----------------------------------------------------------
+
+    def _stream_done(self, record: Stream) -> None:
+        stream_id = record.asgi.stream_id
+        if self._streams.pop(stream_id, None) is None:
+            return
+        if record.recv_open:
+            # Complete response, request still coming: ask the client to stop (Rule 2).
+            record.recv_open = False
+            self._engine.reset_stream(stream_id, NO_ERROR)
+        self._forget(record)
+
+    def _forget(self, record: Stream) -> None:
+        """``record`` left the table: release what it held and tell its app."""
+        record.recv_open = False
+        if record.held:
+            self._conn_debt += record.held
+            record.held = 0
+        record.pending = b""
+        record.pending_trailers = None
+        if record.blocked_since is not None:
+            record.blocked_since = None
+            self._refresh_stall()
+        asgi = record.asgi
+        if not record.response_done:
+            asgi.peer_closed()
+        elif asgi.send_blocked:
+            asgi.release_send()
+        self._return_windows(None)
+        if not self._streams:
+            self._all_streams_done()
+
+    def _refresh_stall(self) -> None:
+        earliest = _INFINITY
+        for record in self._streams.values():
+            since = record.blocked_since
+            if since is not None and since < earliest:
+                earliest = since
+        self._stall_at = None if earliest == _INFINITY else earliest + self._limits.write_timeout
+        self._set_deadline()
+
+    def _flush(self) -> None:
+        if self._closed:
+            return
+        data = self._engine.data_to_send()
+        if data:
+            self._write(data)
