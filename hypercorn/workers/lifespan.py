@@ -1,16 +1,21 @@
 """ASGI lifespan: startup before serving, shutdown after draining (written once, on Backend).
 
-The application's lifespan coroutine runs as one task for the worker's whole life. Outcomes
-of ``startup()``:
+The application's lifespan coroutine runs as one task for the worker's whole life. What
+``startup()`` does with each outcome follows the ASGI lifespan spec and the ``lifespan``
+setting (uvicorn's ``--lifespan auto|on|off``):
 
 * ``lifespan.startup.complete``: serving starts; ``state`` holds what the app stored in
   ``scope["state"]`` and is shallow-copied into every request's scope by the driver.
-* ``lifespan.startup.failed`` or an exception after the app received ``lifespan.startup``,
-  or no answer within ``startup_timeout``: ``LifespanFailure`` with a one-line reason
-  (``serve`` turns it into ``BootError``: one line on stderr, exit status 3).
-* The app raises before it received anything, or returns without answering: it does not
-  speak lifespan (Django, many WSGI adapters). Logged at debug level; serving continues
-  and ``shutdown()`` does nothing.
+* ``lifespan.startup.failed``, or no answer within ``startup_timeout``: ``LifespanFailure``
+  with a one-line reason (``serve`` turns it into ``BootError``: one line on stderr, exit
+  status 3). The same in every mode.
+* Anything else: the app raises (before or after receiving ``lifespan.startup``), sends a
+  message that is not a lifespan answer (an HTTP-only app's ``http.response.start``) or
+  returns without answering. The spec says the server "must continue but not send any
+  lifespan events": with ``lifespan = "auto"`` (the default) that is one warning line and
+  serving continues without lifespan (``shutdown()`` does nothing); with ``"on"`` it is a
+  ``LifespanFailure`` like an explicit failure.
+* ``lifespan = "off"``: the app is never called with the lifespan scope.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Lifespan", "LifespanFailure"]
 
+#: Messages an application may send on the lifespan scope.
+_ANSWERS = frozenset(
+    {
+        "lifespan.startup.complete",
+        "lifespan.startup.failed",
+        "lifespan.shutdown.complete",
+        "lifespan.shutdown.failed",
+    }
+)
+
 
 class LifespanFailure(Exception):
     """Lifespan startup failed; the message is one line meant for the operator."""
@@ -38,14 +53,14 @@ class _UnexpectedMessage(Exception):
 
 
 class Lifespan:
-    """Drive ``app``'s lifespan protocol with the timeouts in ``config``."""
+    """Drive ``app``'s lifespan protocol with the mode and timeouts in ``config``."""
 
     def __init__(self, app: ASGIApp, config: Config, backend: Backend) -> None:
         self.app = app
         self.config = config
         self.backend = backend
         self.state: dict[str, Any] = {}
-        self.supported = True
+        self.supported = config.lifespan != "off"
         self._messages: deque[Message] = deque()
         self._message_ready: AsyncEvent | None = None
         self._received_startup = False
@@ -53,6 +68,9 @@ class Lifespan:
         self._shutdown_answered = backend.event()
         self._startup_error: str | None = None
         self._shutdown_error: str | None = None
+        #: Why the application does not speak lifespan (set before startup is answered).
+        self._unsupported: str | None = None
+        self._unsupported_error: BaseException | None = None
         self._task: TaskHandle | None = None
         self._finished = False
 
@@ -62,7 +80,9 @@ class Lifespan:
         return logger if logger is not None else logging.getLogger("hypercorn.error")
 
     async def startup(self) -> None:
-        """Run lifespan startup; raise ``LifespanFailure`` if the application reports failure."""
+        """Run lifespan startup; raise ``LifespanFailure`` if it failed (see the module doc)."""
+        if not self.supported:
+            return
         self._put({"type": "lifespan.startup"})
         self._task = self.backend.spawn(self._run)
         timeout = self.config.startup_timeout
@@ -74,6 +94,25 @@ class Lifespan:
         if self._startup_error is not None:
             self._cancel()
             raise LifespanFailure(self._startup_error)
+        if self._unsupported is not None:
+            self._cancel()
+            self._no_lifespan(self._unsupported, self._unsupported_error)
+
+    def _no_lifespan(self, reason: str, error: BaseException | None) -> None:
+        self.supported = False
+        if self.config.lifespan == "on":
+            if error is not None:
+                self._logger.error("Lifespan startup failed", exc_info=error)
+            raise LifespanFailure(
+                f"lifespan startup failed: the application {reason} (lifespan is 'on')"
+            )
+        self._logger.warning(
+            "The application does not support ASGI lifespan (it %s); serving without it "
+            "(lifespan 'on' makes it required, 'off' skips it)",
+            reason,
+        )
+        if error is not None:
+            self._logger.debug("The application's lifespan error", exc_info=error)
 
     async def shutdown(self) -> None:
         """Run lifespan shutdown (a failure or timeout is logged, never raised)."""
@@ -105,36 +144,22 @@ class Lifespan:
             self._app_raised(error)
         else:
             if not self._startup_answered.is_set():
-                self.supported = False
-                self._logger.debug(
-                    "ASGI lifespan is not supported by the application (it returned without "
-                    "answering lifespan.startup); continuing without it"
-                )
+                self._unsupported = "returned without answering lifespan.startup"
         finally:
             self._finished = True
             self._startup_answered.set()
             self._shutdown_answered.set()
 
     def _app_raised(self, error: Exception) -> None:
-        text = " ".join(str(error).split())
-        reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
-        if not self._startup_answered.is_set():
-            if self._received_startup and not isinstance(error, _UnexpectedMessage):
-                self._startup_error = f"lifespan startup failed: the application raised {reason}"
-                self._logger.error("Lifespan startup failed", exc_info=error)
-            elif isinstance(error, _UnexpectedMessage):
-                self._startup_error = f"lifespan startup failed: {reason}"
-            else:
-                self.supported = False
-                self._logger.debug(
-                    "ASGI lifespan is not supported by the application (%s); continuing without it",
-                    reason,
-                    exc_info=error,
-                )
-        elif self._startup_error is not None:
-            pass  # the app reported startup.failed and then re-raised; already reported
-        else:
-            self._logger.error("Lifespan errored: %s", reason, exc_info=error)
+        if self._startup_answered.is_set():
+            if self._startup_error is None and self._unsupported is None:
+                reason = _describe(error)
+                self._logger.error("Lifespan errored: %s", reason, exc_info=error)
+            # else: already reported (startup.failed, or the unexpected message it raised)
+            return
+        when = "after receiving" if self._received_startup else "before receiving"
+        self._unsupported = f"raised {_describe(error)} {when} lifespan.startup"
+        self._unsupported_error = error
 
     async def _receive(self) -> Message:
         while not self._messages:
@@ -147,9 +172,18 @@ class Lifespan:
 
     async def _send(self, message: Message) -> None:
         kind = message["type"]
+        if kind not in _ANSWERS:
+            if not self._startup_answered.is_set():
+                self._unsupported = f"sent {kind!r} on the lifespan scope"
+                self._startup_answered.set()
+            raise _UnexpectedMessage(f"unexpected ASGI message {kind!r} on the lifespan scope")
+        if self._unsupported is not None:
+            return  # serving goes on without lifespan: nothing more counts
         if kind == "lifespan.startup.complete":
             self._startup_answered.set()
         elif kind == "lifespan.startup.failed":
+            if self._startup_answered.is_set():
+                return  # too late to fail a startup that completed
             self._startup_error = _failure("startup", message)
             if "\n" in str(message.get("message", "")):
                 self._logger.error(
@@ -158,11 +192,9 @@ class Lifespan:
             self._startup_answered.set()
         elif kind == "lifespan.shutdown.complete":
             self._shutdown_answered.set()
-        elif kind == "lifespan.shutdown.failed":
+        else:
             self._shutdown_error = _failure("shutdown", message)
             self._shutdown_answered.set()
-        else:
-            raise _UnexpectedMessage(f"unexpected ASGI message {kind!r} on the lifespan scope")
 
     def _put(self, message: Message) -> None:
         self._messages.append(message)
@@ -172,6 +204,11 @@ class Lifespan:
     def _cancel(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+
+def _describe(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _failure(stage: str, message: Message) -> str:

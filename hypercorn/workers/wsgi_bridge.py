@@ -85,7 +85,7 @@ class WSGIBridge:
             # WSGI has no WebSockets: deny the handshake (403).
             await send({"type": "websocket.close", "code": 1000})
         elif kind == "lifespan":
-            return  # returning without a reply tells Lifespan it is unsupported
+            await _lifespan(receive, send)
         else:
             raise RuntimeError(f"unknown ASGI scope type {kind!r}")
 
@@ -133,6 +133,18 @@ class WSGIBridge:
             await _send_too_large(send)
             return None
         return bytes(buffer)
+
+
+async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:
+    # A WSGI application has nothing to start or stop: answer for it, so that it boots
+    # quietly and also with lifespan "on".
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _send_too_large(send: ASGISend) -> None:

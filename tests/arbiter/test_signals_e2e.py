@@ -230,6 +230,44 @@ def test_lifespan_startup_failure_halts_with_boot_error(tmp_path: Path) -> None:
         assert len([line for line in err.splitlines() if "db is down" in line]) == 1, err
 
 
+RAISES_IN_STARTUP = (
+    "async def app(scope, receive, send):\n"
+    "    if scope['type'] == 'lifespan':\n"
+    "        await receive()\n"
+    "        raise ConnectionError('cannot reach the database')\n"
+    "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+    "    await send({'type': 'http.response.body', 'body': b'served'})\n"
+)
+
+
+def test_app_raising_in_lifespan_startup_is_served(
+    tmp_path: Path, bound_socket: socket.socket
+) -> None:
+    # ASGI lifespan spec: "the server must continue but not send any lifespan events".
+    (tmp_path / "raises.py").write_text(RAISES_IN_STARTUP)
+    with running(["-w", "2", *FAST, "raises:app"], cwd=tmp_path, sock=bound_socket) as server:
+        server.wait_ready()
+        assert http_get(server.port) == (200, "served")
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(15) == 0
+        err = server.stderr()
+        warnings = [line for line in err.splitlines() if "[WARNING]" in line]
+        assert len(warnings) == 2, err  # one line per worker, nothing else
+        assert all("cannot reach the database" in line for line in warnings), err
+        assert "Traceback" not in err
+
+
+def test_lifespan_on_makes_a_raising_startup_a_boot_error(tmp_path: Path) -> None:
+    (tmp_path / "raises.py").write_text(RAISES_IN_STARTUP)
+    args = ["-w", "2", "--lifespan", "on", "-b", "127.0.0.1:0", "raises:app"]
+    with running(args, cwd=tmp_path) as server:
+        assert server.wait_exit(15) == 3
+        err = server.stderr()
+        lines = [line for line in err.splitlines() if "lifespan startup failed" in line]
+        assert len(lines) == 1, err
+        assert "cannot reach the database" in lines[0]
+
+
 def test_ttin_and_ttou_change_the_worker_count(app_dir: Path, bound_socket: socket.socket) -> None:
     with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
         first = server.wait_ready()

@@ -105,11 +105,52 @@ def test_startup_failed_with_a_traceback_gives_one_line(
     assert "connect()" in caplog.text  # the whole traceback still reaches the error log
 
 
-def test_app_raising_on_the_scope_is_unsupported(
-    worker_class: str, config: Config, caplog: pytest.LogCaptureFixture
-) -> None:
-    app = LifespanApp(raise_on_scope=True)
+async def _raises_on_scope(scope: Any, receive: Any, send: Any) -> None:
+    raise ValueError("lifespan not supported here")
 
+
+async def _raises_in_startup(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    raise ConnectionError("cannot reach the database")
+
+
+async def _returns(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+async def _http_only(scope: Any, receive: Any, send: Any) -> None:
+    # The seeds' first example: it answers every scope as if it were HTTP.
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"Hello World"})
+
+
+#: Apps that do not speak lifespan, and why the server says so (ASGI spec: "continue").
+NO_LIFESPAN = [
+    pytest.param(
+        _raises_on_scope,
+        "raised ValueError: lifespan not supported here before receiving lifespan.startup",
+        id="raises-on-scope",
+    ),
+    pytest.param(
+        _raises_in_startup,
+        "raised ConnectionError: cannot reach the database after receiving lifespan.startup",
+        id="raises-in-startup",
+    ),
+    pytest.param(_returns, "returned without answering lifespan.startup", id="returns"),
+    pytest.param(
+        _http_only, "sent 'http.response.start' on the lifespan scope", id="unexpected-message"
+    ),
+]
+
+
+@pytest.mark.parametrize(("app", "reason"), NO_LIFESPAN)
+def test_auto_serves_without_lifespan_after_one_warning(
+    worker_class: str,
+    config: Config,
+    caplog: pytest.LogCaptureFixture,
+    app: Callable[..., Awaitable[None]],
+    reason: str,
+) -> None:
     async def main(backend: Backend) -> bool:
         lifespan = Lifespan(app, config, backend)
         await lifespan.startup()
@@ -118,37 +159,19 @@ def test_app_raising_on_the_scope_is_unsupported(
 
     with caplog.at_level(logging.DEBUG, logger="tests.lifespan"):
         assert run(worker_class, main) is False
-    records = [r for r in caplog.records if "not supported" in r.getMessage()]
-    assert records
-    assert all(r.levelno == logging.DEBUG for r in records)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+    line = warnings[0].getMessage()
+    assert "\n" not in line
+    assert f"does not support ASGI lifespan (it {reason}); serving without it" in line
+    assert warnings[0].exc_info is None  # a traceback, if any, only at debug level
 
 
-def test_app_returning_without_answer_is_unsupported(worker_class: str, config: Config) -> None:
-    async def ignores_lifespan(scope: Any, receive: Any, send: Any) -> None:
-        return None
-
-    async def main(backend: Backend) -> bool:
-        lifespan = Lifespan(ignores_lifespan, config, backend)
-        await lifespan.startup()
-        await lifespan.shutdown()
-        return lifespan.supported
-
-    assert run(worker_class, main) is False
-
-
-def test_wsgi_app_is_unsupported(worker_class: str, config: Config) -> None:
-    async def main(backend: Backend) -> bool:
-        lifespan = Lifespan(wrap_app(wsgi_hello, config, backend), config, backend)
-        await lifespan.startup()
-        await lifespan.shutdown()
-        return lifespan.supported
-
-    assert run(worker_class, main) is False
-
-
-def test_exception_during_startup_is_a_failure(worker_class: str, config: Config) -> None:
-    app = LifespanApp(raise_in_startup=True)
+@pytest.mark.parametrize(("app", "reason"), NO_LIFESPAN)
+def test_on_makes_lifespan_required(
+    worker_class: str, config: Config, app: Callable[..., Awaitable[None]], reason: str
+) -> None:
+    config.lifespan = "on"
 
     async def main(backend: Backend) -> str:
         lifespan = Lifespan(app, config, backend)
@@ -157,8 +180,74 @@ def test_exception_during_startup_is_a_failure(worker_class: str, config: Config
         return str(info.value)
 
     assert run(worker_class, main) == (
-        "lifespan startup failed: the application raised ConnectionError: cannot reach the database"
+        f"lifespan startup failed: the application {reason} (lifespan is 'on')"
     )
+
+
+def test_off_never_calls_the_app_with_the_lifespan_scope(
+    worker_class: str, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    config.lifespan = "off"
+    app = LifespanApp(startup_failure="would fail")
+
+    async def main(backend: Backend) -> bool:
+        lifespan = Lifespan(app, config, backend)
+        await lifespan.startup()
+        await lifespan.shutdown()
+        return lifespan.supported
+
+    assert run(worker_class, main) is False
+    assert app.events == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_wsgi_app_completes_lifespan_quietly(
+    worker_class: str, config: Config, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    config.lifespan = mode
+
+    async def main(backend: Backend) -> bool:
+        lifespan = Lifespan(wrap_app(wsgi_hello, config, backend), config, backend)
+        await lifespan.startup()
+        await lifespan.shutdown()
+        return lifespan.supported
+
+    assert run(worker_class, main) is True
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_startup_failed_fails_in_every_mode(worker_class: str, config: Config, mode: str) -> None:
+    config.lifespan = mode
+    app = LifespanApp(startup_failure="no database")
+
+    async def main(backend: Backend) -> str:
+        lifespan = Lifespan(app, config, backend)
+        with pytest.raises(LifespanFailure) as info:
+            await lifespan.startup()
+        return str(info.value)
+
+    assert run(worker_class, main) == "lifespan startup failed: no database"
+
+
+def test_raise_after_startup_completed_is_logged_and_shutdown_skipped(
+    worker_class: str, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def crashes_later(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        raise RuntimeError("lost the pool")
+
+    async def main(backend: Backend) -> bool:
+        lifespan = Lifespan(crashes_later, config, backend)
+        await lifespan.startup()
+        await lifespan.shutdown()
+        return lifespan.supported
+
+    assert run(worker_class, main) is True
+    assert "Lifespan errored: RuntimeError: lost the pool" in caplog.text
 
 
 def test_startup_timeout(worker_class: str, config: Config) -> None:
@@ -211,20 +300,6 @@ def test_shutdown_failed_is_logged(
 
     run(worker_class, main)
     assert "lifespan shutdown failed: could not flush" in caplog.text
-
-
-def test_unexpected_message_fails_startup(worker_class: str, config: Config) -> None:
-    async def wrong_message(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-
-    async def main(backend: Backend) -> str:
-        lifespan = Lifespan(wrong_message, config, backend)
-        with pytest.raises(LifespanFailure) as info:
-            await lifespan.startup()
-        return str(info.value)
-
-    assert "unexpected ASGI message 'http.response.start'" in run(worker_class, main)
 
 
 def test_lifespan_scope_shape(worker_class: str, config: Config) -> None:

@@ -301,10 +301,9 @@ def test_path_outside_root_path_is_404() -> None:
     assert client.status == 404
 
 
-def test_websocket_is_refused_and_lifespan_ignored() -> None:
+def test_websocket_is_refused() -> None:
     client = call(wsgi_hello, scope(type="websocket"))
     assert client.sent == [{"type": "websocket.close", "code": 1000}]
-    assert call(wsgi_hello, {"type": "lifespan"}).sent == []
 
 
 class ClosingBody:

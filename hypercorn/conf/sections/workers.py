@@ -5,9 +5,11 @@ from __future__ import annotations
 from hypercorn.conf import parsers as p
 from hypercorn.conf.setting import Setting, SettingsHolder
 
-__all__ = ["WORKER_CLASSES", "WorkerSettings"]
+__all__ = ["LIFESPAN_MODES", "WORKER_CLASSES", "WorkerSettings"]
 
 WORKER_CLASSES = ("asyncio", "uvloop", "trio")
+#: Values of ``lifespan`` (uvicorn's ``--lifespan``).
+LIFESPAN_MODES = ("auto", "on", "off")
 
 
 class WorkerSettings(SettingsHolder):
@@ -75,6 +77,18 @@ class WorkerSettings(SettingsHolder):
         metavar="SECONDS",
         help="""Worker heartbeat timeout: a worker whose event loop has not reported for this
         long is killed and replaced.""",
+    )
+    lifespan = Setting(
+        "auto",
+        parse=p.one_of(*LIFESPAN_MODES),
+        section="workers",
+        flags=("--lifespan",),
+        metavar="MODE",
+        help="""ASGI lifespan protocol. "auto" runs it and, as the ASGI spec asks, serves without
+        it (one warning line) when the application does not speak it: it raises, returns or
+        sends a non-lifespan message. "on" makes it required: those cases fail the boot like
+        `lifespan.startup.failed` does (exit status 3). "off" never calls the application with
+        the lifespan scope.""",
     )
     startup_timeout = Setting(
         60.0,
