@@ -30,6 +30,7 @@ from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.workers.backend import TransportClosed
 
@@ -63,6 +64,11 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         server_header=b"hypercorn-h11" if config.include_server_header else None,
         extra_headers=extra,
         pass_raw_headers=config.h11_pass_raw_headers,
+        h2_server_header=b"hypercorn-h2" if config.include_server_header else None,
+        h2_max_concurrent_streams=config.h2_max_concurrent_streams,
+        h2_max_header_list_size=config.h2_max_header_list_size,
+        h2_max_inbound_frame_size=config.h2_max_inbound_frame_size,
+        h2_max_streams=config.keep_alive_max_requests,
     )
 
 
@@ -70,6 +76,29 @@ def limits_from_config(config: Config) -> ProtocolLimits:
 #: driver whose core handed its socket over (it becomes the driver's core; the driver then
 #: feeds it the trailing bytes).
 SWITCHES: dict[str, Callable[[ConnectionDriver, SwitchProtocol], ServerConnection]] = {}
+
+
+def _http2(driver: ConnectionDriver, switch: SwitchProtocol | None) -> ServerConnection:
+    """An HTTP/2 connection for ``driver``: chosen by ALPN, or switched to from HTTP/1.1 (the
+    prior-knowledge preface, or an ``Upgrade: h2c`` request that becomes stream 1)."""
+    ctx = driver._ctx
+    info = driver._transport.info
+    return H2Connection(
+        sink=driver,
+        limits=ctx.limits,
+        dates=ctx.dates,
+        client=info.client,
+        server=info.server,
+        ssl=info.ssl,
+        tls=info.tls,
+        state=ctx.state,
+        now=driver._backend.now(),
+        stream_class=_AppStream,
+        upgrade=switch if switch is not None and switch.request is not None else None,
+    )
+
+
+SWITCHES["h2"] = _http2
 
 
 class ClientDisconnected(OSError):
@@ -193,19 +222,23 @@ class ConnectionDriver:
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         info = transport.info
-        self._core: ServerConnection = H1Connection(
-            sink=self,
-            parser=make_parser(ctx.parser_kind, ctx.limits),
-            limits=ctx.limits,
-            dates=ctx.dates,
-            client=info.client,
-            server=info.server,
-            ssl=info.ssl,
-            tls=info.tls,
-            state=ctx.state,
-            now=backend.now(),
-            stream_class=_AppStream,
-        )
+        self._core: ServerConnection
+        if info.alpn_protocol == "h2":
+            self._core = _http2(self, None)
+        else:
+            self._core = H1Connection(
+                sink=self,
+                parser=make_parser(ctx.parser_kind, ctx.limits),
+                limits=ctx.limits,
+                dates=ctx.dates,
+                client=info.client,
+                server=info.server,
+                ssl=info.ssl,
+                tls=info.tls,
+                state=ctx.state,
+                now=backend.now(),
+                stream_class=_AppStream,
+            )
         ctx.connections.add(self)
         self._after_core()
 
@@ -289,6 +322,8 @@ class ConnectionDriver:
             core.receive_data(switch.trailing, now)
         if switch.eof:
             core.receive_data(b"", now)
+        # (Apps of streams the new core opened, e.g. the h2c upgrade's stream 1, start now.)
+        self._after_core()
         self._arm_earliest()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -440,6 +475,13 @@ class _AppStream(AsgiHttpStream):
             armed = driver._timer_at
             if deadline is not None and (armed is None or deadline < armed):
                 driver._after_core()
+        if self.send_blocked:
+            # An HTTP/2 window is closed: only this app waits for the peer to open it (the
+            # wire keeps the message and releases us when it went, or the stream is gone).
+            driver._after_core()
+            event = driver._backend.event()
+            self.send_waiter = event.set
+            await event.wait()
         transport = driver._transport
         if transport.writing_paused:
             try:

@@ -165,9 +165,6 @@ def _listeners(config: Config, sockets: Sockets) -> list[Listener]:
     listeners = [Listener(sock) for sock in sockets.insecure_sockets]
     if sockets.secure_sockets:
         context = config.create_ssl_context()
-        if context is not None:
-            # Only HTTP/1.1 is served until the HTTP/2 wire lands: never let ALPN pick h2.
-            context.set_alpn_protocols(["http/1.1"])
         listeners.extend(Listener(sock, context) for sock in sockets.secure_sockets)
     return listeners
 
