@@ -9,6 +9,8 @@ send terminal escape sequences to whoever tails the log.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -17,10 +19,12 @@ import sys
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from logging.config import dictConfig, fileConfig
 from typing import IO, TYPE_CHECKING, Any
+
+from hypercorn.errors import ConfigError
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -356,8 +360,28 @@ def _apply_logconfig(logconfig: str) -> None:
             dictConfig(tomllib.load(binary))
     else:
         path = logconfig[5:] if logconfig.startswith("file:") else logconfig
+        # fileConfig reads a missing file as an empty one (KeyError: 'formatters') before 3.12.
+        if not os.path.isfile(path):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         defaults = {"__file__": path, "here": os.path.dirname(path)}
         fileConfig(path, defaults=defaults, disable_existing_loggers=False)
+
+
+@contextlib.contextmanager
+def _blame(setting: str, target: object) -> Iterator[None]:
+    """Turn a failure to set up logging into one ``ConfigError`` line naming the setting
+    (the CLI prints it and exits 2, before any worker is forked)."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename!r}" if exc.filename else f" {target!r}" if target else ""
+        raise ConfigError(f"{setting}: cannot open{where}: {exc.strerror or exc}") from None
+    except Exception as exc:  # fileConfig/dictConfig/json/toml: any parse error
+        text = " ".join(str(exc).split())
+        where = f" in {target!r}" if isinstance(target, str) else ""
+        raise ConfigError(
+            f"{setting}: invalid logging configuration{where}: {type(exc).__name__}: {text}"
+        ) from None
 
 
 _FORMAT_KEY = re.compile(r"%\(([^)]*)\)")
@@ -375,16 +399,20 @@ class Logger:
 
     def __init__(self, config: Config) -> None:
         self.access_log_format: str = config.access_log_format
-        self.access_logger = _configure_logger(
-            "hypercorn.access", config.accesslog, config.loglevel, sys.stdout, propagate=False
-        )
-        self.error_logger = _configure_logger(
-            "hypercorn.error", config.errorlog, config.loglevel, sys.stderr, propagate=True
-        )
+        with _blame("accesslog", config.accesslog):
+            self.access_logger = _configure_logger(
+                "hypercorn.access", config.accesslog, config.loglevel, sys.stdout, propagate=False
+            )
+        with _blame("errorlog", config.errorlog):
+            self.error_logger = _configure_logger(
+                "hypercorn.error", config.errorlog, config.loglevel, sys.stderr, propagate=True
+            )
         if config.logconfig is not None:
-            _apply_logconfig(config.logconfig)
+            with _blame("logconfig", config.logconfig):
+                _apply_logconfig(config.logconfig)
         elif config.logconfig_dict is not None:
-            dictConfig(config.logconfig_dict)
+            with _blame("logconfig_dict", None):
+                dictConfig(config.logconfig_dict)
         if self.error_logger is not None and _ESCAPE_FILTER not in self.error_logger.filters:
             self.error_logger.addFilter(_ESCAPE_FILTER)
 

@@ -22,6 +22,9 @@ def run(config: Config) -> int:
     ``ConfigError`` propagate (the CLI prints their one-line message and exits with their
     ``exit_status``).
     """
+    from hypercorn.preflight import preflight
+
+    preflight(config)
     if config.workers == 0:
         from hypercorn.apps import load_app
         from hypercorn.arbiter.pidfile import check_pidfile, remove_pidfile, write_pidfile

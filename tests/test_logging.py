@@ -481,3 +481,22 @@ def test_delegation_keeps_the_logger_copyable() -> None:
 
     log = Config().log
     assert copy.copy(log).error_logger is log.error_logger
+
+
+def test_bad_logging_setup_is_one_config_error_naming_the_setting(tmp_path: Path) -> None:
+    from hypercorn.errors import ConfigError
+
+    broken = tmp_path / "log.json"
+    broken.write_text("{not json")
+    config = Config()
+    config.logconfig = f"json:{broken}"
+    with pytest.raises(ConfigError, match=r"^logconfig: invalid logging configuration in "):
+        Logger(config)
+    config = Config()
+    config.logconfig_dict = {"version": 99}
+    with pytest.raises(ConfigError, match=r"^logconfig_dict: invalid logging configuration: "):
+        Logger(config)
+    config = Config()
+    config.accesslog = str(tmp_path / "missing-dir" / "access.log")
+    with pytest.raises(ConfigError, match=r"^accesslog: cannot open '.*access\.log': No such"):
+        Logger(config)

@@ -41,6 +41,37 @@ def run_with_backend(worker_class: str, main: Callable[[Backend], Awaitable[T]])
     raise ValueError(f"unknown worker class {worker_class!r}; expected one of {WORKER_CLASSES}")
 
 
+#: What each worker class needs installed (the extra that provides it).
+_NEEDS = {"uvloop": ("uvloop", "uvloop"), "trio": ("trio", "trio")}
+
+
+def unavailable_reason(worker_class: str) -> str | None:
+    """Why ``worker_class`` cannot run in this install, or None when it can.
+
+    Imports the class's backend module (and so its event loop package): the answer is what
+    actually exists, so a worker class that lands later passes without changing this.
+    """
+    import importlib
+
+    if worker_class not in WORKER_CLASSES:
+        return f"unknown worker class {worker_class!r}; expected one of {WORKER_CLASSES}"
+    module = f"hypercorn.workers.{worker_class}_backend"
+    try:
+        importlib.import_module(module)
+        package, extra = _NEEDS.get(worker_class, ("", ""))
+        if package:
+            importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return f"the {worker_class} worker class is not available in this build"
+        package, extra = _NEEDS.get(worker_class, (exc.name or "", ""))
+        hint = f": pip install 'hypercorn[{extra}]'" if extra else ""
+        return f"the {worker_class} worker class needs the {exc.name} package{hint}"
+    except ImportError as exc:
+        return f"the {worker_class} worker class cannot be imported: {exc}"
+    return None
+
+
 def current_backend(worker_class: str = "asyncio") -> Backend:
     """The backend for the loop running in this thread (for ``hypercorn.asyncio.serve``).
 

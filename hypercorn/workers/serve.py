@@ -86,8 +86,10 @@ async def serve(
     handlers for the duration (upstream semantics). The sockets are not closed.
     """
     from hypercorn.apps import wrap_app
+    from hypercorn.preflight import refuse_quic
     from hypercorn.workers.lifespan import Lifespan, LifespanFailure
 
+    refuse_quic(config)
     asgi_app = wrap_app(app, config, backend, mode)
     lifespan = Lifespan(asgi_app, config, backend)
     try:

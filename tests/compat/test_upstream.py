@@ -9,6 +9,7 @@ fixture runs upstream Hypercorn 0.18 from its own venv and the two are compared 
 from __future__ import annotations
 
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from hypercorn.arbiter.sockets import close_sockets, split_host_port
 from hypercorn.conf.cli import config_from_args
 from hypercorn.config import Config, UnknownSettingWarning
-from hypercorn.errors import BootError
+from hypercorn.errors import BootError, ConfigError
 from tests.compat.conftest import Upstream
 from tests.support.procs import APP_SOURCE, http_get, running, write_app
 
@@ -304,3 +305,106 @@ def test_a_server_with_zero_values_serves_without_recycling(
         bodies = {http_get(server.port)[1] for _ in range(5)}
         assert bodies == {f"{worker} v1"}
         assert server.workers() == {worker}
+
+
+# ------------------------------------------------------------------------------ master checks
+
+
+@pytest.fixture
+def cert_pair(tmp_path: Path) -> tuple[Path, Path]:
+    import trustme
+
+    cert = trustme.CA().issue_cert("localhost")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    return certfile, keyfile
+
+
+def _shadow(tmp_path: Path, package: str) -> dict[str, str]:
+    """Environment in which ``import <package>`` fails as if it were not installed."""
+    shadow = tmp_path / f"no-{package}" / package
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        f'raise ModuleNotFoundError("No module named {package!r}", name={package!r})\n'
+    )
+    return {**os.environ, "PYTHONPATH": str(shadow.parent)}
+
+
+MASTER_CHECKS = [
+    (["--log-config", "/missing.ini"], "logconfig: cannot open '/missing.ini'"),
+    (["--log-config", "json:/missing.json"], "logconfig: cannot open '/missing.json'"),
+    (["--access-logfile", "/nodir/a.log"], "accesslog: cannot open '/nodir/a.log'"),
+    (["--error-logfile", "/nodir/e.log"], "errorlog: cannot open '/nodir/e.log'"),
+    (["-k", "uvloop"], "worker_class: the uvloop worker class needs the uvloop package"),
+    (["-w", "0", "--reload"], "use_reloader: --reload needs workers"),
+    (["--quic-bind", "127.0.0.1:0"], "quic_bind: HTTP/3 (QUIC) is not supported"),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), MASTER_CHECKS, ids=[m for _, m in MASTER_CHECKS])
+def test_errors_that_would_show_in_workers_are_one_line_from_the_master(
+    tmp_path: Path, cert_pair: tuple[Path, Path], flags: list[str], message: str
+) -> None:
+    """Checked before forking: one line naming the setting, exit 2, no worker started (item 6)."""
+    write_app(tmp_path)
+    env = _shadow(tmp_path, "uvloop") if "uvloop" in flags else None
+    certfile, keyfile = cert_pair
+    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)] if "--quic-bind" in flags else []
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "-w",
+            "2",
+            "-b",
+            "127.0.0.1:0",
+            *tls,
+            *flags,
+            "app:app",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"hypercorn: error: {message}")
+
+
+def test_trio_is_refused_until_its_worker_exists(tmp_path: Path) -> None:
+    from hypercorn.workers import unavailable_reason
+
+    if unavailable_reason("trio") is None:
+        pytest.skip("the trio worker class exists in this build")
+    write_app(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", "127.0.0.1:0", "app:app"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hypercorn: error: worker_class: the trio worker class is not available in this build"
+    ]
+
+
+def test_serve_refuses_quic_until_http3_lands() -> None:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.quic_bind = ["127.0.0.1:0"]
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(ConfigError, match="quic_bind: HTTP/3"):
+        asyncio.run(serve(app, config, shutdown_trigger=asyncio.Event().wait))

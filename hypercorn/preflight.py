@@ -1,0 +1,47 @@
+"""Checks run before serving, in the process that was started (the master, before forking).
+
+Some settings only fail where they are used: a logging configuration in every worker's
+``Config.log``, a worker class in every worker's event loop. Checked there, each worker prints
+its own traceback, the master respawns it, and the operator reads "workers keep dying". Here
+each is checked once, up front, and becomes one ``ConfigError`` line naming the setting (the
+CLI exits with status 2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hypercorn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
+__all__ = ["preflight", "refuse_quic"]
+
+
+def preflight(config: Config) -> None:
+    """Raise ``ConfigError`` for what would otherwise fail only in the workers."""
+    from hypercorn.workers import unavailable_reason
+
+    reason = unavailable_reason(config.worker_class)
+    if reason is not None:
+        raise ConfigError(f"worker_class: {reason}")
+    refuse_quic(config)
+    if config.use_reloader and config.workers == 0:
+        # Upstream refuses this too ("Cannot reload without workers").
+        raise ConfigError("use_reloader: --reload needs workers (-w 1 or more)")
+    config.log  # noqa: B018 - builds the loggers: log files and logconfig fail here, named
+    # TLS files: a BootError (exit 3) from the master rather than from every worker.
+    config.create_ssl_context()
+
+
+def refuse_quic(config: Config) -> None:
+    """HTTP/3 is not served yet: say so instead of logging a QUIC address nobody answers on.
+
+    Delete this function and its two callers (``preflight`` and ``workers.serve.serve``)
+    when HTTP/3 lands.
+    """
+    if config.quic_bind:
+        raise ConfigError(
+            "quic_bind: HTTP/3 (QUIC) is not supported by this server yet; remove --quic-bind"
+        )
