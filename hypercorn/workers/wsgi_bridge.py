@@ -20,9 +20,14 @@ shared with the loop (``_Exchange``), and finally calls ``close()`` on the resul
   fast one never outruns a slow client by more than ``HIGH_WATER``.
 
 Rules: every field of ``_Exchange`` that both sides touch is read and written under its
-lock. ``headers_sent`` only ever goes False -> True, on the loop, under the lock, which is what
-``start_response(..., exc_info)`` consults. The thread never calls into the loop except
-through ``Backend.call_soon_threadsafe``.
+lock. The thread never calls into the loop except through ``Backend.call_soon_threadsafe``.
+
+The first non-empty chunk (yielded or ``write()``-n) *commits* the response, as PEP 3333
+counts headers "sent", whichever path later puts the bytes on the wire: from then on
+``start_response(..., exc_info)`` re-raises, and an application error sends the committed
+head and chunks and then aborts the connection, never a 500. ``committed`` is the thread's
+own fact (the loop reads it only once the thread is done), so neither outcome depends on
+how fast the loop was.
 """
 
 from __future__ import annotations
@@ -187,6 +192,8 @@ class _Exchange:
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.headers_sent = False
+        #: A non-empty chunk was produced (thread-only until the thread is done).
+        self.committed = False
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.streaming = False
@@ -217,12 +224,14 @@ class _Exchange:
         try:
             await backend.run_sync(self._call_app)
         except Exception:
-            # Flush what the sender already has, then let the driver answer 500 (or abort
-            # the connection if the response had started).
+            # A committed response goes out as far as it got, then the driver aborts the
+            # connection (the response has started); otherwise the driver answers 500.
             self.timer.cancel()
             if self.streaming:
                 self._ensure_sender()
             await self._stop_streaming(abort=False)
+            if self.committed and not self.aborted:
+                await self._send_committed()
             raise
         except BaseException:
             self.timer.cancel()
@@ -258,6 +267,19 @@ class _Exchange:
         self.headers_sent = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _send_committed(self) -> None:
+        """After an application error: whatever was committed and not yet sent."""
+        chunks = self.chunks
+        self.chunks = []
+        try:
+            if not self.headers_sent:
+                await self._send_start()
+            if chunks:
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        except Exception:
+            return  # the client left: the application's error is what gets reported
 
     async def _stop_streaming(self, *, abort: bool) -> None:
         """Tell the sender the thread is done (or abort it) and wait until it has finished."""
@@ -411,9 +433,7 @@ class _Exchange:
         """PEP 3333 ``start_response``; validates the status line and headers."""
         if exc_info is not None:
             try:
-                with self.lock:
-                    sent = self.headers_sent
-                if sent:
+                if self.committed:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # break the frame <-> traceback cycle
@@ -444,6 +464,7 @@ class _Exchange:
                 parts.append(chunk)
         if not parts:
             return
+        self.committed = True
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         with self.lock:
             if self.aborted:
@@ -460,6 +481,7 @@ class _Exchange:
                 raise TypeError(f"WSGI application must produce bytes, got {type(chunk).__name__}")
         if self.status is None:
             raise WSGIResponseError("WSGI application produced a body before start_response")
+        self.committed = True
         notify = False
         with self.lock:
             if self.aborted:

@@ -418,8 +418,14 @@ def test_exc_info_before_headers_sent_replaces_the_response() -> None:
     assert client.body == b"error page"
 
 
-def test_exc_info_after_headers_sent_reraises() -> None:
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "one-hop"])
+def test_exc_info_after_a_chunk_reraises(streamed: bool) -> None:
+    # PEP 3333: the first non-empty chunk commits the response. Streamed: the error waits
+    # until that chunk was sent. One-hop: it comes before the streaming timer, when nothing
+    # is on the wire yet; the outcome must be the same.
     gate = threading.Event()
+    if not streamed:
+        gate.set()
 
     def app(environ: Any, start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [])
@@ -442,6 +448,7 @@ def test_exc_info_after_headers_sent_reraises() -> None:
         call(app, client=client)
     assert client.status == 200
     assert client.body == b"first"
+    assert client.sent[-1].get("more_body") is True  # the driver aborts: no clean end
 
 
 def test_write_callable() -> None:
