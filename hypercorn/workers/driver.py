@@ -9,6 +9,9 @@ One ``ConnectionDriver`` per accepted connection. It is the backend's ``Connecti
   ``drain`` only while the transport is above its high-water mark.
 * Each request's app runs as a task from ``backend.task_starter()``; its ``receive`` takes messages
   from the stream's inbox and parks on a one-shot event only when the inbox is empty.
+* A stream the core opens from inside an app's task (a pipelined request, once its
+  predecessor's response completed) starts from the loop after that task yields, in the
+  connection's context: apps of one connection never nest, and never share context variables.
 * One timer per connection, re-armed lazily: it is moved only when the core's next deadline
   becomes *earlier* than the armed one; a timer that fires early (because the deadline
   moved later) just re-arms itself. Keep-alive traffic therefore costs no timer operations.
@@ -19,6 +22,7 @@ lifespan state, loggers, counters) and is what ``serve()`` uses to shut connecti
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -191,8 +195,10 @@ class ConnectionDriver:
 
     __slots__ = (
         "_backend",
+        "_context",
         "_core",
         "_ctx",
+        "_deferred",
         "_eager",
         "_now",
         "_pending",
@@ -215,6 +221,11 @@ class ConnectionDriver:
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
         self._pending: list[_AppStream] = []
+        #: A start of the pending apps is scheduled on the loop (see ``_after_app``).
+        self._deferred = False
+        #: The context the connection was set up in (no app's): pending apps started from
+        #: the loop start from a copy of it, not of the app context that queued them.
+        self._context = contextvars.copy_context()
         #: How app tasks start, and whether one may run before the starter returns (decided
         #: per connection: an app may install a task factory at startup).
         self._start_task, self._eager = backend.task_starter()
@@ -272,8 +283,9 @@ class ConnectionDriver:
         ctx._maybe_idle()
 
     def write_paused(self) -> None:
+        # (Called from inside a write, which may be an app's ``send``.)
         self._core.write_paused(self._backend.now())
-        self._after_core()
+        self._after_app()
         self._arm_earliest()
 
     def write_resumed(self) -> None:
@@ -297,9 +309,11 @@ class ConnectionDriver:
         if TYPE_CHECKING:
             assert isinstance(stream, _AppStream)  # (the core makes them: stream_class)
         stream._driver = self
-        if self._eager:
-            # The task may run at once: queue it, to start after the core call returns (no
-            # re-entry into the core).
+        if self._eager or self._streams:
+            # Queued, to start after the core call returns: a task that may run at once must
+            # not re-enter the core, and while an app of this connection runs, this call may
+            # come from inside it (a pipelined request whose predecessor's response just
+            # completed), where ``_after_app`` starts it from the loop instead.
             self._pending.append(stream)
         else:
             self._streams.add(stream)
@@ -322,8 +336,12 @@ class ConnectionDriver:
             core.receive_data(switch.trailing, now)
         if switch.eof:
             core.receive_data(b"", now)
-        # (Apps of streams the new core opened, e.g. the h2c upgrade's stream 1, start now.)
-        self._after_core()
+        # (Apps of streams the new core opened, e.g. the h2c upgrade's stream 1, start now;
+        # from the loop if an app is alive: a pipelined upgrade switches inside its send.)
+        if self._streams:
+            self._after_app()
+        else:
+            self._after_core()
         self._arm_earliest()
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -344,6 +362,7 @@ class ConnectionDriver:
     # -- plumbing ----------------------------------------------------------------------------
 
     def _after_core(self) -> None:
+        """After a core call made outside any app's task: start the queued apps, re-arm."""
         if self._pending:
             self._start_pending()
         # The phase deadline only: the write deadline moves only in ``write_paused``, which
@@ -353,6 +372,27 @@ class ConnectionDriver:
             armed = self._timer_at
             if armed is None or deadline < armed:
                 self._arm(deadline)
+
+    def _after_app(self) -> None:
+        """``_after_core`` for a core call made from inside an app's task (``receive``,
+        ``send``, the app's end): queued apps start from the loop, once this task yields.
+        Started here, a pipelined request's app would run inside its predecessor's ``send``
+        where tasks start eagerly (3.12+), one level deeper per request (RecursionError after
+        a few hundred), and would inherit the predecessor's context variables everywhere."""
+        if self._pending and not self._deferred:
+            self._deferred = True
+            self._backend.call_soon(self._start_deferred)
+        # (The deadline part of ``_after_core``, inline: this runs twice per request.)
+        deadline = self._core.deadline
+        if deadline is not None:
+            armed = self._timer_at
+            if armed is None or deadline < armed:
+                self._arm(deadline)
+
+    def _start_deferred(self) -> None:
+        self._deferred = False
+        if self._pending:
+            self._context.run(self._after_core)
 
     def _arm_earliest(self) -> None:
         deadline = self._core.next_deadline()
@@ -416,7 +456,7 @@ class ConnectionDriver:
                 stream.waiter = None
             else:
                 stream.app_finished(now())
-                self._after_core()
+                self._after_app()
             stream.task = None  # break the stream <-> task cycle: no GC work per request
             self._streams.discard(stream)
             ctx.running_apps -= 1
@@ -448,13 +488,13 @@ class _AppStream(AsgiHttpStream):
         driver = self._driver
         now = driver._now
         message = self.receive_nowait(now())
-        driver._after_core()
+        driver._after_app()
         while message is None:
             event = driver._backend.event()
             self.waiter = event.set
             await event.wait()
             message = self.receive_nowait(now())
-            driver._after_core()
+            driver._after_app()
         return message
 
     async def send(self, message: Message) -> None:
@@ -469,16 +509,16 @@ class _AppStream(AsgiHttpStream):
         # request's app: skip the driver pass for the other messages, and for a completed
         # response whose keep-alive deadline is no earlier than the armed timer.
         if driver._pending:
-            driver._after_core()
+            driver._after_app()
         elif self.state is _RESPONSE_DONE:
             deadline = driver._core.deadline
             armed = driver._timer_at
             if deadline is not None and (armed is None or deadline < armed):
-                driver._after_core()
+                driver._after_app()
         if self.send_blocked:
             # An HTTP/2 window is closed: only this app waits for the peer to open it (the
             # wire keeps the message and releases us when it went, or the stream is gone).
-            driver._after_core()
+            driver._after_app()
             event = driver._backend.event()
             self.send_waiter = event.set
             await event.wait()
