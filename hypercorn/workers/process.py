@@ -27,6 +27,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+import hypercorn
 from hypercorn.errors import (
     EXIT_APP_LOAD_ERROR,
     EXIT_BOOT_ERROR,
@@ -146,8 +147,7 @@ def _run(spec: WorkerSpec) -> int:
     return EXIT_OK
 
 
-#: CPython's default threshold for young collections, and the one workers use instead.
-_DEFAULT_GEN0 = 700
+#: The threshold for young collections that workers use instead of CPython's default.
 _WORKER_GEN0 = 10_000
 
 
@@ -161,13 +161,14 @@ def settle_gc() -> None:
     Requests free their objects by reference counting, but a loop pass holds every in-flight
     request's objects at once (about 25 each), so under load the default threshold of 700
     runs young collections that walk live requests and free nothing (about 5% of a request).
-    Workers raise it, unless the app chose its own thresholds.
+    Workers raise it, unless the app chose its own thresholds: they are no longer what they
+    were when hypercorn was first imported (not a fixed number: 3.13's default is 2000).
     """
     gc.collect()
     gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    if gen0 == _DEFAULT_GEN0:
-        gc.set_threshold(_WORKER_GEN0, gen1, gen2)
+    thresholds = gc.get_threshold()
+    if thresholds == hypercorn._gc_threshold_at_import:
+        gc.set_threshold(_WORKER_GEN0, *thresholds[1:])
 
 
 def _preimport_serving(worker_class: str) -> None:
