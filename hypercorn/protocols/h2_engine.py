@@ -38,6 +38,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
+import hyperframe.exceptions
 from hyperframe.frame import GoAwayFrame
 
 if TYPE_CHECKING:
@@ -141,6 +143,24 @@ class H2Engine(Protocol):
         """Queue GOAWAY without closing: streams up to ``last_stream_id`` go on."""
 
 
+_GOAWAY_TYPE = 0x7
+COMPRESSION_ERROR = 0x9
+
+
+def _rfc_error_code(exc: h2.exceptions.ProtocolError, code: int) -> int:
+    """The RFC 9113 code for an error h2 reports with another one."""
+    cause = exc.__cause__
+    if type(exc) is h2.exceptions.ProtocolError:
+        if isinstance(cause, (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError)):
+            # h2 says PROTOCOL_ERROR; section 4.3 says a field block that cannot be decoded
+            # is a COMPRESSION_ERROR.
+            return COMPRESSION_ERROR
+        if isinstance(cause, hyperframe.exceptions.InvalidDataError) and "payload" in str(cause):
+            # A SETTINGS ACK with a payload: FRAME_SIZE_ERROR (section 6.5).
+            return FRAME_SIZE_ERROR
+    return code
+
+
 def decode_settings_header(value: bytes) -> bytes | None:
     """The SETTINGS payload of an ``HTTP2-Settings`` header (token68, base64url without
     padding), or None when it is not one (RFC 9113 section 3.2 of RFC 7540)."""
@@ -225,7 +245,15 @@ class H2LibEngine:
             received = conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             self._error = True
-            events.connection_error(int(exc.error_code), str(exc))
+            code = int(exc.error_code)
+            rfc_code = _rfc_error_code(exc, code)
+            if rfc_code != code:
+                # h2 queued GOAWAY(code) last (_terminate_connection): correct its code.
+                out = conn.data_to_send()
+                if len(out) >= 17 and out[-14] == _GOAWAY_TYPE:
+                    out = out[:-4] + rfc_code.to_bytes(4, "big")
+                self._extra += out
+            events.connection_error(rfc_code, str(exc))
             return
         skip: object = None
         for event in received:

@@ -55,6 +55,7 @@ from hypercorn.protocols.h2_engine import (
     ENHANCE_YOUR_CALM,
     MAX_STREAM_ID,
     NO_ERROR,
+    PROTOCOL_ERROR,
     REFUSED_STREAM,
     H2Engine,
     H2LibEngine,
@@ -72,6 +73,10 @@ if TYPE_CHECKING:
 #: Seconds the PING of a graceful shutdown may take before the second GOAWAY goes anyway.
 GOAWAY_PING_TIMEOUT = 2.0
 _SHUTDOWN_PING = b"hc-close"
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: The preface and the type octet of the frame after it.
+_OPENING_SIZE = len(_PREFACE) + 4
+_SETTINGS_TYPE = 0x4
 
 
 class H2Connection(H2Streams):
@@ -84,8 +89,8 @@ class H2Connection(H2Streams):
         "_idle_at",
         "_keep_alive_timeout",
         "_last_stream",
+        "_opening",
         "_ping_at",
-        "_preface",
         "_reading_paused",
         "_requests",
         "_resets",
@@ -145,7 +150,8 @@ class H2Connection(H2Streams):
         self._draining = False
         self._highest = 0
         self._requests = 0
-        self._preface = True  # waiting for the client's preface and SETTINGS
+        #: The client's opening bytes so far (preface, then a frame header), until checked.
+        self._opening: bytes | None = b""
         self._reading_paused = False
         self._resets = LeakyBucket(RESET_BURST, RESET_RATE, now)
         self._idle_at: float | None = now + limits.header_read_timeout
@@ -186,11 +192,20 @@ class H2Connection(H2Streams):
         if not data:
             self._close()  # EOF: nothing more can arrive, and no response can be asked for
             return
+        opening = self._opening
+        if opening is not None:
+            # RFC 9113 section 3.4: the preface is followed by a SETTINGS frame.
+            opening += data[: _OPENING_SIZE - len(opening)]
+            if len(opening) < _OPENING_SIZE:
+                self._opening = opening
+            else:
+                self._opening = None
+                if opening[:24] == _PREFACE and opening[27] != _SETTINGS_TYPE:
+                    self._connection_error(PROTOCOL_ERROR)
+                    return
+                self._idle_at = None if self._streams else now + self._keep_alive_timeout
+                self._set_deadline()
         self._engine.receive_data(data, self)
-        if self._preface and not self._closed:
-            self._preface = False
-            self._idle_at = None if self._streams else now + self._keep_alive_timeout
-            self._set_deadline()
         self._flush()
 
     def handle_deadline(self, now: float) -> None:
@@ -206,7 +221,7 @@ class H2Connection(H2Streams):
         if self._stall_at is not None and now >= self._stall_at:
             self._reset_stalled(now)
         if self._idle_at is not None and now >= self._idle_at and not self._streams:
-            if not self._preface:
+            if self._opening is None:
                 self._engine.goaway(self._highest, NO_ERROR)
             self._close()
             return
