@@ -92,10 +92,6 @@ class H2Events(Protocol):
 
     def goaway_received(self, last_stream_id: int, error_code: int) -> None: ...
 
-    def overhead_frame(self) -> None:
-        """A frame that carries no request progress (SETTINGS, PING, PRIORITY, WINDOW_UPDATE,
-        an unknown type, or an empty DATA frame without END_STREAM): flood accounting."""
-
     def connection_error(self, error_code: int, message: str) -> None:
         """The peer broke the protocol; the engine queued GOAWAY(``error_code``)."""
 
@@ -158,6 +154,10 @@ def _rfc_error_code(exc: h2.exceptions.ProtocolError, code: int) -> int:
         if isinstance(cause, hyperframe.exceptions.InvalidDataError) and "payload" in str(cause):
             # A SETTINGS ACK with a payload: FRAME_SIZE_ERROR (section 6.5).
             return FRAME_SIZE_ERROR
+        if "continuation" in str(exc).lower() and "too many" in str(exc).lower():
+            # A header block longer than h2's CONTINUATION backlog: a flood (CVE-2024-27316
+            # class), answered like the other floods (h2_guard).
+            return ENHANCE_YOUR_CALM
     return code
 
 
@@ -272,8 +272,6 @@ class H2LibEngine:
                 ended = event.stream_ended  # type: ignore[attr-defined]
                 skip = ended
                 data = event.data  # type: ignore[attr-defined]
-                if not data and ended is None:
-                    events.overhead_frame()
                 events.data_received(
                     event.stream_id,  # type: ignore[attr-defined]
                     data,
@@ -287,12 +285,10 @@ class H2LibEngine:
                 # Only after an event that did not carry it (an empty DATA frame's is carried).
                 events.data_received(event.stream_id, b"", 0, True)  # type: ignore[attr-defined]
             elif kind is h2.events.WindowUpdated:
-                events.overhead_frame()
                 events.window_opened(event.stream_id or 0)  # type: ignore[attr-defined]
             elif kind is h2.events.StreamReset:
                 events.stream_reset(event.stream_id, int(event.error_code))  # type: ignore[attr-defined]
             elif kind is h2.events.RemoteSettingsChanged:
-                events.overhead_frame()
                 changed = event.changed_settings  # type: ignore[attr-defined]
                 if (
                     h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed
@@ -308,12 +304,8 @@ class H2LibEngine:
                     # the streams already open finish (RFC 9113 section 6.8).
                     conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
                 events.goaway_received(event.last_stream_id or 0, code)  # type: ignore[attr-defined]
-            elif kind is h2.events.SettingsAcknowledged:
-                pass
-            else:
-                # PingReceived (h2 acked it), PriorityUpdated, UnknownFrameReceived,
-                # AlternativeServiceAvailable: nothing to do but count them.
-                events.overhead_frame()
+            # (Anything else - PingReceived, which h2 acknowledged, SettingsAcknowledged,
+            # PriorityUpdated, UnknownFrameReceived - needs nothing from the connection.)
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
         try:

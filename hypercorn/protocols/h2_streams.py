@@ -243,7 +243,8 @@ class H2Streams:
                 engine.send_data(stream_id, data[sent : sent + chunk], end and last)
                 sent += chunk
                 window -= chunk
-                self._overhead.drain(1)
+                # (A client may acknowledge each on its stream and on the connection.)
+                self._overhead.drain(2)
             if sent < size:
                 record.pending = data[sent:]
                 asgi = record.asgi

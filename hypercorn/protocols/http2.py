@@ -61,7 +61,13 @@ from hypercorn.protocols.h2_engine import (
     H2LibEngine,
     decode_settings_header,
 )
-from hypercorn.protocols.h2_guard import CONNECTION_WINDOW, RESET_BURST, RESET_RATE, LeakyBucket
+from hypercorn.protocols.h2_guard import (
+    CONNECTION_WINDOW,
+    RESET_BURST,
+    RESET_RATE,
+    FrameCounter,
+    LeakyBucket,
+)
 from hypercorn.protocols.h2_headers import split_request_head
 from hypercorn.protocols.h2_streams import H2Streams, Stream
 from hypercorn.protocols.headers import DateCache
@@ -85,6 +91,7 @@ class H2Connection(H2Streams):
     __slots__ = (
         "_client",
         "_draining",
+        "_frames",
         "_highest",
         "_idle_at",
         "_keep_alive_timeout",
@@ -154,6 +161,7 @@ class H2Connection(H2Streams):
         self._opening: bytes | None = b""
         self._reading_paused = False
         self._resets = LeakyBucket(RESET_BURST, RESET_RATE, now)
+        self._frames = FrameCounter(0 if upgrade is not None and upgrade.request is None else 24)
         self._idle_at: float | None = now + limits.header_read_timeout
         self._ping_at: float | None = None
         self._write_deadline: float | None = None
@@ -205,6 +213,10 @@ class H2Connection(H2Streams):
                     return
                 self._idle_at = None if self._streams else now + self._keep_alive_timeout
                 self._set_deadline()
+        # Flood accounting (h2_guard) on the frame headers, before the engine spends work.
+        if self._frames.feed(data, self._overhead, now):
+            self._connection_error(ENHANCE_YOUR_CALM)
+            return
         self._engine.receive_data(data, self)
         self._flush()
 
@@ -279,7 +291,6 @@ class H2Connection(H2Streams):
         if len(self._streams) >= self._limits.h2_max_concurrent_streams:
             self._engine.reset_stream(stream_id, REFUSED_STREAM)
             return
-        self._overhead.drain(1)
         method, path, asgi_headers = split_request_head(headers)
         self._open_stream(stream_id, method, path, asgi_headers, end_stream)
         self._requests += 1
@@ -305,7 +316,6 @@ class H2Connection(H2Streams):
         asgi = record.asgi
         padding = flow_length - len(data)
         if data:
-            self._overhead.drain(1)
             if asgi.disconnected:
                 padding = flow_length
             else:
@@ -351,7 +361,6 @@ class H2Connection(H2Streams):
         if stream_id:
             record = self._streams.get(stream_id)
             if record is not None and record.asgi.send_blocked:
-                self._overhead.drain(1)
                 self._send_pending(record)
             return
         for record in list(self._streams.values()):
@@ -372,10 +381,6 @@ class H2Connection(H2Streams):
         self._draining = True
         self._last_stream = min(self._last_stream, self._highest)
         self._close_if_done()
-
-    def overhead_frame(self) -> None:
-        if self._overhead.add(1, self._now) and not self._closed:
-            self._connection_error(ENHANCE_YOUR_CALM)
 
     def connection_error(self, error_code: int, message: str) -> None:
         self._flush()  # (the engine's GOAWAY)
