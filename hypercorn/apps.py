@@ -303,7 +303,7 @@ def wrap_app(app: object, config: Config, backend: Backend, mode: Mode | None = 
     if mode == "wsgi" or (mode is None and kind == "wsgi"):
         from hypercorn.workers.wsgi_bridge import WSGIBridge
 
-        return WSGIBridge(cast(WSGIApp, app), backend, config.wsgi_max_body_size)
+        return WSGIBridge(cast(WSGIApp, app), backend, config.wsgi_max_body_size, config.header_map)
     if kind == "asgi2":
         return _ASGI2Adapter(cast(Callable[[Any], Any], app))
     return cast(ASGIApp, app)

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "InvalidPathError",
+    "UnderscoreHeaderError",
     "WSGIResponseError",
     "build_environ",
     "encode_response_headers",
@@ -31,6 +32,10 @@ class WSGIResponseError(Exception):
     """The application broke PEP 3333 in ``start_response`` (bad status or headers)."""
 
 
+class UnderscoreHeaderError(Exception):
+    """A request header name contains ``_`` and ``header_map`` is "refuse" (answered 400)."""
+
+
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 # RFC 9110 token characters for header names.
@@ -39,13 +44,17 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_VALUE = re.compile(r"[\r\n\x00]")
 
 
-def build_environ(scope: Mapping[str, Any], body: bytes, errors: Any = None) -> dict[str, Any]:
+def build_environ(
+    scope: Mapping[str, Any], body: bytes, errors: Any = None, header_map: str = "drop"
+) -> dict[str, Any]:
     """Build a PEP 3333 environ for an ASGI HTTP ``scope`` whose whole body is ``body``.
 
     ``SCRIPT_NAME`` is the scope's ``root_path`` and ``PATH_INFO`` the rest of the path, both
     as the latin-1 decoding of their UTF-8 bytes ("bytes-as-unicode"). Repeated request
-    headers are joined with ``","``. Raises ``InvalidPathError`` when the path does not start
-    with ``root_path``.
+    headers are joined with ``","``. Header names containing ``_`` are left out
+    (``header_map="drop"``, as gunicorn and mod_wsgi do), raise ``UnderscoreHeaderError``
+    ("refuse") or are mapped like the others ("dangerous"). Raises ``InvalidPathError`` when
+    the path does not start with ``root_path``.
     """
     path: str = scope["path"]
     script_name: str = scope.get("root_path", "") or ""
@@ -90,6 +99,10 @@ def build_environ(scope: Mapping[str, Any], body: bytes, errors: Any = None) -> 
     for raw_name, raw_value in scope.get("headers", ()):
         key = keys.get(raw_name)
         if key is None:
+            if b"_" in raw_name and header_map != "dangerous":
+                if header_map == "refuse":
+                    raise UnderscoreHeaderError(raw_name.decode("latin-1"))
+                continue
             key = _environ_key(raw_name)
         value = raw_value.decode("latin-1")
         existing = environ.get(key)
@@ -108,7 +121,8 @@ _BASE_ENVIRON: dict[str, Any] = {
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
 
 # Raw header name -> environ key. Bounded: a client sending endless distinct names cannot
-# grow it without limit (after the cap, names are converted every time).
+# grow it without limit (after the cap, names are converted every time). Names with "_" are
+# never cached, so that every lookup of one goes through the header_map check.
 _ENVIRON_KEYS: dict[bytes, str] = {}
 _CACHE_LIMIT = 512
 
@@ -121,7 +135,7 @@ def _environ_key(raw_name: bytes) -> str:
         key = "CONTENT_TYPE"
     else:
         key = "HTTP_" + name.upper().replace("-", "_")
-    if len(_ENVIRON_KEYS) < _CACHE_LIMIT:
+    if len(_ENVIRON_KEYS) < _CACHE_LIMIT and b"_" not in raw_name:
         _ENVIRON_KEYS[raw_name] = key
     return key
 

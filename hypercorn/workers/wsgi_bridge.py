@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocols.wsgi import (
     InvalidPathError,
+    UnderscoreHeaderError,
     WSGIResponseError,
     build_environ,
     encode_response_headers,
@@ -71,14 +72,18 @@ class WSGIBridge:
     """An ASGI 3 application running the WSGI application ``app`` in ``backend``'s threads.
 
     Request bodies above ``max_body_size`` bytes are refused with 413 (``wsgi_max_body_size``).
+    ``header_map`` says what becomes of header names containing ``_`` (see ``build_environ``).
     """
 
-    __slots__ = ("app", "backend", "max_body_size")
+    __slots__ = ("app", "backend", "header_map", "max_body_size")
 
-    def __init__(self, app: WSGIApp, backend: Backend, max_body_size: int) -> None:
+    def __init__(
+        self, app: WSGIApp, backend: Backend, max_body_size: int, header_map: str = "drop"
+    ) -> None:
         self.app = app
         self.backend = backend
         self.max_body_size = max_body_size
+        self.header_map = header_map
 
     async def __call__(
         self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
@@ -100,7 +105,7 @@ class WSGIBridge:
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
-        exchange = _Exchange(self.app, self.backend, receive, send, scope, body)
+        exchange = _Exchange(self.app, self.backend, receive, send, scope, body, self.header_map)
         await exchange.run()
 
     async def _read_body(
@@ -178,8 +183,10 @@ class _Exchange:
         send: ASGISend,
         scope: MutableMapping[str, Any],
         body: bytes,
+        header_map: str,
     ) -> None:
         self.app = app
+        self.header_map = header_map
         self.backend = backend
         self.receive = receive
         self.send = send
@@ -399,11 +406,12 @@ class _Exchange:
     def _call_app(self) -> None:
         self.started_at = time.monotonic()
         try:
-            environ = build_environ(self.scope, self.body)
+            environ = build_environ(self.scope, self.body, header_map=self.header_map)
         except InvalidPathError:
-            self.status = 404
-            self.headers = [(b"content-type", b"text/plain; charset=utf-8")]
-            self._push(b"Not Found\n")
+            self._answer(404, b"Not Found\n")
+            return
+        except UnderscoreHeaderError:
+            self._answer(400, b"Header names with underscores are refused.\n")
             return
         result: Iterable[bytes] = self.app(environ, self.start_response)
         try:
@@ -423,6 +431,12 @@ class _Exchange:
             close: Callable[[], object] | None = getattr(result, "close", None)
             if close is not None:
                 close()
+
+    def _answer(self, status: int, body: bytes) -> None:
+        """The server's own response, instead of calling the application."""
+        self.status = status
+        self.headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        self._push(body)
 
     def start_response(
         self,

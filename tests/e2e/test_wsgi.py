@@ -110,3 +110,87 @@ def test_exc_info_after_the_first_chunk_reraises_whatever_the_timing(
         assert b" 500 " not in data
         assert not data.endswith(b"0\r\n\r\n"), data
     assert app.outcomes == ["re-raised"] * rounds
+
+
+# -- header names with underscores (security) -------------------------------------------------
+
+
+def environ_headers(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    lines = sorted(f"{k}={v}" for k, v in environ.items() if k.startswith("HTTP_X_"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["\n".join(lines).encode("latin-1")]
+
+
+SPOOF = (
+    b"GET / HTTP/1.1\r\nHost: x\r\n"
+    b"X-Auth-User: proxy\r\nX_Auth_User: attacker\r\nX_Only_Underscore: attacker\r\n"
+    b"X-Dashed-Header: kept\r\nConnection: close\r\n\r\n"
+)
+
+
+def body_of(response: bytes) -> bytes:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), response
+    return body
+
+
+def test_wsgi_environ_drops_header_names_with_underscores(run_server: RunServer) -> None:
+    server = run_server(environ_headers)
+    with server.connect() as sock:
+        sock.sendall(SPOOF)
+        body = body_of(read_all(sock))
+    assert body.decode().splitlines() == [
+        "HTTP_X_AUTH_USER=proxy",
+        "HTTP_X_DASHED_HEADER=kept",
+    ]
+
+
+def test_header_map_dangerous_maps_them_like_the_dashed_ones(run_server: RunServer) -> None:
+    server = run_server(environ_headers, header_map="dangerous")
+    with server.connect() as sock:
+        sock.sendall(SPOOF)
+        body = body_of(read_all(sock))
+    assert body.decode().splitlines() == [
+        "HTTP_X_AUTH_USER=proxy,attacker",
+        "HTTP_X_DASHED_HEADER=kept",
+        "HTTP_X_ONLY_UNDERSCORE=attacker",
+    ]
+
+
+def test_header_map_refuse_answers_400_without_calling_the_app(run_server: RunServer) -> None:
+    called: list[bool] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        called.append(True)
+        return environ_headers(environ, start_response)
+
+    server = run_server(app, header_map="refuse")
+    with server.connect() as sock:
+        sock.sendall(SPOOF)
+        response = read_all(sock)
+    assert response.startswith(b"HTTP/1.1 400 "), response
+    assert called == []
+    with server.connect() as sock:  # a request without such names is served as usual
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Dashed: ok\r\nConnection: close\r\n\r\n")
+        assert body_of(read_all(sock)) == b"HTTP_X_DASHED=ok"
+    assert called == [True]
+
+
+def test_asgi_apps_get_header_names_as_sent(run_server: RunServer) -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(list(scope["headers"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = run_server(app, lifespan="off")
+    with server.connect() as sock:
+        sock.sendall(SPOOF)
+        assert read_all(sock).startswith(b"HTTP/1.1 204 ")
+    names = [name for name, _ in seen[0]]
+    assert names.count(b"x_auth_user") == 1
+    assert b"x-auth-user" in names
+    assert b"x_only_underscore" in names

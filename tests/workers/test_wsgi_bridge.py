@@ -14,6 +14,7 @@ from hypercorn.apps import wrap_app
 from hypercorn.config import Config
 from hypercorn.protocols.wsgi import (
     InvalidPathError,
+    UnderscoreHeaderError,
     WSGIResponseError,
     build_environ,
     encode_response_headers,
@@ -166,6 +167,18 @@ def test_environ_basics() -> None:
     assert environ["wsgi.errors"] is sys.stderr
     assert environ["wsgi.multithread"] is True
     assert environ["wsgi.run_once"] is False
+
+
+def test_environ_header_names_with_underscores() -> None:
+    headers = [(b"x-user", b"proxy"), (b"x_user", b"attacker"), (b"x_new", b"n")]
+    # "dangerous" first: what it converts must not be cached for the default's lookups.
+    dangerous = build_environ(scope(headers=headers), b"", header_map="dangerous")
+    assert (dangerous["HTTP_X_USER"], dangerous["HTTP_X_NEW"]) == ("proxy,attacker", "n")
+    dropped = build_environ(scope(headers=headers), b"")
+    assert dropped["HTTP_X_USER"] == "proxy"
+    assert "HTTP_X_NEW" not in dropped
+    with pytest.raises(UnderscoreHeaderError, match="x_user"):
+        build_environ(scope(headers=headers), b"", header_map="refuse")
 
 
 def test_environ_root_path() -> None:

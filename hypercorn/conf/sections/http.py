@@ -5,9 +5,12 @@ from __future__ import annotations
 from hypercorn.conf import parsers as p
 from hypercorn.conf.setting import Setting, SettingsHolder
 
-__all__ = ["HTTP1_PARSERS", "HTTPSettings"]
+__all__ = ["HEADER_MAPS", "HTTP1_PARSERS", "HTTPSettings"]
 
 HTTP1_PARSERS = ("auto", "h11", "httptools")
+#: Values of ``header_map`` (gunicorn's): what becomes of a request header whose name contains
+#: ``_`` in a WSGI environ (see ``hypercorn.protocols.wsgi.build_environ``).
+HEADER_MAPS = ("drop", "refuse", "dangerous")
 
 
 class HTTPSettings(SettingsHolder):
@@ -155,6 +158,22 @@ class HTTPSettings(SettingsHolder):
         metavar="BYTES",
         help="""Maximum request body size in bytes for WSGI applications (the body is buffered);
         larger bodies get 413.""",
+    )
+    header_map = Setting(
+        "drop",
+        parse=p.one_of(*HEADER_MAPS),
+        section="http",
+        flags=("--header-map",),
+        metavar="MODE",
+        help="""What WSGI applications see of request headers whose names contain `_`
+        (gunicorn's setting). WSGI maps `X_Auth_User` and `X-Auth-User` to the same
+        `HTTP_X_AUTH_USER`, so a client could pass off its own value as a header that a
+        proxy sets (most proxies strip or overwrite only the dashed spelling). "drop" (the
+        default, as gunicorn and mod_wsgi) leaves such headers out of the environ, "refuse"
+        answers 400, and "dangerous" maps them like any other header, which is dangerous behind a
+        proxy: use it only when nothing in front of the server sets a header the client must
+        not. ASGI
+        applications always get header names as sent.""",
     )
     include_date_header = Setting(
         True,
