@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib.machinery
 import inspect
+import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -140,8 +141,20 @@ def _import(path: str, module_name: str) -> ModuleType:
         return import_module(import_name)
     except ModuleNotFoundError as error:
         if error.name is not None and _is_own_module(import_name, error.name):
+            denied = _unreadable(directory, import_name)
+            if denied is not None:
+                raise AppLoadError(
+                    f"cannot import {path!r}: permission denied: {denied} cannot be read by "
+                    f"{_current_user()}"
+                ) from None
             raise AppLoadError(f"cannot import {path!r}: No module named {error.name!r}") from None
         raise AppLoadError(f"cannot import {path!r}: {_describe(error)}") from None
+    except PermissionError as error:
+        where = error.filename or directory
+        raise AppLoadError(
+            f"cannot import {path!r}: permission denied: {where} cannot be read by "
+            f"{_current_user()}"
+        ) from None
     except SyntaxError as error:
         where = f" (at {error.filename}:{error.lineno})" if error.filename else ""
         text = " ".join(str(error.msg).split())
@@ -176,6 +189,28 @@ def source_roots(path: str) -> list[str]:
     if spec.submodule_search_locations:
         return list(spec.submodule_search_locations)
     return [spec.origin] if spec.origin else [directory]
+
+
+def _unreadable(directory: str, import_name: str) -> str | None:
+    """The path that hides the module from this process for lack of permission, if any
+    (the import system reports such a module as missing)."""
+    if not os.access(directory, os.R_OK | os.X_OK):
+        return directory
+    top = import_name.split(".")[0]
+    for candidate in (os.path.join(directory, top), os.path.join(directory, f"{top}.py")):
+        if os.path.exists(candidate) and not os.access(candidate, os.R_OK):
+            return candidate
+    return None
+
+
+def _current_user() -> str:
+    uid = os.getuid()
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _is_own_module(import_name: str, missing: str) -> bool:

@@ -30,6 +30,7 @@ def preflight(config: Config) -> None:
     if config.use_reloader and config.workers == 0:
         # Upstream refuses this too ("Cannot reload without workers").
         raise ConfigError("use_reloader: --reload needs workers (-w 1 or more)")
+    _check_worker_identity(config)
     config.log  # noqa: B018 - builds the loggers: log files and logconfig fail here, named
     # TLS files: a BootError (exit 3) from the master rather than from every worker.
     config.create_ssl_context()
@@ -45,3 +46,23 @@ def refuse_quic(config: Config) -> None:
         raise ConfigError(
             "quic_bind: HTTP/3 (QUIC) is not supported by this server yet; remove --quic-bind"
         )
+
+
+def _check_worker_identity(config: Config) -> None:
+    import os
+
+    wanted = [
+        (name, value, current)
+        for name, value, current in (
+            ("worker_user", config.worker_user, os.geteuid()),
+            ("worker_group", config.worker_group, os.getegid()),
+        )
+        if value is not None and value != current
+    ]
+    if not wanted:
+        return
+    name = wanted[0][0]
+    if config.workers == 0:
+        raise ConfigError(f"{name}: switching the workers' user needs workers (-w 1 or more)")
+    if os.geteuid() != 0:
+        raise ConfigError(f"{name}: switching the workers' user needs a master started as root")

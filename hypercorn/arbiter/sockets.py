@@ -230,10 +230,8 @@ def _bind_unix(config: Config, bind: str, type_: int, unix_paths: list[str]) -> 
             os.umask(previous_umask)
     unix_paths.append(path)
     try:
-        if config.user is not None or config.group is not None:
-            uid = -1 if config.user is None else config.user
-            gid = -1 if config.group is None else config.group
-            os.chown(path, uid, gid)
+        if config.user is not None and config.group is not None:  # both, as upstream
+            os.chown(path, config.user, config.group)
         _listen(sock, config.backlog, type_)
     except OSError as exc:
         sock.close()

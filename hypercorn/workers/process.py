@@ -111,7 +111,8 @@ def _run(spec: WorkerSpec) -> int:
     try:
         _drop_privileges(config)
     except OSError as exc:
-        channel.failed(f"cannot switch to user/group {config.user}/{config.group}: {exc}")
+        who = f"{config.worker_user}/{config.worker_group}"
+        channel.failed(f"worker_user/worker_group: cannot switch the worker to {who}: {exc}")
         return EXIT_BOOT_ERROR
 
     app = spec.app
@@ -190,16 +191,24 @@ def _preimport_serving(worker_class: str) -> None:
 
 
 def _drop_privileges(config: Config) -> None:
-    if config.group is not None and config.group != os.getegid():
-        os.setgid(config.group)
-    if config.user is not None and config.user != os.geteuid():
+    """Switch to *worker_user* / *worker_group* (not upstream's -u/-g, which only own unix
+    sockets)."""
+    group, user = config.worker_group, config.worker_user
+    if user is not None and group is None and os.geteuid() == 0:
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            group = pwd.getpwuid(user).pw_gid  # the user's primary group, as su does
+    if group is not None and group != os.getegid():
+        os.setgid(group)
+    if user is not None and user != os.geteuid():
         if os.geteuid() == 0:
             import pwd
 
             with contextlib.suppress(KeyError):
-                name = pwd.getpwuid(config.user).pw_name
+                name = pwd.getpwuid(user).pw_name
                 os.initgroups(name, os.getegid())
-        os.setuid(config.user)
+        os.setuid(user)
 
 
 _dump_file: IO[Any] | None = None

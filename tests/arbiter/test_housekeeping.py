@@ -302,7 +302,8 @@ def test_workers_drop_privileges(tmp_path: Path, bound_socket: socket.socket) ->
     except KeyError:
         pytest.skip("no 'nobody' user")
     (tmp_path / "pre.py").write_text(PRELOAD_APP)
-    args = ["-w", "1", "--preload", "--user", str(nobody.pw_uid), "--group", str(nobody.pw_gid)]
+    args = ["-w", "1", "--preload", "--worker-user", str(nobody.pw_uid)]
+    args += ["--worker-group", str(nobody.pw_gid)]
     with running([*args, "pre:app"], cwd=tmp_path, sock=bound_socket) as server:
         (worker,) = server.wait_ready()
         status, body = http_get(server.port)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,22 @@ from hypercorn.conf.cli import config_from_args
 from hypercorn.config import Config, UnknownSettingWarning
 from hypercorn.errors import BootError, ConfigError
 from tests.compat.conftest import Upstream
-from tests.support.procs import APP_SOURCE, http_get, running, write_app
+from tests.support.procs import APP_SOURCE, http_get, running, wait_for, write_app
+
+
+def hypercorn_cli(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m hypercorn ARGS`` run to completion (for commands that must not serve)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hypercorn", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
 
 # ------------------------------------------------------------------------------ --reload
 
@@ -58,8 +76,9 @@ def test_reload_without_watchfiles_sees_an_app_outside_the_working_directory(
         assert server.notify is not None
         app_file.write_text(APP_SOURCE.replace('VERSION = "v1"', 'VERSION = "v2"'))
         server.notify.wait_for("RELOADING=1")
-        server.notify.wait_for("READY=1")
-        assert http_get(server.port)[1].endswith("v2")
+        # The old worker serves until the roll has replaced it (and a poll that caught the
+        # file half-written rolls once more): wait, bounded, for the new code to answer.
+        wait_for(lambda: http_get(server.port)[1].endswith("v2"), 30, "the edited app to serve")
 
 
 # ------------------------------------------------------------------------------ bind spellings
@@ -240,13 +259,7 @@ def test_cli_warns_once_per_stray_key_and_serves(tmp_path: Path) -> None:
 def test_strict_config_exits_2_with_one_line(tmp_path: Path) -> None:
     toml_file = tmp_path / "hypercorn.toml"
     toml_file.write_text(STRAY_TOML)
-    result = subprocess.run(
-        [sys.executable, "-m", "hypercorn", "--strict-config", "-c", str(toml_file), "app:app"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = hypercorn_cli(["--strict-config", "-c", str(toml_file), "app:app"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"hypercorn: error: {toml_file}: 'worker_connections' is not a Hypercorn setting"
@@ -351,25 +364,8 @@ def test_errors_that_would_show_in_workers_are_one_line_from_the_master(
     env = _shadow(tmp_path, "uvloop") if "uvloop" in flags else None
     certfile, keyfile = cert_pair
     tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)] if "--quic-bind" in flags else []
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hypercorn",
-            "-w",
-            "2",
-            "-b",
-            "127.0.0.1:0",
-            *tls,
-            *flags,
-            "app:app",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    args = ["-w", "2", "-b", "127.0.0.1:0", *tls, *flags, "app:app"]
+    result = hypercorn_cli(args, cwd=tmp_path, env=env)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"hypercorn: error: {message}")
@@ -381,13 +377,7 @@ def test_trio_is_refused_until_its_worker_exists(tmp_path: Path) -> None:
     if unavailable_reason("trio") is None:
         pytest.skip("the trio worker class exists in this build")
     write_app(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "hypercorn", "-k", "trio", "-b", "127.0.0.1:0", "app:app"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = hypercorn_cli(["-k", "trio", "-b", "127.0.0.1:0", "app:app"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "hypercorn: error: worker_class: the trio worker class is not available in this build"
@@ -408,3 +398,161 @@ def test_serve_refuses_quic_until_http3_lands() -> None:
 
     with pytest.raises(ConfigError, match="quic_bind: HTTP/3"):
         asyncio.run(serve(app, config, shutdown_trigger=asyncio.Event().wait))
+
+
+# ------------------------------------------------------------------------------ -u / -g
+
+UID_APP = """
+import os
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return
+    body = f"{os.getuid()} {os.getgid()}".encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown and setuid need root")
+
+
+@pytest.fixture
+def nobody() -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no 'nobody' user")
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: unix socket paths are limited to ~107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="hc-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unix_get(path: Path) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()
+
+
+def _serve_unix(command: list[str], cwd: Path, sock_path: Path) -> tuple[tuple[int, int], str]:
+    """Start a server, wait (bounded) for its socket to answer; return (owner, app ids)."""
+    log = cwd / f"{sock_path.stem}.log"
+    with (
+        log.open("wb") as err,
+        subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err) as proc,
+    ):
+        try:
+
+            def answers() -> str | None:
+                if proc.poll() is not None:
+                    raise AssertionError(f"server exited: {log.read_text()}")
+                try:
+                    return _unix_get(sock_path)
+                except OSError:
+                    return None
+
+            body = wait_for(answers, 20, f"{sock_path} to answer")
+            info = sock_path.stat()
+            return (info.st_uid, info.st_gid), body
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the first use of `upstream` may install it
+def test_user_and_group_own_the_unix_socket_and_nothing_else(
+    upstream: Upstream, short_dir: Path, nobody: tuple[int, int]
+) -> None:
+    """`-u/-g` chown the unix socket and leave the workers as they are, as upstream (item 1)."""
+    (short_dir / "uidapp.py").write_text(UID_APP)
+    uid, gid = nobody
+    flags = ["-w", "1", "-u", str(uid), "-g", str(gid)]
+    theirs = _serve_unix(
+        [str(upstream.bin / "hypercorn"), *flags, "-b", f"unix:{short_dir}/up.sock", "uidapp:app"],
+        short_dir,
+        short_dir / "up.sock",
+    )
+    ours = _serve_unix(
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            *flags,
+            "-b",
+            f"unix:{short_dir}/our.sock",
+            "uidapp:app",
+        ],
+        short_dir,
+        short_dir / "our.sock",
+    )
+    assert theirs == ((uid, gid), "0 0")
+    assert ours == theirs
+
+
+@needs_root
+@pytest.mark.slow
+def test_worker_user_drops_privileges_and_names_a_permission_failure(
+    tmp_path: Path, nobody: tuple[int, int]
+) -> None:
+    """The explicit setting switches the workers; an app they cannot read is reported as a
+    permission problem, not as a missing module."""
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    (private / "uidapp.py").write_text(UID_APP)
+    uid, _ = nobody
+    result = hypercorn_cli(
+        ["-w", "1", "-b", "127.0.0.1:0", "--worker-user", str(uid), "uidapp:app"], cwd=private
+    )
+    assert result.returncode == 4
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "[INFO]" not in line]
+    assert line == (
+        f"hypercorn: error: cannot import 'uidapp:app': permission denied: {private} cannot be"
+        f" read by user 'nobody' (uid {uid})"
+    )
+
+
+@needs_root
+@pytest.mark.slow
+def test_worker_user_serves_as_that_user(
+    short_dir: Path, bound_socket: socket.socket, nobody: tuple[int, int]
+) -> None:
+    short_dir.chmod(0o755)  # readable by nobody, under the world-readable /tmp
+    (short_dir / "uidapp.py").write_text(UID_APP)
+    uid, gid = nobody
+    args = ["-w", "1", "--worker-user", "nobody", "uidapp:app"]
+    with running(args, cwd=short_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        assert http_get(server.port)[1] == f"{uid} {gid}"
+
+
+def test_worker_user_without_workers_is_refused(tmp_path: Path) -> None:
+    write_app(tmp_path)
+    result = hypercorn_cli(["-w", "0", "--worker-user", "nobody", "app:app"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "hypercorn: error: worker_user: switching the workers' user needs workers (-w 1 or more)"
+    ]

@@ -149,6 +149,9 @@ NEW_SETTINGS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "daemon": (False, ("-D", "--daemon")),
     "proc_name": (None, ("-n", "--name")),
     "reload_dirs": ([], ("--reload-dir",)),
+    "worker_user": (None, ("--worker-user",)),
+    "worker_group": (None, ("--worker-group",)),
+    "strict_config": (False, ("--strict-config",)),
 }
 
 

@@ -114,7 +114,8 @@ class ServerSettings(SettingsHolder):
         section="server",
         flags=("-u", "--user"),
         metavar="UID",
-        help="User (id or name) the workers run as and that owns any unix sockets.",
+        help="""User (id or name) to own any unix sockets (upstream's meaning: applied only
+        when *group* is set too). The workers keep the server's user; see *worker_user*.""",
     )
     group = Setting(
         None,
@@ -122,5 +123,6 @@ class ServerSettings(SettingsHolder):
         section="server",
         flags=("-g", "--group"),
         metavar="GID",
-        help="Group (id or name) the workers run as and that owns any unix sockets.",
+        help="""Group (id or name) to own any unix sockets (applied only when *user* is set
+        too, as upstream). The workers keep the server's group; see *worker_group*.""",
     )

@@ -33,6 +33,26 @@ class WorkerSettings(SettingsHolder):
         help="""The type of worker to use. Options include asyncio, uvloop (pip install
         hypercorn[uvloop]), and trio (pip install hypercorn[trio]).""",
     )
+    worker_user = Setting(
+        None,
+        parse=p.user_id,
+        section="workers",
+        flags=("--worker-user",),
+        metavar="USER",
+        help="""User (id or name) the worker processes switch to after the master has bound
+        the sockets and before they import the application; the master keeps its own user.
+        Needs a root master. Not the same as upstream's *user* (`-u`), which only owns unix
+        sockets.""",
+    )
+    worker_group = Setting(
+        None,
+        parse=p.group_id,
+        section="workers",
+        flags=("--worker-group",),
+        metavar="GROUP",
+        help="""Group (id or name) the worker processes switch to, with *worker_user*.
+        Defaults to *worker_user*'s primary group.""",
+    )
     max_requests = Setting(
         None,
         parse=p.zero_disables(p.positive_int),
