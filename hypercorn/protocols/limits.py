@@ -58,3 +58,14 @@ class ProtocolLimits:
     h2_max_streams: int | None = 1000
     #: Extra headers added to every response (for example ``alt-svc``).
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: Largest WebSocket message, inflated (Config ``websocket_max_message_size``); larger
+    #: ones close the WebSocket with 1009.
+    websocket_max_message_size: int = 16 * 1024 * 1024
+    #: Seconds between pings to a WebSocket peer, or None for none (Config
+    #: ``websocket_ping_interval``); a peer that leaves one unanswered until the next is dropped.
+    websocket_ping_interval: float | None = None
+    #: Received WebSocket messages queued for an app that is not receiving before reading
+    #: pauses (Config ``max_app_queue_size``; ``body_buffer_size`` bounds their bytes).
+    websocket_queue_size: int = 10
+    #: Accept permessage-deflate when a WebSocket client offers it.
+    websocket_deflate: bool = True
