@@ -312,14 +312,16 @@ class AsgiHttpStream:
         """The headers the app started its response with (read by the access log)."""
         return self._headers
 
-    def app_finished(self, now: float) -> None:
+    def app_finished(self, now: float) -> str | None:
         """The app returned or raised. An unstarted response becomes a 500; an unfinished one
-        is aborted."""
+        is aborted. Returns what to log when an app that returned left it so (nothing: a
+        500 or a truncated response speaks for itself in the access log)."""
         self.app_done = True
         self.waiter = None
         if self.disconnected or self.state is _CLOSED:
-            return
+            return None
         self._fail(now)
+        return None
 
 
 # -- scope building ------------------------------------------------------------------------

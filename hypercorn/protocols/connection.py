@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from hypercorn.protocols.asgi_http import AsgiHttpStream
+    from hypercorn.protocols.asgi_ws import AsgiWsStream
     from hypercorn.protocols.h1_parser import RequestHead
 
 
@@ -57,7 +58,7 @@ class SwitchProtocol:
     #: h2c upgrade: the upgrading request's body, read whole (it is answered on stream 1).
     body: bytes = b""
     #: WebSocket: the accepted stream.
-    stream: object = None
+    stream: AsgiWsStream | None = None
 
 
 class ConnectionSink(Protocol):
@@ -76,7 +77,7 @@ class ConnectionSink(Protocol):
 
     def resume_reading(self) -> None: ...
 
-    def start_app(self, stream: AsgiHttpStream) -> None:
+    def start_app(self, stream: AsgiHttpStream | AsgiWsStream) -> None:
         """Run the ASGI app for ``stream`` once the current core call has returned."""
 
     def switch(self, switch: SwitchProtocol) -> None:

@@ -48,7 +48,8 @@ from enum import Enum
 from typing import Any
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
-from hypercorn.protocols.connection import ConnectionSink
+from hypercorn.protocols.asgi_ws import AsgiWsStream, build_ws_scope
+from hypercorn.protocols.connection import ConnectionSink, SwitchProtocol
 from hypercorn.protocols.errors import AppProtocolError, RemoteProtocolError
 from hypercorn.protocols.h1_parser import (
     CLOSED,
@@ -60,6 +61,7 @@ from hypercorn.protocols.h1_parser import (
 )
 from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
 from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.protocols.ws_handshake import judge_handshake
 
 _INFINITY = float("inf")
 
@@ -111,6 +113,9 @@ _LAST_CHUNK = b"0\r\n\r\n"
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 _STREAM_ID = 1
+_SWITCHING_TO_WEBSOCKET = (
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+)
 
 
 def _parse_content_length(value: bytes) -> int:
@@ -161,6 +166,7 @@ class H1Connection:
         "_used",
         "_write",
         "_write_deadline",
+        "_ws_stream_class",
         "deadline",
     )
 
@@ -178,10 +184,12 @@ class H1Connection:
         state: dict[str, Any] | None,
         now: float,
         stream_class: type[AsgiHttpStream] = AsgiHttpStream,
+        ws_stream_class: type[AsgiWsStream] = AsgiWsStream,
     ) -> None:
         self._sink = sink
         #: What requests become: a subclass may carry what the driver needs per request.
         self._stream_class = stream_class
+        self._ws_stream_class = ws_stream_class
         self._write = sink.write
         self._parser = parser
         self._limits = limits
@@ -208,7 +216,7 @@ class H1Connection:
         self._scheme = "https" if ssl else "http"
         self._tls = tls
         self._state = state
-        self._stream: AsgiHttpStream | None = None
+        self._stream: AsgiHttpStream | AsgiWsStream | None = None
         self._head: RequestHead | None = None
         self._phase = _PHASE_IDLE
         #: The current phase's deadline (see the table above), public because the driver
@@ -345,7 +353,8 @@ class H1Connection:
             elif event_type is bytes:
                 stream = self._stream
                 if stream is not None and not stream.disconnected:
-                    stream.body_received(event)  # type: ignore[arg-type]
+                    # (Only HTTP streams have bodies: a WebSocket upgrade with one is refused.)
+                    stream.body_received(event)  # type: ignore[arg-type,union-attr]
                     if stream.buffered > self._body_limit and not self._body_paused:
                         self._body_paused = True
                         stream.notify_on_read = True
@@ -366,11 +375,14 @@ class H1Connection:
 
     def _start_request(self, head: RequestHead, now: float) -> None:
         # Unpacked once: a named field read is a generic attribute lookup on 3.11.
-        method, target, version, headers, keep_alive, expect_continue, has_body, _ = head
+        method, target, version, headers, keep_alive, expect_continue, has_body, upgrade = head
         if version != b"1.1" and version != b"1.0":
             self._protocol_error(
                 RemoteProtocolError("unsupported HTTP version", status_hint=505), now
             )
+            return
+        if upgrade is not None and method == b"GET" and b"websocket" in upgrade:
+            self._start_websocket(head, now)
             return
         self._head = head
         self._keep_alive = keep_alive and not self._shutting_down
@@ -414,6 +426,79 @@ class H1Connection:
             return
         self._sink.start_app(stream)
 
+    def _start_websocket(self, head: RequestHead, now: float) -> None:
+        """A WebSocket upgrade: its app answers it (``accept_websocket`` or a denial)."""
+        _, target, version, headers, keep_alive, _, has_body, _ = head
+        judged = judge_handshake(headers, http2=False)
+        if has_body:
+            judged = RemoteProtocolError("a WebSocket upgrade request with a body")
+        if isinstance(judged, RemoteProtocolError):
+            if judged.status_hint == 426:
+                # RFC 6455 4.2.2: say which version we speak.
+                self._write_error(426, now, b"sec-websocket-version: 13\r\n")
+                self._close()
+            else:
+                self._protocol_error(judged, now)
+            return
+        self._head = head
+        self._keep_alive = keep_alive and not self._shutting_down
+        self._request_done = True
+        self._response_started = False
+        self._continue_pending = False
+        limits = self._limits
+        scope = build_ws_scope(
+            version,
+            target,
+            headers,
+            self._scheme == "https",
+            self._client,
+            self._server,
+            self._root_path,
+            self._state,
+            self._tls,
+            judged.subprotocols,
+        )
+        stream = self._ws_stream_class(
+            self,
+            scope,
+            judged,
+            _STREAM_ID,
+            now,
+            max_message_size=limits.websocket_max_message_size,
+            deflate_allowed=limits.websocket_deflate,
+        )
+        self._stream = stream
+        self._phase = _PHASE_RESPONDING
+        self.deadline = None
+        if self._server_names and not host_allowed(headers, self._server_names):
+            stream.status = 404
+            self._write_error(404, now)
+            self._close()
+            return
+        self._sink.start_app(stream)
+
+    def accept_websocket(
+        self, stream: AsgiWsStream, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        """The app accepted: answer 101 and hand the socket to the WebSocket session."""
+        if stream is not self._stream or self._closed:
+            return
+        lines = [
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+        ]
+        for name, value in headers:
+            lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(self._tail_for(now))
+        self._write(b"".join(lines))
+        stream.status = 101
+        trailing, eof = self._parser.trailing_data
+        # Done: from now on the session owns the socket (no peer_closed for the stream).
+        self._closed = True
+        self._phase = _PHASE_CLOSED
+        self._stream = None
+        self.deadline = self._write_deadline = None
+        self._sink.switch(SwitchProtocol(to="websocket", stream=stream, trailing=trailing, eof=eof))
+
     def _request_complete(self, now: float) -> None:
         self._request_done = True
         self._continue_pending = False
@@ -422,7 +507,8 @@ class H1Connection:
             self.deadline = None
         stream = self._stream
         if stream is not None:
-            stream.end_received()
+            # (WebSocket requests are complete at their head: only HTTP streams get here.)
+            stream.end_received()  # type: ignore[union-attr]
 
     def _peer_gone(self) -> None:
         self._close()
@@ -447,7 +533,7 @@ class H1Connection:
             stream.peer_closed()
         self._sink.close()
 
-    def _write_error(self, status: int, now: float) -> None:
+    def _write_error(self, status: int, now: float, extra: bytes = b"") -> None:
         dates = self._dates
         self._response_started = True
         self._write(
@@ -455,6 +541,7 @@ class H1Connection:
                 (
                     status_line(status),
                     b"content-length: 0\r\n",
+                    extra,
                     _CONNECTION_CLOSE,
                     dates.line(now) if dates is not None else b"",
                     self._server_line,

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocols.asgi_http import AsgiHttpState, AsgiHttpStream
+from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import ServerConnection, SwitchProtocol
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.h1 import H1Connection
@@ -36,6 +37,7 @@ from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.protocols.ws import WsSession
 from hypercorn.workers.backend import TransportClosed
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         h2_max_header_list_size=config.h2_max_header_list_size,
         h2_max_inbound_frame_size=config.h2_max_inbound_frame_size,
         h2_max_streams=config.keep_alive_max_requests,
+        websocket_max_message_size=config.websocket_max_message_size,
+        websocket_ping_interval=config.websocket_ping_interval,
+        websocket_queue_size=config.max_app_queue_size,
     )
 
 
@@ -220,7 +225,7 @@ class ConnectionDriver:
         #: The sink's ``write`` is the transport's raw one, bound once (no extra call per
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
-        self._pending: list[_AppStream] = []
+        self._pending: list[_AppStream | _AppWsStream] = []
         #: A start of the pending apps is scheduled on the loop (see ``_after_app``).
         self._deferred = False
         #: The context the connection was set up in (no app's): pending apps started from
@@ -229,7 +234,7 @@ class ConnectionDriver:
         #: How app tasks start, and whether one may run before the starter returns (decided
         #: per connection: an app may install a task factory at startup).
         self._start_task, self._eager = backend.task_starter()
-        self._streams: set[AsgiHttpStream] = set()
+        self._streams: set[AsgiHttpStream | AsgiWsStream] = set()
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
         info = transport.info
@@ -249,6 +254,7 @@ class ConnectionDriver:
                 state=ctx.state,
                 now=backend.now(),
                 stream_class=_AppStream,
+                ws_stream_class=_AppWsStream,
             )
         ctx.connections.add(self)
         self._after_core()
@@ -305,9 +311,10 @@ class ConnectionDriver:
     def resume_reading(self) -> None:
         self._transport.resume_reading()
 
-    def start_app(self, stream: AsgiHttpStream) -> None:
+    def start_app(self, stream: AsgiHttpStream | AsgiWsStream) -> None:
         if TYPE_CHECKING:
-            assert isinstance(stream, _AppStream)  # (the core makes them: stream_class)
+            # (the core makes them: stream_class, ws_stream_class)
+            assert isinstance(stream, (_AppStream, _AppWsStream))
         stream._driver = self
         if self._eager or self._streams:
             # Queued, to start after the core call returns: a task that may run at once must
@@ -432,15 +439,17 @@ class ConnectionDriver:
             if not stream.app_done:  # (an eager start may have finished it already)
                 stream.task = task
 
-    async def _run_app(self, stream: _AppStream) -> None:
+    async def _run_app(self, stream: _AppStream | _AppWsStream) -> None:
         ctx = self._ctx
         now = self._now
         app = ctx.app
 
         # Counted here, not at spawn: a task cancelled before it ever ran never gets here.
         ctx.running_apps += 1
+        returned = False
         try:
             await app(stream.scope, stream.receive, stream.send)
+            returned = True
         except ClientDisconnected:
             _error_logger.debug("app stopped: the client disconnected")
         except AppProtocolError as exc:
@@ -455,7 +464,10 @@ class ConnectionDriver:
                 stream.app_done = True
                 stream.waiter = None
             else:
-                stream.app_finished(now())
+                problem = stream.app_finished(now())
+                if problem is not None and returned:
+                    # (An app that raised was logged above: once is enough.)
+                    _error_logger.error(problem)
                 self._after_app()
             stream.task = None  # break the stream <-> task cycle: no GC work per request
             self._streams.discard(stream)
@@ -476,6 +488,21 @@ class ConnectionDriver:
                 ctx._maybe_idle()
 
 
+async def _receive(self: _AppStream | _AppWsStream) -> Message:
+    """The ASGI ``receive`` of the driver's streams (HTTP and WebSocket alike)."""
+    driver = self._driver
+    now = driver._now
+    message = self.receive_nowait(now())
+    driver._after_app()
+    while message is None:
+        event = driver._backend.event()
+        self.waiter = event.set
+        await event.wait()
+        message = self.receive_nowait(now())
+        driver._after_app()
+    return message
+
+
 class _AppStream(AsgiHttpStream):
     """The driver's streams: the request's ASGI ``receive`` and ``send`` are bound methods
     of the stream itself (the core makes them, see ``stream_class``), so a request costs no
@@ -484,18 +511,7 @@ class _AppStream(AsgiHttpStream):
     __slots__ = ("_driver",)
     _driver: ConnectionDriver
 
-    async def receive(self) -> Message:
-        driver = self._driver
-        now = driver._now
-        message = self.receive_nowait(now())
-        driver._after_app()
-        while message is None:
-            event = driver._backend.event()
-            self.waiter = event.set
-            await event.wait()
-            message = self.receive_nowait(now())
-            driver._after_app()
-        return message
+    receive = _receive
 
     async def send(self, message: Message) -> None:
         if self.disconnected:
@@ -528,3 +544,43 @@ class _AppStream(AsgiHttpStream):
                 await transport.drain()
             except TransportClosed:
                 pass  # the core already told the stream; later sends are dropped
+
+
+class _AppWsStream(AsgiWsStream):
+    """The driver's WebSocket streams (see ``_AppStream``)."""
+
+    __slots__ = ("_driver",)
+    _driver: ConnectionDriver
+
+    receive = _receive
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            # ASGI 2.4, as for HTTP: the peer left, or the server is closing the WebSocket.
+            raise ClientDisconnected("the WebSocket is closed")
+        driver = self._driver
+        self.app_send(message, driver._now())
+        driver._after_app()  # (an accept switched the core; a close armed a deadline)
+        transport = driver._transport
+        if transport.writing_paused:
+            # The peer is not reading: the app waits here (the core aborts after
+            # write_timeout, which ends the wait).
+            try:
+                await transport.drain()
+            except TransportClosed:
+                pass
+
+
+def _websocket_session(driver: ConnectionDriver, switch: SwitchProtocol) -> ServerConnection:
+    """``SWITCHES["websocket"]``: an accepted HTTP/1.1 upgrade becomes a WebSocket session
+    whose carrier is the driver itself (write, close, abort, pause/resume reading)."""
+    stream = switch.stream
+    assert isinstance(stream, AsgiWsStream)
+    now = driver._backend.now()
+    session = WsSession(carrier=driver, stream=stream, limits=driver._ctx.limits, now=now)
+    if driver._ctx.shutting_down:
+        session.start_shutdown(now)
+    return session
+
+
+SWITCHES["websocket"] = _websocket_session

@@ -253,13 +253,22 @@ def _play_app(sink: RecordingSink, seen: dict[int, SeenRequest], now: float) -> 
             if scope["query_string"]:
                 target += b"?" + scope["query_string"]
             request = seen[index] = SeenRequest(
-                method=scope["method"].encode("ascii"),
+                # (A WebSocket handshake's scope has no method: it is a GET.)
+                method=scope.get("method", "GET").encode("ascii"),
                 target=target,
                 version=scope["http_version"].encode("ascii"),
                 headers=list(scope["headers"]),
                 keep_alive=True,
             )
         if request.complete:
+            continue
+        if stream.scope["type"] == "websocket":
+            # The app refuses the WebSocket with an ordinary response (ASGI's denial
+            # response extension): the request is then served like any other.
+            assert stream.receive_nowait(now) == {"type": "websocket.connect"}
+            request.complete = True
+            stream.app_send({"type": "websocket.http.response.start", "status": 200}, now)
+            stream.app_send({"type": "websocket.http.response.body", "body": b"ok"}, now)
             continue
         while True:
             message = stream.receive_nowait(now)

@@ -17,6 +17,8 @@ from typing import Any
 import h11
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream
+from hypercorn.protocols.asgi_ws import AsgiWsStream
+from hypercorn.protocols.connection import SwitchProtocol
 from hypercorn.protocols.h1 import H1Connection
 from hypercorn.protocols.h1_parser import H1Parser, H11Parser
 from hypercorn.protocols.h1_select import make_parser
@@ -78,7 +80,10 @@ class RecordingSink:
         self.aborted = False
         self.reading_paused = False
         self.pause_calls = 0
-        self.started: list[AsgiHttpStream] = []
+        self.started: list[Any] = []
+        self.switched: list[SwitchProtocol] = []
+        #: Carries out a protocol switch (as the driver does), if set.
+        self.on_switch: Any = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
@@ -101,8 +106,13 @@ class RecordingSink:
         assert self.reading_paused, "resume_reading while not paused"
         self.reading_paused = False
 
-    def start_app(self, stream: AsgiHttpStream) -> None:
+    def start_app(self, stream: AsgiHttpStream | AsgiWsStream) -> None:
         self.started.append(stream)
+
+    def switch(self, switch: SwitchProtocol) -> None:
+        self.switched.append(switch)
+        if self.on_switch is not None:
+            self.on_switch(switch)
 
 
 class H1Pair:
