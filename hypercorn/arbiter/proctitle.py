@@ -5,8 +5,11 @@ from __future__ import annotations
 __all__ = ["set_title", "title_for"]
 
 
-def title_for(role: str, name: str) -> str:
-    return f"hypercorn: {role} [{name}]" if name else f"hypercorn: {role}"
+def title_for(role: str, name: str, state: str = "") -> str:
+    """``hypercorn: worker [app:app]``, with `` (booting)`` / `` (draining)`` when given:
+    ``ps`` then tells a serving worker from one that is starting or on its way out."""
+    title = f"hypercorn: {role} [{name}]" if name else f"hypercorn: {role}"
+    return f"{title} ({state})" if state else title
 
 
 def set_title(title: str) -> bool:

@@ -101,7 +101,8 @@ def _run(spec: WorkerSpec) -> int:
     # SIGABRT from the master (heartbeat timeout) dumps every thread's stack to the error
     # log before the process dies: the operator learns where the event loop was stuck.
     faulthandler.enable(file=_dump_target(config), all_threads=True)
-    set_title(title_for("worker", config.proc_name or config.application_path))
+    name = config.proc_name or config.application_path
+    set_title(title_for("worker", name, "booting"))
 
     # Import the serving machinery while we may still read everything; the app itself is
     # imported after dropping privileges (it should never run as root).
@@ -127,13 +128,18 @@ def _run(spec: WorkerSpec) -> int:
 
     def on_ready() -> None:
         settle_gc()
+        set_title(title_for("worker", name))
         channel.ready()
+
+    def on_stopping() -> None:
+        set_title(title_for("worker", name, "draining"))
+        channel.stopping()
 
     hooks = WorkerHooks(
         on_ready=on_ready,
         on_beat=channel.beat,
         beat_interval=beat_interval(config.timeout),
-        on_stopping=channel.stopping,
+        on_stopping=on_stopping,
     )
     try:
         run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)

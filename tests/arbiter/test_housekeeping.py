@@ -244,10 +244,22 @@ def test_reload_swaps_workers_and_survives_a_syntax_error(
 @pytest.mark.slow
 def test_process_titles(app_dir: Path, bound_socket: socket.socket) -> None:
     pytest.importorskip("setproctitle")
-    with running(["-w", "1", "app:app"], cwd=app_dir, sock=bound_socket) as server:
+    (app_dir / "boot_delay").write_text("0.5")
+    args = ["-w", "1", "--graceful-timeout", "10", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        (booting,) = server.wait_workers(lambda pids: len(pids) == 1)
+        wait_for(lambda: "(booting)" in _cmdline(booting), 5, "the booting title")
+        assert _cmdline(booting) == "hypercorn: worker [app:app] (booting)"
         (worker,) = server.wait_ready()
         assert _cmdline(server.pid) == "hypercorn: master [app:app]"
         assert _cmdline(worker) == "hypercorn: worker [app:app]"
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert http_get(server.port)[0] == 200  # the slow request is in flight by now
+        server.signal(signal.SIGTERM)
+        wait_for(lambda: "(draining)" in _cmdline(worker), 5, "the draining title")
+        assert _cmdline(worker) == "hypercorn: worker [app:app] (draining)"
+        client.close()
 
 
 def _cmdline(pid: int) -> str:
