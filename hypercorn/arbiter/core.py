@@ -20,8 +20,11 @@ Rules, re-checked after every observation (``_settle``):
    crash. Nothing is ever spawned while STOPPING.
 2. BOOTING becomes RUNNING when every slot's current worker is READY (``Booted`` + READY=1).
 3. ROLLING replaces one slot at a time: spawn generation N+1 as ``incoming``, wait for its
-   READY, then TERM the old one and move on. At most one incoming worker exists at a time.
-   The roll ends when no slot's worker is older than the roll's generation.
+   READY, then TERM the old one, and start the next slot only once the old worker has
+   exited: at most ``workers + 1`` workers are alive, and ``workers`` serve throughout. The
+   roll ends when no slot's worker is older than the roll's generation. A worker that asks
+   to retire (``max_requests``) is replaced the same way, in any phase but STOPPING, and
+   serves until its replacement is READY.
 4. A worker that dies before READY with a boot-failure exit code (3: boot, 4: app load)
    halts the server while BOOTING, aborts a roll (the old workers keep serving), and while
    RUNNING halts only if no other worker is serving (otherwise it backs off).
@@ -65,6 +68,7 @@ from hypercorn.arbiter.messages import (
     WorkerBeat,
     WorkerFailed,
     WorkerReady,
+    WorkerRetiring,
     WorkerStopping,
     WritePidfile,
 )
@@ -121,6 +125,8 @@ class ArbiterCore:
                     worker.last_beat = now
             case WorkerStopping(wid=wid):
                 self._on_worker_stopping(wid, now)
+            case WorkerRetiring(wid=wid):
+                self._on_worker_retiring(wid)
             case WorkerFailed(wid=wid, reason=reason):
                 worker = self.workers.get(wid)
                 if worker is not None:
@@ -157,11 +163,8 @@ class ArbiterCore:
             if limit is not None:
                 deadlines.append(limit)
         if self.phase not in (Phase.STOPPING, Phase.STOPPED):
-            deadlines.extend(
-                slot.respawn_at
-                for slot in self.slots.values()
-                if slot.respawn_at is not None and _empty(slot)
-            )
+            # (A back-off also delays the replacement of a retiring worker: any slot's counts.)
+            deadlines.extend(s.respawn_at for s in self.slots.values() if s.respawn_at is not None)
         return min(deadlines, default=None)
 
     @property
@@ -286,11 +289,18 @@ class ArbiterCore:
     ) -> None:
         boot_failure = exited.code in BOOT_FAILURE_CODES
         reason = worker.failure or f"{worker.name} {how} before it was ready"
-        if was_incoming and self.phase is Phase.ROLLING:
-            self._roll_target = None
-            self.phase = Phase.RUNNING
-            self._log("error", f"rolling restart aborted, keeping the old workers: {reason}")
-            self._emit(Notify(f"READY=1\nSTATUS=rolling restart failed: {reason}"))
+        if was_incoming:
+            # The worker it was to replace still serves. A retiring one asks again after a
+            # back-off, as a crash would.
+            slot.crashes += 1
+            slot.respawn_at = now + self._backoff(max(slot.crashes, 2))
+            if self.phase is Phase.ROLLING:
+                self._roll_target = None
+                self.phase = Phase.RUNNING
+                self._log("error", f"rolling restart aborted, keeping the old workers: {reason}")
+                self._emit(Notify(f"READY=1\nSTATUS=rolling restart failed: {reason}"))
+            else:
+                self._log("error", f"{reason}; the worker it replaces keeps serving")
             return
         if self.phase is Phase.BOOTING:
             if boot_failure:
@@ -318,13 +328,16 @@ class ArbiterCore:
         if worker.ready_at is not None and now - worker.ready_at >= self.settings.stable_after:
             slot.crashes = 0
         slot.crashes += 1
-        delay = 0.0
-        if slot.crashes > 1:
-            delay = min(
-                self.settings.backoff_max, self.settings.backoff_base * 2 ** (slot.crashes - 2)
-            )
+        delay = self._backoff(slot.crashes)
+        if delay:
             self._log("warning", f"workers keep dying; next start in {delay:.1f}s")
         slot.respawn_at = now + delay
+
+    def _backoff(self, crashes: int) -> float:
+        """No wait after the first crash, then base * 2**n, capped."""
+        if crashes <= 1:
+            return 0.0
+        return min(self.settings.backoff_max, self.settings.backoff_base * 2.0 ** (crashes - 2))
 
     def _on_ready(self, wid: int, now: float) -> None:
         worker = self.workers.get(wid)
@@ -357,6 +370,16 @@ class ArbiterCore:
             slot.respawn_at = None
         worker.state = WorkerState.DRAINING
         self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
+
+    def _on_worker_retiring(self, wid: int) -> None:
+        worker = self.workers.get(wid)
+        if worker is None or worker.state is WorkerState.DRAINING or worker.retiring:
+            return
+        slot = self.slots.get(worker.slot)
+        if slot is None or slot.current != wid:
+            return
+        worker.retiring = True
+        self._log("info", f"{worker.name} asks to be replaced (max_requests); replacing it")
 
     def _on_files_changed(self, paths: tuple[str, ...], now: float) -> None:
         if self.phase not in (Phase.RUNNING, Phase.ROLLING):
@@ -488,12 +511,11 @@ class ArbiterCore:
         if self.phase is Phase.STOPPED:
             return
         for slot in self.slots.values():
-            if not _empty(slot):
-                # A back-off is for an empty slot only: a worker still booting for it (a roll's
-                # replacement whose predecessor died) takes the slot instead.
+            if slot.respawn_at is not None and slot.respawn_at <= now:
+                # Passed: whatever waited for it happens now, or is waiting on something else
+                # (a booting replacement whose predecessor died takes the slot).
                 slot.respawn_at = None
-            elif slot.respawn_at is None or slot.respawn_at <= now:
-                slot.respawn_at = None
+            if _empty(slot) and slot.respawn_at is None:
                 slot.current = self._spawn(slot.index, now)
         if self.phase is Phase.BOOTING:
             if all(self._current_ready(slot) for slot in self.slots.values()):
@@ -502,31 +524,47 @@ class ArbiterCore:
                 self._log("info", f"{count} worker{'s' if count != 1 else ''} ready")
                 self._emit(Booted())
                 self._emit(Notify(f"READY=1\nSTATUS=serving with {count} workers"))
-        elif self.phase is Phase.ROLLING:
-            self._advance_roll(now)
-
-    def _current_ready(self, slot: SlotRecord) -> bool:
-        return slot.current is not None and self.workers[slot.current].state is WorkerState.READY
-
-    def _advance_roll(self, now: float) -> None:
-        target = self._roll_target
-        assert target is not None
-        if any(slot.incoming is not None for slot in self.slots.values()):
             return
-        old = [
-            slot
-            for slot in sorted(self.slots.values(), key=lambda s: s.index)
-            if slot.current is not None and self.workers[slot.current].generation < target
-        ]
-        if not old:
+        if self.phase is Phase.ROLLING and self._roll_done():
             self.phase = Phase.RUNNING
             self._roll_target = None
             self._log("info", "rolling restart complete")
             self._emit(Notify(f"READY=1\nSTATUS=serving with {len(self.slots)} workers"))
+        self._replace_next(now)
+
+    def _current_ready(self, slot: SlotRecord) -> bool:
+        return slot.current is not None and self.workers[slot.current].state is WorkerState.READY
+
+    def _roll_done(self) -> bool:
+        target = self._roll_target
+        assert target is not None
+        return all(
+            slot.incoming is None
+            and (slot.current is None or self.workers[slot.current].generation >= target)
+            for slot in self.slots.values()
+        )
+
+    def _outdated(self) -> list[SlotRecord]:
+        """Slots whose worker must be replaced: older than the roll, or asking to retire."""
+        target = self._roll_target
+        found = []
+        for slot in sorted(self.slots.values(), key=lambda s: s.index):
+            if slot.current is None:
+                continue
+            worker = self.workers[slot.current]
+            if worker.retiring or (target is not None and worker.generation < target):
+                found.append(slot)
+        return found
+
+    def _replace_next(self, now: float) -> None:
+        """Start one replacement, if one is due and the worker budget allows it."""
+        if any(slot.incoming is not None for slot in self.slots.values()):
             return
-        for slot in old:
+        if len(self.workers) > len(self.slots):
+            return  # an old worker is still draining: at most workers + 1 alive
+        for slot in self._outdated():
             # Replace a serving worker; an old one still booting gets its turn once READY.
-            if self._current_ready(slot):
+            if self._current_ready(slot) and slot.respawn_at is None:
                 slot.incoming = self._spawn(slot.index, now)
                 return
 

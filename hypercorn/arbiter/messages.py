@@ -93,6 +93,13 @@ class WorkerStopping:
 
 
 @dataclass(frozen=True)
+class WorkerRetiring:
+    """The worker reached ``max_requests``: it keeps serving until the master replaces it."""
+
+    wid: int
+
+
+@dataclass(frozen=True)
 class WorkerFailed:
     """The worker explains why it is about to exit before READY (one line)."""
 
@@ -134,6 +141,7 @@ Observation: TypeAlias = (
     | WorkerReady
     | WorkerBeat
     | WorkerStopping
+    | WorkerRetiring
     | WorkerFailed
     | FilesChanged
     | ConfigReloaded

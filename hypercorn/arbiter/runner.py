@@ -50,6 +50,7 @@ from hypercorn.arbiter.messages import (
     WorkerBeat,
     WorkerFailed,
     WorkerReady,
+    WorkerRetiring,
     WorkerStopping,
     WritePidfile,
 )
@@ -231,6 +232,8 @@ class Runner:
                     self._feed(WorkerBeat(worker.wid))
                 elif message.kind is MessageKind.STOPPING:
                     self._feed(WorkerStopping(worker.wid))
+                elif message.kind is MessageKind.RETIRE:
+                    self._feed(WorkerRetiring(worker.wid))
                 else:
                     self._feed(WorkerFailed(worker.wid, message.reason))
 

@@ -38,6 +38,8 @@ class WorkerRecord:
     timed_out: bool = False
     #: The one-line reason the worker gave before exiting (WorkerFailed).
     failure: str | None = None
+    #: The worker asked to be replaced (max_requests); it serves until its successor is READY.
+    retiring: bool = False
 
     @property
     def name(self) -> str:

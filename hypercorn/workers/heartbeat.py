@@ -5,6 +5,7 @@ Frames are one kind byte, except FAILED which carries a reason::
     b"R"                      READY     app loaded, lifespan started, listening
     b"B"                      BEAT      sent by a task inside the event loop
     b"S"                      STOPPING  a graceful stop began on the worker's own account
+    b"X"                      RETIRE    max_requests reached: replace me (I keep serving)
     b"F" + len(2, BE) + utf8  FAILED    one-line reason, sent just before a boot-failure exit
 
 Every frame is far below PIPE_BUF, so writes are atomic. The worker's end is non-blocking: a
@@ -29,6 +30,7 @@ class MessageKind(enum.Enum):
     READY = b"R"
     BEAT = b"B"
     STOPPING = b"S"
+    RETIRE = b"X"
     FAILED = b"F"
 
 
@@ -99,6 +101,9 @@ class WorkerChannel:
 
     def stopping(self) -> None:
         self._write(encode(MessageKind.STOPPING))
+
+    def retire(self) -> None:
+        self._write(encode(MessageKind.RETIRE))
 
     def failed(self, reason: str) -> None:
         self._write(encode(MessageKind.FAILED, " ".join(reason.split())))

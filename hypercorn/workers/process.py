@@ -140,6 +140,7 @@ def _run(spec: WorkerSpec) -> int:
         on_beat=channel.beat,
         beat_interval=beat_interval(config.timeout),
         on_stopping=on_stopping,
+        on_retire=channel.retire,
     )
     try:
         run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)

@@ -5,8 +5,9 @@
 1. wrap the app (ASGI 3 / ASGI 2 / WSGI) and run lifespan startup (failure: ``BootError``);
 2. accept on every listener (``Backend.serve``), one ``ConnectionDriver`` per connection;
    report ready and beat from inside the loop (``WorkerHooks``);
-3. on a stop request - signal, ``shutdown_trigger``, ``max_requests`` or a beat answering
-   False - stop accepting, let in-flight requests finish within ``graceful_timeout``
+3. on a stop request - signal, ``shutdown_trigger``, ``max_requests`` (without an arbiter;
+   under one the worker asks for a replacement and serves on until it is stopped) or a beat
+   answering False - stop accepting, let in-flight requests finish within ``graceful_timeout``
    (answering them with ``Connection: close``; idle keep-alive connections close at once),
    then abort what is left and run lifespan shutdown. A fast stop (SIGQUIT) skips the wait.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -53,6 +55,9 @@ class WorkerHooks:
     beat_interval: float = 1.0
     #: When a graceful stop begins.
     on_stopping: Callable[[], None] = _no_op
+    #: ``max_requests`` reached: ask the arbiter for a replacement and keep serving until it
+    #: stops this worker (None: stop gracefully at once, as without an arbiter).
+    on_retire: Callable[[], None] | None = None
 
 
 class _Stopper:
@@ -102,10 +107,20 @@ async def serve(
     if config.max_requests:
         limit = config.max_requests + random.randint(0, max(config.max_requests_jitter, 0))
 
+        retire = hooks.on_retire if hooks is not None else None
+
         def on_request() -> None:
+            nonlocal limit
             if ctx.requests >= limit and not stopper.event.is_set():
-                _logger.info("Maximum requests (%d) reached; stopping gracefully", limit)
-                stopper.graceful()
+                if retire is None:
+                    _logger.info("Maximum requests (%d) reached; stopping gracefully", limit)
+                    stopper.graceful()
+                    return
+                # The arbiter starts a replacement and stops us once it is READY, so the
+                # number of serving workers never drops: ask once, serve on meanwhile.
+                _logger.info("Maximum requests (%d) reached; asking to be replaced", limit)
+                limit = sys.maxsize
+                retire()
 
     ctx = WorkerContext(
         app=asgi_app,

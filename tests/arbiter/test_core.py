@@ -32,6 +32,7 @@ from hypercorn.arbiter.messages import (
     WorkerBeat,
     WorkerFailed,
     WorkerReady,
+    WorkerRetiring,
     WorkerStopping,
     WritePidfile,
 )
@@ -241,14 +242,63 @@ def test_rolling_restart_replaces_one_slot_at_a_time_after_ready() -> None:
     assert h.core.phase is Phase.ROLLING
     cmds = h.feed(WorkerReady(3))
     assert kills(cmds) == [(1, Sig.TERM)]
-    assert of(cmds, Spawn) == [Spawn(4, 1, 1)]
+    # Slot 1 waits until 1 has drained: never more than workers + 1 alive.
+    assert spawned(cmds) == []
+    assert spawned(h.advance(SETTINGS.graceful_timeout / 2)) == []
+    assert of(h.exit(1, 0), Spawn) == [Spawn(4, 1, 1)]
     cmds = h.feed(WorkerReady(4))
     assert kills(cmds) == [(2, Sig.TERM)]
     assert notified(cmds) == ["READY=1"]
     assert h.core.phase is Phase.RUNNING
-    # The old workers exit in their own time; nothing is respawned for them.
-    assert spawned(h.exit(1, 0) + h.exit(2, 0)) == []
+    # The old worker exits in its own time; nothing is respawned for it.
+    assert spawned(h.exit(2, 0)) == []
     assert {s.current for s in h.core.slots.values()} == {3, 4}
+
+
+def test_roll_waits_for_a_slow_drain_until_its_kill_deadline() -> None:
+    h = Harness()
+    h.booted()
+    h.signal(Sig.USR1)
+    h.feed(WorkerReady(3))  # 1 drains
+    deadline = h.core.next_deadline()
+    assert deadline is not None
+    cmds = h.advance(deadline - h.now)
+    assert kills(cmds) == [(1, Sig.KILL)]
+    assert spawned(cmds) == []  # still alive until reaped
+    assert of(h.exit(1, signal=9), Spawn) == [Spawn(4, 1, 1)]
+
+
+def test_max_requests_worker_serves_until_its_replacement_is_ready() -> None:
+    h = Harness()
+    h.booted()
+    cmds = h.feed(WorkerRetiring(1))
+    assert of(cmds, Spawn) == [Spawn(3, 0, 0)]
+    assert kills(cmds) == []  # 1 keeps serving while 3 boots
+    cmds = h.feed(WorkerRetiring(2))  # waits its turn
+    assert spawned(cmds) == []
+    cmds = h.feed(WorkerReady(3))
+    assert kills(cmds) == [(1, Sig.TERM)]
+    assert spawned(cmds) == []
+    assert of(h.exit(1, 0), Spawn) == [Spawn(4, 1, 0)]
+    assert kills(h.feed(WorkerReady(4))) == [(2, Sig.TERM)]
+    assert h.core.phase is Phase.RUNNING
+    assert {s.current for s in h.core.slots.values()} == {3, 4}
+
+
+def test_retiring_worker_keeps_serving_when_its_replacement_cannot_boot() -> None:
+    h = Harness()
+    h.booted()
+    h.feed(WorkerRetiring(1))  # 3 boots for slot 0
+    cmds = h.exit(3, EXIT_BOOT_ERROR)
+    assert of(cmds, Halt) == []
+    assert kills(cmds) == []
+    assert h.core.slots[0].current == 1
+    deadline = h.core.next_deadline()
+    assert deadline is not None
+    assert deadline > h.now
+    # Tried again after a back-off.
+    cmds = h.advance(deadline - h.now)
+    assert spawned(cmds) == [4]
 
 
 def test_usr1_during_roll_restarts_it_with_a_newer_generation() -> None:
@@ -258,10 +308,10 @@ def test_usr1_during_roll_restarts_it_with_a_newer_generation() -> None:
     h.signal(Sig.USR1)  # target is now gen 2: 3 is already stale
     cmds = h.feed(WorkerReady(3))
     assert kills(cmds) == [(1, Sig.TERM)]
-    assert of(cmds, Spawn) == [Spawn(4, 0, 2)]  # slot 0 again: 3 is gen 1 < 2
+    assert of(h.exit(1, 0), Spawn) == [Spawn(4, 0, 2)]  # slot 0 again: 3 is gen 1 < 2
     cmds = h.feed(WorkerReady(4))
     assert kills(cmds) == [(3, Sig.TERM)]
-    assert of(cmds, Spawn) == [Spawn(5, 1, 2)]
+    assert of(h.exit(3, 0), Spawn) == [Spawn(5, 1, 2)]
     assert notified(h.feed(WorkerReady(5))) == ["READY=1"]
 
 

@@ -30,6 +30,7 @@ from hypercorn.arbiter.messages import (
     WorkerBeat,
     WorkerFailed,
     WorkerReady,
+    WorkerRetiring,
     WorkerStopping,
 )
 from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
@@ -109,7 +110,7 @@ class ArbiterMachine(RuleBasedStateMachine):
         self._feed(ChildExited(wid, code=code, signal=sig))
 
     @precondition(lambda self: bool(self.alive))
-    @rule(data=st.data(), kind=st.sampled_from(["ready", "beat", "stopping", "failed"]))
+    @rule(data=st.data(), kind=st.sampled_from(["ready", "beat", "stopping", "retiring", "failed"]))
     def worker_reports(self, data: st.DataObject, kind: str) -> None:
         wid = data.draw(st.sampled_from(sorted(self.alive)))
         observation: Observation
@@ -119,6 +120,8 @@ class ArbiterMachine(RuleBasedStateMachine):
             observation = WorkerBeat(wid)
         elif kind == "stopping":
             observation = WorkerStopping(wid)
+        elif kind == "retiring":
+            observation = WorkerRetiring(wid)
         else:
             observation = WorkerFailed(wid, "db is down")
         self._feed(observation)

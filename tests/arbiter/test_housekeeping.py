@@ -33,6 +33,7 @@ def test_decoder_handles_split_frames() -> None:
         + encode(MessageKind.BEAT)
         + encode(MessageKind.FAILED, "cannot import 'app:app': ünïcode")
         + encode(MessageKind.STOPPING)
+        + encode(MessageKind.RETIRE)
     )
     decoder = MessageDecoder()
     messages: list[Message] = []
@@ -43,6 +44,7 @@ def test_decoder_handles_split_frames() -> None:
         Message(MessageKind.BEAT),
         Message(MessageKind.FAILED, "cannot import 'app:app': ünïcode"),
         Message(MessageKind.STOPPING),
+        Message(MessageKind.RETIRE),
     ]
 
 

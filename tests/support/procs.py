@@ -120,6 +120,14 @@ def wait_for(
 
 def children_of(pid: int) -> set[int]:
     """Live child pids of ``pid`` (Linux /proc), zombies excluded."""
+    try:
+        # Children forked by the main thread (as masters fork), without scanning /proc.
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            candidates = [int(entry) for entry in file.read().split()]
+    except (OSError, ValueError):
+        candidates = None
+    if candidates is not None:
+        return {child for child in candidates if pid_alive(child)}
     result: set[int] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -312,6 +320,53 @@ class LoadLoop:
             client.close()
             with self._lock:
                 self.result.retries += client.retries
+
+
+# ------------------------------------------------------------------------------ census
+
+
+def process_title(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read().split(b"\0")[0].decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+class WorkerCensus:
+    """Samples a master's workers every few milliseconds from a thread: how many are alive,
+    and how many serve (a worker's title says ``(booting)`` or ``(draining)`` otherwise)."""
+
+    def __init__(self, master_pid: int, interval: float = 0.005) -> None:
+        self.master_pid = master_pid
+        self.interval = interval
+        self.samples: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WorkerCensus:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            titles = [process_title(pid) for pid in children_of(self.master_pid)]
+            alive = [title for title in titles if title is not None]
+            serving = [t for t in alive if t.startswith("hypercorn: worker") and "(" not in t]
+            self.samples.append((len(alive), len(serving)))
+            self._stop.wait(self.interval)
+
+    @property
+    def most_alive(self) -> int:
+        return max(alive for alive, _ in self.samples)
+
+    @property
+    def fewest_serving(self) -> int:
+        return min(serving for _, serving in self.samples)
 
 
 # ------------------------------------------------------------------------------ the server

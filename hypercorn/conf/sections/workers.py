@@ -60,7 +60,8 @@ class WorkerSettings(SettingsHolder):
         flags=("--max-requests",),
         metavar="INT",
         help="""Maximum number of requests a worker will process before restarting gracefully.
-        None (the default) or 0 disables recycling.""",
+        Under the arbiter the worker serves on until its replacement is ready, so as many
+        workers serve as configured. None (the default) or 0 disables recycling.""",
     )
     max_requests_jitter = Setting(
         0,
