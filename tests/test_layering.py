@@ -3,8 +3,8 @@
 * asyncio / trio / uvloop / anyio: only in ``hypercorn/workers/*_backend.py`` and the thin
   public ``hypercorn/asyncio/`` and ``hypercorn/trio/`` packages. Everything else (driver,
   serve, lifespan, WSGI bridge, protocols, arbiter) is written once against ``Backend``.
-* ``hypercorn/protocols/``, ``hypercorn/conf/`` and ``hypercorn/arbiter/core.py`` also never
-  import socket or selectors, and ``protocols/`` never reads the clock (no ``time``).
+* ``hypercorn/protocols/``, ``hypercorn/conf/`` and the arbiter's pure core also never
+  import socket or selectors; they and the arbiter core never read the clock (no ``time``).
 
 Imports are found anywhere in a module (including inside functions and ``TYPE_CHECKING``
 blocks), so a lazy import cannot slip through.
@@ -65,10 +65,18 @@ def loop_library_allowed(rel: str) -> bool:
     return rel.startswith("hypercorn/workers/") and rel.endswith("_backend.py")
 
 
+#: The arbiter's sans-IO brain: observations in, commands out, no I/O and no clock.
+PURE_ARBITER = {
+    f"hypercorn/arbiter/{name}.py" for name in ("core", "signal_table", "state", "messages")
+}
+
+
 def is_pure_layer(rel: str) -> bool:
-    return rel.startswith(("hypercorn/protocols/", "hypercorn/conf/")) or rel == (
-        "hypercorn/arbiter/core.py"
-    )
+    return rel.startswith(("hypercorn/protocols/", "hypercorn/conf/")) or rel in PURE_ARBITER
+
+
+def takes_time_as_input(rel: str) -> bool:
+    return rel.startswith("hypercorn/protocols/") or rel in PURE_ARBITER
 
 
 @pytest.mark.parametrize("path", modules(), ids=relative)
@@ -80,7 +88,7 @@ def test_layering(path: Path) -> None:
             problems.append(f"{rel}:{lineno} imports {root} (only backends may)")
         if root in IO_MODULES and is_pure_layer(rel):
             problems.append(f"{rel}:{lineno} imports {root} (this layer does no I/O)")
-        if root in CLOCK_MODULES and rel.startswith("hypercorn/protocols/"):
+        if root in CLOCK_MODULES and takes_time_as_input(rel):
             problems.append(f"{rel}:{lineno} imports {root} (the core takes `now` as input)")
     assert not problems, "\n".join(problems)
 

@@ -34,17 +34,15 @@ Rules, re-checked after every observation (``_settle``):
    deadline passes.
 7. STOPPING ends (``Exit``) when the last worker has been reaped.
 
-Signals are dispatched through ``SIGNAL_TABLE``: a (phase, signal) pair with no row is ignored.
+Signals are dispatched through ``SIGNAL_TABLE`` (``signal_table.py``): a (phase, signal) pair
+with no row is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from hypercorn.arbiter.messages import (
     Booted,
     ChildExited,
-    CloseSlot,
     Command,
     ConfigReloaded,
     CoreSettings,
@@ -57,8 +55,6 @@ from hypercorn.arbiter.messages import (
     LogLevel,
     Notify,
     Observation,
-    Reexec,
-    ReloadConfig,
     Sig,
     SignalReceived,
     Spawn,
@@ -72,6 +68,7 @@ from hypercorn.arbiter.messages import (
     WorkerStopping,
     WritePidfile,
 )
+from hypercorn.arbiter.signal_table import SIGNAL_TABLE, SignalHandlers
 from hypercorn.arbiter.state import Phase, SlotRecord, WorkerRecord, WorkerState
 from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
 
@@ -80,7 +77,7 @@ __all__ = ["SIGNAL_TABLE", "ArbiterCore", "Phase", "SlotRecord", "WorkerRecord",
 BOOT_FAILURE_CODES = frozenset({EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR})
 
 
-class ArbiterCore:
+class ArbiterCore(SignalHandlers):
     """Pure arbiter state machine. ``handle(observation, now) -> commands``."""
 
     def __init__(self, settings: CoreSettings, now: float) -> None:
@@ -173,73 +170,6 @@ class ArbiterCore:
 
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.state is WorkerState.READY)
-
-    # ------------------------------------------------------------------ signal handlers
-
-    def _graceful_stop(self, now: float) -> None:
-        self._log("info", "graceful stop requested; draining workers")
-        self._begin_stop(now, Sig.TERM, self.settings.graceful_timeout + self.settings.kill_grace)
-
-    def _quick_stop(self, now: float) -> None:
-        self._log("info", "quick stop requested")
-        self._begin_stop(now, Sig.QUIT, self.settings.quick_timeout)
-
-    def _immediate_stop(self, now: float) -> None:
-        self._log("warning", "second interrupt: killing workers now")
-        for worker in self.workers.values():
-            self._emit(Kill(worker.wid, Sig.KILL))
-            worker.kill_at = None
-
-    def _escalate_to_quick(self, now: float) -> None:
-        self._log("info", "quick stop requested while stopping")
-        for worker in self.workers.values():
-            self._emit(Kill(worker.wid, Sig.QUIT))
-            self._set_kill_at(worker, now + self.settings.quick_timeout)
-
-    def _reload(self, now: float) -> None:
-        self._log("info", "SIGHUP: re-reading the configuration, then rolling restart")
-        self._emit(Notify("RELOADING=1\nSTATUS=re-reading configuration"))
-        self._emit(ReloadConfig())
-        self._reload_pending = True
-
-    def _roll(self, now: float) -> None:
-        self._start_roll(now, "SIGUSR1")
-
-    def _upgrade(self, now: float) -> None:
-        if self.upgrading:
-            self._log("warning", "SIGUSR2 ignored: an upgrade is already in progress")
-            return
-        self.upgrading = True
-        self._log("info", "SIGUSR2: starting a new master on the same listeners")
-        self._emit(Reexec())
-
-    def _add_worker(self, now: float) -> None:
-        index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
-        self.slots[index] = SlotRecord(index)
-        self._log("info", f"SIGTTIN: adding a worker ({len(self.slots)} now)")
-
-    def _remove_worker(self, now: float) -> None:
-        if len(self.slots) <= 1:
-            self._log("warning", "SIGTTOU ignored: keeping at least one worker")
-            return
-
-        def age(slot: SlotRecord) -> tuple[int, float, int]:
-            # Empty slots first (nothing to drain), then the oldest worker (gunicorn).
-            if slot.current is None:
-                return (0, 0.0, slot.index)
-            worker = self.workers[slot.current]
-            return (1, worker.spawned_at, worker.wid)
-
-        slot = min(self.slots.values(), key=age)
-        del self.slots[slot.index]
-        for wid in (slot.current, slot.incoming):
-            if wid is not None:
-                self._drain(self.workers[wid], now, Sig.TERM)
-        self._emit(CloseSlot(slot.index))
-        self._log("info", f"SIGTTOU: removing a worker ({len(self.slots)} left)")
-
-    def _ignore_while_booting(self, now: float) -> None:
-        self._log("warning", "signal ignored: the server is still booting")
 
     # ------------------------------------------------------------------ observations
 
@@ -596,28 +526,3 @@ def _describe_exit(exited: ChildExited) -> str:
     if exited.signal is not None:
         return f"was killed by signal {exited.signal}"
     return f"exited with code {exited.code}"
-
-
-Handler = Callable[[ArbiterCore, float], None]
-
-_ACTIVE = (Phase.BOOTING, Phase.RUNNING, Phase.ROLLING)
-
-#: (phase, signal) -> handler. A missing row means "ignored in that phase".
-SIGNAL_TABLE: dict[tuple[Phase, Sig], Handler] = {
-    **{(p, Sig.TERM): ArbiterCore._graceful_stop for p in _ACTIVE},
-    **{(p, Sig.INT): ArbiterCore._graceful_stop for p in _ACTIVE},
-    **{(p, Sig.QUIT): ArbiterCore._quick_stop for p in _ACTIVE},
-    **{(p, Sig.TTIN): ArbiterCore._add_worker for p in _ACTIVE},
-    **{(p, Sig.TTOU): ArbiterCore._remove_worker for p in _ACTIVE},
-    (Phase.BOOTING, Sig.USR1): ArbiterCore._ignore_while_booting,
-    (Phase.BOOTING, Sig.HUP): ArbiterCore._ignore_while_booting,
-    (Phase.BOOTING, Sig.USR2): ArbiterCore._ignore_while_booting,
-    (Phase.RUNNING, Sig.USR1): ArbiterCore._roll,
-    (Phase.ROLLING, Sig.USR1): ArbiterCore._roll,
-    (Phase.RUNNING, Sig.HUP): ArbiterCore._reload,
-    (Phase.ROLLING, Sig.HUP): ArbiterCore._reload,
-    (Phase.RUNNING, Sig.USR2): ArbiterCore._upgrade,
-    (Phase.ROLLING, Sig.USR2): ArbiterCore._upgrade,
-    (Phase.STOPPING, Sig.INT): ArbiterCore._immediate_stop,
-    (Phase.STOPPING, Sig.QUIT): ArbiterCore._escalate_to_quick,
-}
