@@ -288,7 +288,11 @@ class ArbiterCore(SignalHandlers):
 
     def _on_worker_stopping(self, wid: int, now: float) -> None:
         worker = self.workers.get(wid)
-        if worker is None or worker.state is not WorkerState.READY:
+        if worker is None:
+            return
+        # STOPPING is sent once the worker stopped accepting.
+        worker.accepting = False
+        if worker.state is not WorkerState.READY:
             return
         if self.phase not in (Phase.RUNNING, Phase.ROLLING, Phase.BOOTING):
             return
@@ -466,13 +470,15 @@ class ArbiterCore(SignalHandlers):
         return slot.current is not None and self.workers[slot.current].state is WorkerState.READY
 
     def _roll_done(self) -> bool:
+        """Every slot serves the roll's generation, and no older worker still accepts (so a
+        client connecting after READY=1 reaches new code)."""
         target = self._roll_target
         assert target is not None
         return all(
             slot.incoming is None
             and (slot.current is None or self.workers[slot.current].generation >= target)
             for slot in self.slots.values()
-        )
+        ) and not any(w.accepting and w.generation < target for w in self.workers.values())
 
     def _outdated(self) -> list[SlotRecord]:
         """Slots whose worker must be replaced: older than the roll, or asking to retire."""

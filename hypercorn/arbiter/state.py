@@ -40,6 +40,8 @@ class WorkerRecord:
     failure: str | None = None
     #: The worker asked to be replaced (max_requests); it serves until its successor is READY.
     retiring: bool = False
+    #: Until it reports STOPPING (sent once its accept loop ended) or exits.
+    accepting: bool = True
 
     @property
     def name(self) -> str:

@@ -248,6 +248,8 @@ def test_rolling_restart_replaces_one_slot_at_a_time_after_ready() -> None:
     assert of(h.exit(1, 0), Spawn) == [Spawn(4, 1, 1)]
     cmds = h.feed(WorkerReady(4))
     assert kills(cmds) == [(2, Sig.TERM)]
+    assert notified(cmds) == []  # 2 may still accept a connection
+    cmds = h.feed(WorkerStopping(2))  # its accept loop ended
     assert notified(cmds) == ["READY=1"]
     assert h.core.phase is Phase.RUNNING
     # The old worker exits in its own time; nothing is respawned for it.
@@ -312,7 +314,8 @@ def test_usr1_during_roll_restarts_it_with_a_newer_generation() -> None:
     cmds = h.feed(WorkerReady(4))
     assert kills(cmds) == [(3, Sig.TERM)]
     assert of(h.exit(3, 0), Spawn) == [Spawn(5, 1, 2)]
-    assert notified(h.feed(WorkerReady(5))) == ["READY=1"]
+    h.feed(WorkerReady(5))
+    assert notified(h.exit(2, 0)) == ["READY=1"]  # an exit counts as having stopped too
 
 
 def test_replacement_that_fails_to_boot_aborts_the_roll_keeping_old_workers() -> None:
@@ -350,7 +353,8 @@ def test_crash_of_old_worker_during_roll_is_respawned_in_the_new_generation() ->
     h.feed(WorkerReady(4))
     cmds = h.feed(WorkerReady(3))
     assert kills(cmds) == [(1, Sig.TERM)]
-    assert notified(cmds) == ["READY=1"]  # slot 1 is already new: the roll is done
+    # Slot 1 is already new: the roll is done once 1 stops accepting.
+    assert notified(h.feed(WorkerStopping(1))) == ["READY=1"]
 
 
 def test_old_worker_dying_while_its_replacement_boots_leaves_no_past_deadline() -> None:
