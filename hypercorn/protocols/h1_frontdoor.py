@@ -129,51 +129,56 @@ class HeadParser(Protocol):
 
 
 # -- grammar ----------------------------------------------------------------------------------
+# These patterns judge untrusted bytes, so each is written to match in linear time with plain
+# greedy quantifiers (CPython 3.10 has no possessive ones): every repeated class is followed by
+# a delimiter the class cannot contain (a token by ":", a value by CR, a chunk extension's
+# token by ";" or "="), so backtracking into a repeat fails at once, and no two adjacent
+# repeats can share a byte (optional whitespace is followed by something that cannot start
+# with a space or a tab). Each therefore matches exactly where its possessive form would.
 
 _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_TOKEN = rb"[" + _TCHAR + rb"]++"
-_VALUE = rb"[\t\x20-\x7e\x80-\xff]*+"
+_TOKEN = rb"[" + _TCHAR + rb"]+"
+_VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
+#: A value after its leading OWS: empty, or starting with a byte that is not OWS.
+_TRIMMED_VALUE = rb"(?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?"
 _FIELD_LINE = _TOKEN + rb":" + _VALUE + rb"\r\n"
-_HOST_VALUE = (
-    rb"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:%]++\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*+)(?::[0-9]*+)?"
+_HOST_VALUE = rb"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:%]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+#: The same language without the empty value, so OWS on either side cannot meet.
+_NONEMPTY_HOST_VALUE = (
+    rb"(?:(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:%]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]+)(?::[0-9]*)?"
+    rb"|:[0-9]*)"
 )
 _PLAIN_LINE = rb"(?!(?i:host|content-length|transfer-encoding):)" + _FIELD_LINE
-_HOST_LINE = rb"(?i:host):[ \t]*+" + _HOST_VALUE + rb"[ \t]*+\r\n"
-_CL_LINE = rb"(?i:content-length):[ \t]*+([0-9]{1,18}+)[ \t]*+\r\n"
+_HOST_LINE = rb"(?i:host):[ \t]*(?:" + _NONEMPTY_HOST_VALUE + rb"[ \t]*)?\r\n"
+_CL_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
 
 # The fast path: origin-form (or OPTIONS *), HTTP/1.0 or 1.1, exactly one Host, at most one
 # Content-Length (captured in group 2 or 3), no Transfer-Encoding. Group 1 is the version
-# (b"1.0" or b"1.1"), whose end is also the length of the request line.
+# (b"1.0" or b"1.1"), whose end is also the length of the request line. A plain line cannot
+# be a Host or Content-Length line, so at each line one branch at most can go on.
 _FAST_HEAD = re.compile(
-    rb"(?:OPTIONS \* |(?!CONNECT )" + _TOKEN + rb" /[\x21-\x7e]*+ )HTTP/(1\.[01])\r\n"
-    rb"(?:" + _PLAIN_LINE + rb")*+"
-    rb"(?:" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*+"
-    rb"(?:" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*+)?"
-    rb"|"
-    + _CL_LINE
-    + rb"(?:"
-    + _PLAIN_LINE
-    + rb")*+"
-    + _HOST_LINE
-    + rb"(?:"
-    + _PLAIN_LINE
-    + rb")*+"
+    rb"(?:OPTIONS \* |(?!CONNECT )" + _TOKEN + rb" /[\x21-\x7e]* )HTTP/(1\.[01])\r\n"
+    rb"(?:" + _PLAIN_LINE + rb")*"
+    rb"(?:" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*"
+    rb"(?:" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*)?"
+    rb"|" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*"
     rb")\r\n"
 )
 
 _TOKEN_RE = re.compile(_TOKEN)
-_TARGET_RE = re.compile(rb"[\x21-\x7e]++")
-_ABSOLUTE_FORM_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*+://[\x21-\x7e]*+")
+_TARGET_RE = re.compile(rb"[\x21-\x7e]+")
+_ABSOLUTE_FORM_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x7e]*")
 _VERSION_RE = re.compile(rb"HTTP/[0-9]\.[0-9]")
-_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+(" + _VALUE + rb")")
+_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _TRIMMED_VALUE + rb")")
 _VALUE_RE = re.compile(_VALUE)
 _HOST_VALUE_RE = re.compile(_HOST_VALUE)
-_DIGITS_RE = re.compile(rb"[0-9]{1,18}+")
-_TRAILERS_RE = re.compile(rb"(?:" + _FIELD_LINE + rb")*+\r\n")
+_DIGITS_RE = re.compile(rb"[0-9]{1,18}")
+_TRAILERS_RE = re.compile(rb"(?:" + _FIELD_LINE + rb")*\r\n")
+# qdtext excludes DQUOTE and backslash, so a quoted string has one way to match.
 _CHUNK_LINE_RE = re.compile(
-    rb"([0-9A-Fa-f]{1,16}+)"
+    rb"([0-9A-Fa-f]{1,16})"
     rb"(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb'|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]'
-    rb'|\\[\t \x21-\x7e\x80-\xff])*+"))?)*+'
+    rb'|\\[\t \x21-\x7e\x80-\xff])*"))?)*'
 )
 _OWS = b" \t"
 #: A Connection or Expect field line in an approved head (the fields that, with no body,

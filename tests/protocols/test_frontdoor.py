@@ -3,8 +3,15 @@ the fast path against the reference judgement, and the parser factory."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import re
+import sys
+from typing import Any
+
 import pytest
 
+import hypercorn
 from hypercorn.protocols import h1_frontdoor
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.h1_frontdoor import (
@@ -82,6 +89,69 @@ def test_fast_path_results() -> None:
     assert judge_head(post, LIMITS) == judge_head_slowly(post, LIMITS) == 12
     chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert judge_head(chunked, LIMITS) == CHUNKED
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \t \r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \t:80 \t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost:[::1]:8000\t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX:  \t  \r\nY:\t v w \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \t 7 \t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\nHost: a\r\n\r\n",
+    ],
+)
+def test_whitespace_around_values_is_judged_alike(head: bytes) -> None:
+    assert _judge(judge_head, head) == _judge(judge_head_slowly, head)
+
+
+# Heads built to make a backtracking regex take quadratic time (each ~1 MB: seconds per
+# hundred KB if any pattern backtracked quadratically, so the per-test timeout catches it).
+_N = 1_000_000
+_BIG = ProtocolLimits(max_incomplete_size=4 * _N, max_request_line_size=4 * _N, max_header_count=_N)
+
+
+@pytest.mark.parametrize(
+    ("head", "verdict"),
+    [
+        (b"GET / HTTP/1.1\r\nHost:" + b" " * _N + b"x y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost:" + b" \t" * (_N // 2) + b"\x01\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX:" + b" " * _N + b"\x01\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: bbbbbbbbbb\r\n" * (_N // 16) + b"\r\n", 400),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+            + b"X-A: b\r\n" * (_N // 8)
+            + b"Content-Length: 1\r\n\r\n",
+            400,
+        ),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"x" * _N + b"\r\n\r\n", 400),
+        (b"GET /" + b"a" * _N + b" HTTP/1.1\r\nHost:  a  \r\n\r\n", 0),
+    ],
+)
+def test_pathological_heads_are_judged_in_linear_time(head: bytes, verdict: int) -> None:
+    for judge in (h1_frontdoor.judge_head, judge_head_slowly):
+        try:
+            result = judge(head, _BIG)
+        except RemoteProtocolError as exc:
+            result = exc.status_hint
+        assert result == verdict
+
+
+def test_pathological_chunk_lines_and_trailers_are_judged_in_linear_time() -> None:
+    for line, ok in [
+        (b'1;a="' + b'\\"' * (_N // 2), False),
+        (b"1" + b";a=b" * (_N // 4) + b";", False),
+        (b"1;" + b"a" * _N + b"=", False),
+        (b"1" + b';a="x"' * (_N // 6) + b'"', False),
+        (b"1" + b';a="x\\""' * (_N // 8), True),
+    ]:
+        assert (h1_frontdoor._CHUNK_LINE_RE.fullmatch(line) is not None) is ok
+    trailers = b"X: a\r\n" * (_N // 6) + b"X: \x01\r\n\r\n"
+    assert h1_frontdoor._TRAILERS_RE.fullmatch(trailers) is None
+    assert h1_frontdoor._FIELD_RE.fullmatch(b"X:" + b" \t" * (_N // 2) + b"\x7f") is None
 
 
 def test_a_repeated_head_is_taken_from_the_memo(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,3 +396,32 @@ def test_make_parser_kinds() -> None:
     assert isinstance(h11._head_parser, H11HeadParser)  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="http1_parser"):
         make_parser("llhttp", LIMITS)
+
+
+def _needs_python_3_11(pattern: re.Pattern[Any]) -> bool:
+    """Whether ``pattern`` uses a possessive quantifier or an atomic group (3.11+ only)."""
+    parser = importlib.import_module("re._parser")  # 3.11+: only there can these compile
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, (list, tuple)) or type(node).__name__ == "SubPattern":
+            return any(walk(item) for item in node)
+        return str(node) in ("POSSESSIVE_REPEAT", "ATOMIC_GROUP")
+
+    return walk(parser.parse(pattern.pattern, pattern.flags))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 fails to import such patterns")
+def test_no_pattern_needs_python_3_11() -> None:
+    """``make test`` runs one interpreter, so every compiled pattern of the package is checked
+    here for syntax that CPython 3.10 cannot compile."""
+    found = []
+    for info in pkgutil.walk_packages(hypercorn.__path__, "hypercorn."):
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # an optional extra that is not installed
+            continue
+        for name, value in vars(module).items():
+            pattern = getattr(value, "__self__", value)  # a bound .match/.search counts too
+            if isinstance(pattern, re.Pattern) and _needs_python_3_11(pattern):
+                found.append(f"{info.name}.{name}")
+    assert found == []
