@@ -429,7 +429,7 @@ class HypercornProcess:
             fd = sock.fileno()
             shim = (
                 "import os, sys; "
-                f"os.dup2({fd}, 3); os.close({fd}); "
+                f"{fd} == 3 or (os.dup2({fd}, 3), os.close({fd})); "
                 "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', "
                 "LISTEN_FDNAMES='http'); "
                 "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
