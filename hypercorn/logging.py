@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["MULTILINE", "AccessLogAtoms", "Logger", "escape_control"]
+__all__ = ["MULTILINE", "AccessLogAtoms", "Logger", "escape_control", "log_sync"]
 
 _LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 _DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
@@ -529,3 +530,24 @@ class Logger:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         target = self.__dict__["error_logger"] or logging.getLogger("hypercorn.error")
         return getattr(target, name)
+
+
+def log_sync(log: Logger, level: str, message: str) -> None:
+    """``await log.<level>(message)`` from synchronous code (the arbiter).
+
+    Startup messages go through the configured ``Logger`` (or *logger_class*) methods, as
+    upstream sends them, so a custom class sees them. Those methods are coroutines that
+    normally complete without suspending; one that does wait on something cannot finish
+    without a loop, so the message then goes to the error logger directly.
+    """
+    result = getattr(log, level)(message)
+    if not inspect.isawaitable(result):
+        return
+    steps = result.__await__()
+    try:
+        steps.send(None)
+    except StopIteration:
+        return
+    steps.close()
+    logger = log.error_logger or logging.getLogger("hypercorn.error")
+    logger.log(logging.getLevelName(level.upper()), message)

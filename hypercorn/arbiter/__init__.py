@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from hypercorn.arbiter.daemon import DaemonReporter
     from hypercorn.arbiter.reloader import Reloader
-    from hypercorn.arbiter.sockets import Kind, Listeners
+    from hypercorn.arbiter.sockets import Listeners
     from hypercorn.config import Config
 
 __all__ = ["run_arbiter"]
@@ -74,7 +74,7 @@ def run_arbiter(config: Config) -> int:
         if config.pid_path:
             write_pidfile(config.pid_path)
         reloader = _make_reloader(config, config_file) if config.use_reloader else None
-        _log_listeners(logger, config, listeners)
+        _log_listeners(config, listeners)
         runner = Runner(
             config,
             listeners,
@@ -190,24 +190,17 @@ def _make_reloader(config: Config, config_file: str | None) -> Reloader:
     return reloader
 
 
-def _log_listeners(logger: logging.Logger, config: Config, listeners: Listeners) -> None:
-    from hypercorn.arbiter.sockets import describe
+def _log_listeners(config: Config, listeners: Listeners) -> None:
+    from hypercorn.logging import log_sync
 
-    plan: tuple[tuple[Kind, str], ...] = (
-        ("secure", "https"),
-        ("insecure", "http"),
-        ("quic", "https (QUIC)"),
-    )
-    for kind, scheme in plan:
-        for sock in listeners.base.of_kind(kind):
-            logger.info("Running on %s://%s (CTRL + C to quit)", scheme, describe(sock))
-    logger.info(
-        "master %d: %d %s worker%s%s",
-        os.getpid(),
-        config.workers,
-        config.worker_class,
-        "" if config.workers == 1 else "s",
-        f" (sockets from {listeners.source})" if listeners.source != "bind" else "",
+    # "Running on ..." waits for the workers (Runner._on_booted): only then are the app and
+    # the certificate known to load.
+    source = f" (sockets from {listeners.source})" if listeners.source != "bind" else ""
+    plural = "" if config.workers == 1 else "s"
+    log_sync(
+        config.log,
+        "info",
+        f"master {os.getpid()}: {config.workers} {config.worker_class} worker{plural}{source}",
     )
 
 

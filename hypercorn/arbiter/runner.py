@@ -146,6 +146,7 @@ class Runner:
         self._upgrade_read_fd: int | None = None
         self._selector = selectors.DefaultSelector()
         self._signals: SignalQueue | None = None
+        self._announced = False
 
     # ------------------------------------------------------------------ logging
 
@@ -457,6 +458,15 @@ class Runner:
         return ConfigReloaded(core_settings(new))
 
     def _on_booted(self) -> None:
+        if not self._announced:
+            # Upstream's startup lines, once every worker has loaded the app (and the
+            # certificate) and listens; through the configured Logger's own methods.
+            from hypercorn.arbiter.sockets import running_messages
+            from hypercorn.logging import log_sync
+
+            self._announced = True
+            for message in running_messages(self.listeners.base):
+                log_sync(self.config.log, "info", message)
         if self.reporter is not None:
             self.reporter.ready()
         if self.upgrade_fd is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "create_sockets",
     "describe",
     "reuse_port_clone",
+    "running_messages",
     "split_host_port",
 ]
 
@@ -408,6 +409,21 @@ def describe(sock: socket.socket) -> str:
         return f"unix:{name!r}"
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+def running_messages(sockets: Sockets) -> list[str]:
+    """Upstream's startup lines, one per listener: ``Running on http://127.0.0.1:8000 (CTRL +
+    C to quit)``; scripts and tests wait for them."""
+    plan: tuple[tuple[Kind, str, str], ...] = (
+        ("secure", "https", ""),
+        ("insecure", "http", ""),
+        ("quic", "https", " (QUIC)"),
+    )
+    return [
+        f"Running on {scheme}://{describe(sock)}{suffix} (CTRL + C to quit)"
+        for kind, scheme, suffix in plan
+        for sock in sockets.of_kind(kind)
+    ]
 
 
 def describe_all(sockets: Iterable[socket.socket]) -> list[str]:

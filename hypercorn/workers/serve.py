@@ -132,6 +132,14 @@ async def serve(
         on_request=on_request,
     )
     listeners = _listeners(config, sockets)
+    if hooks is None:
+        # Serving on its own (-w 0, hypercorn.asyncio.serve): announce, as upstream does,
+        # now that the app has started and the certificate loaded. Under an arbiter the
+        # master announces once every worker is ready.
+        from hypercorn.arbiter.sockets import running_messages
+
+        for message in running_messages(sockets):
+            await config.log.info(message)
     installed: list[int] = []
     if shutdown_trigger is None:
         handlers = (

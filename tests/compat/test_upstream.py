@@ -20,6 +20,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -556,3 +557,106 @@ def test_worker_user_without_workers_is_refused(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "hypercorn: error: worker_user: switching the workers' user needs workers (-w 1 or more)"
     ]
+
+
+# ------------------------------------------------------------------------------ Running on
+
+LOGGER_CONF = """
+from hypercorn.logging import Logger
+
+
+class FileLogger(Logger):
+    async def info(self, message, *args, **kwargs):
+        with open("via-logger-class.txt", "a") as file:
+            file.write(message % args + "\\n")
+        await super().info(message, *args, **kwargs)
+
+
+logger_class = FileLogger
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_running_on_goes_through_the_configured_logger_class(
+    tmp_path: Path, bound_socket: socket.socket, workers: str
+) -> None:
+    """ "Running on ..." is logged with -w 0 too, through a custom logger_class's methods, as
+    upstream logs it (item 8)."""
+    write_app(tmp_path)
+    (tmp_path / "conf.py").write_text(LOGGER_CONF)
+    port = bound_socket.getsockname()[1]
+    expected = f"Running on http://127.0.0.1:{port} (CTRL + C to quit)"
+    args = ["-w", workers, "-c", "file:conf.py", "app:app"]
+    with running(args, cwd=tmp_path, sock=bound_socket, notify=False) as server:
+        wait_for(lambda: expected in server.stderr(), 20, "the Running on line")
+        assert http_get(port)[0] == 200
+        via_class = (tmp_path / "via-logger-class.txt").read_text().splitlines()
+        assert expected in via_class
+        assert server.stderr().count("Running on") == 1
+
+
+def test_asyncio_serve_logs_running_on_after_startup() -> None:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.logging import Logger
+
+    events: list[str] = []
+
+    class ListLogger(Logger):
+        async def info(self, message: str, *args: object, **kwargs: object) -> None:
+            events.append(message % args)
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.logger_class = ListLogger
+    config.errorlog = None
+
+    async def app(scope: dict[str, object], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            events.append("startup")
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while not any(e.startswith("Running on") for e in events):
+                await asyncio.sleep(0.01)
+            stop.set()
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.wait_for(serve(app, config, shutdown_trigger=stop.wait), 10)
+        await watcher
+
+    asyncio.run(main())
+    assert events[0] == "startup"
+    assert events[1].startswith("Running on http://127.0.0.1:")
+    assert events[1].endswith(" (CTRL + C to quit)")
+
+
+@pytest.mark.slow
+def test_no_running_on_before_an_app_load_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
+    for workers in ("0", "2"):
+        result = hypercorn_cli(["-w", workers, "-b", "127.0.0.1:0", "broken:app"], cwd=tmp_path)
+        assert result.returncode == 4
+        assert "boom at import" in result.stderr
+        assert "Running on" not in result.stderr
+
+
+def test_no_running_on_before_a_certificate_error(
+    tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    write_app(tmp_path)
+    certfile, _ = cert_pair
+    tls = ["--certfile", str(certfile), "--keyfile", str(certfile)]  # not a key
+    for workers in ("0", "2"):
+        result = hypercorn_cli(["-w", workers, "-b", "127.0.0.1:0", *tls, "app:app"], cwd=tmp_path)
+        assert result.returncode == 3
+        assert "cannot load TLS certificate" in result.stderr
+        assert "Running on" not in result.stderr
