@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from hypercorn.arbiter.sockets import close_sockets, split_host_port
+from hypercorn.conf import REGISTRY
 from hypercorn.conf.cli import config_from_args
 from hypercorn.config import Config, UnknownSettingWarning
 from hypercorn.errors import BootError, ConfigError
@@ -660,3 +661,60 @@ def test_no_running_on_before_a_certificate_error(
         assert result.returncode == 3
         assert "cannot load TLS certificate" in result.stderr
         assert "Running on" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ the page
+
+DIFFERENCES = Path(__file__).resolve().parents[2] / "docs" / "differences.md"
+
+
+@pytest.mark.timeout(600)  # the first use of `upstream` may install it
+def test_every_setting_upstream_lacks_or_defaults_differently_is_documented(
+    upstream: Upstream,
+) -> None:
+    """docs/differences.md names each setting upstream 0.18 does not have and each default
+    that differs from upstream's (item 9)."""
+    theirs = upstream.run_json(
+        """
+        import json
+        from hypercorn.config import Config
+
+        config = Config()
+        defaults = {}
+        for name in dir(Config):
+            if name.startswith("_"):
+                continue
+            try:
+                value = getattr(config, name)
+            except AttributeError:  # a write-only property
+                defaults[name] = "<write-only>"
+                continue
+            if callable(value) and not isinstance(value, type):
+                continue
+            plain = isinstance(value, (bool, int, float, str, list, type(None)))
+            defaults[name] = value if plain else repr(value)
+        print(json.dumps(defaults))
+        """
+    )
+    page = DIFFERENCES.read_text()
+    undocumented = []
+    for name, setting in REGISTRY.items():
+        if name not in theirs:
+            reason = "not upstream"
+        elif isinstance(theirs[name], (bool, int, float, str, list, type(None))) and (
+            setting.default != theirs[name]
+        ):
+            reason = f"default {setting.default!r}, upstream {theirs[name]!r}"
+        else:
+            continue
+        if f"`{name}`" not in page:
+            undocumented.append(f"{name} ({reason})")
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["`-D/--daemon`", "`-m/--umask`", "`read_timeout`", "`header_read_timeout`", "eval()", "413"],
+)
+def test_the_deliberate_differences_the_issue_names_are_on_the_page(topic: str) -> None:
+    assert topic in DIFFERENCES.read_text()
