@@ -1,4 +1,5 @@
-"""Fixtures for the upstream-compatibility tests: upstream Hypercorn 0.18 in its own venv.
+"""Fixtures and helpers for the upstream-compatibility tests: upstream Hypercorn 0.18 in its
+own venv, and this server's CLI run to completion.
 
 Upstream is installed the way bench/ installs its peers (``bench/run.py``'s ``ensure_peer``:
 ``bench/.peers/hypercorn/``, git-ignored, reused while its pinned requirements are unchanged),
@@ -54,6 +55,20 @@ class Upstream:
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def hypercorn_cli(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m hypercorn ARGS`` run to completion (for commands that must not serve)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hypercorn", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="session")
