@@ -60,6 +60,7 @@ from hypercorn.protocols.h1_parser import (
     RequestHead,
 )
 from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
+from hypercorn.protocols.http2 import H2C_SWITCHING, PREFACE_START, accepts_h2c
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws_handshake import judge_handshake
 
@@ -138,10 +139,12 @@ class H1Connection:
         "_eof",
         "_extra_lines",
         "_framing",
+        "_h2c_body",
         "_head",
         "_keep_alive",
         "_keep_alive_timeout",
         "_limits",
+        "_opening",
         "_parser",
         "_phase",
         "_pipeline_paused",
@@ -234,6 +237,10 @@ class H1Connection:
         self._pipeline_paused = False
         self._shutting_down = False
         self._used = False
+        #: The first bytes of a connection while they may still be the HTTP/2 preface.
+        self._opening = b""
+        #: The body of an ``Upgrade: h2c`` request being read before the switch.
+        self._h2c_body: list[bytes] | None = None
         self._eof = False
         self._closed = False
 
@@ -264,7 +271,18 @@ class H1Connection:
         if self._closed:
             return
         if data:
-            self._used = True
+            if not self._used:
+                opening = self._opening + data if self._opening else data
+                if PREFACE_START.startswith(opening[:16]):
+                    # HTTP/2 with prior knowledge (or the start of it: wait for more).
+                    if len(opening) >= len(PREFACE_START):
+                        self._switch_to_h2(opening, now)
+                    else:
+                        self._opening = opening
+                    return
+                self._opening = b""
+                data = opening
+                self._used = True
             phase = self._phase
             if phase is _PHASE_IDLE:
                 # The usual case, one whole bodiless request in one read, skips the event
@@ -361,6 +379,8 @@ class H1Connection:
                         self.deadline = None
                         if not self._pipeline_paused:
                             self._sink.pause_reading()
+                elif self._h2c_body is not None:
+                    self._h2c_body.append(event)  # type: ignore[arg-type]
             elif event is PAUSED:
                 if not self._pipeline_paused:
                     self._pipeline_paused = True
@@ -381,9 +401,20 @@ class H1Connection:
                 RemoteProtocolError("unsupported HTTP version", status_hint=505), now
             )
             return
-        if upgrade is not None and method == b"GET" and b"websocket" in upgrade:
-            self._start_websocket(head, now)
-            return
+        if upgrade is not None:
+            if method == b"GET" and b"websocket" in upgrade:
+                self._start_websocket(head, now)
+                return
+            if (
+                b"h2c" in upgrade
+                and version == b"1.1"
+                and self._scheme == "http"
+                and not expect_continue
+                and not self._shutting_down
+                and accepts_h2c(headers, has_body, self._body_limit)
+            ):
+                self._start_h2c(head, has_body, now)
+                return
         self._head = head
         self._keep_alive = keep_alive and not self._shutting_down
         self._request_done = False
@@ -499,6 +530,42 @@ class H1Connection:
         self.deadline = self._write_deadline = None
         self._sink.switch(SwitchProtocol(to="websocket", stream=stream, trailing=trailing, eof=eof))
 
+    def _start_h2c(self, head: RequestHead, has_body: bool, now: float) -> None:
+        """``Upgrade: h2c``: read the body (its size is known and small, ``accepts_h2c``), then
+        answer 101 and hand the socket to HTTP/2, where the request is stream 1."""
+        self._head = head
+        self._h2c_body = []
+        self._request_done = False
+        if not has_body:
+            self._switch_to_h2(b"", now)
+            return
+        self._phase = _PHASE_BODY
+        self.deadline = None if self._read_timeout is None else now + self._read_timeout
+
+    def _switch_to_h2(self, opening: bytes, now: float) -> None:
+        """Hand the connection to HTTP/2: an h2c upgrade (``_h2c_body`` set: answer 101) or
+        the prior-knowledge preface (``opening``: the bytes so far, preface first)."""
+        body = self._h2c_body
+        head = self._head
+        if body is not None:
+            self._write(H2C_SWITCHING)
+            trailing, eof = self._parser.trailing_data
+        else:
+            trailing, eof = opening, False
+        self._closed = True
+        self._phase = _PHASE_CLOSED
+        self._h2c_body = None
+        self.deadline = self._write_deadline = None
+        self._sink.switch(
+            SwitchProtocol(
+                to="h2",
+                request=head if body is not None else None,
+                body=b"".join(body) if body else b"",
+                trailing=trailing,
+                eof=eof,
+            )
+        )
+
     def _request_complete(self, now: float) -> None:
         self._request_done = True
         self._continue_pending = False
@@ -509,6 +576,8 @@ class H1Connection:
         if stream is not None:
             # (WebSocket requests are complete at their head: only HTTP streams get here.)
             stream.end_received()  # type: ignore[union-attr]
+        elif self._h2c_body is not None:
+            self._switch_to_h2(b"", now)
 
     def _peer_gone(self) -> None:
         self._close()

@@ -526,3 +526,25 @@ def upgrade_settings(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     if len(found) != 1:
         return None
     return decode_settings_header(found[0])
+
+
+#: The answer to an ``Upgrade: h2c`` request the server accepts (RFC 7540 section 3.2).
+H2C_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+#: The start of the HTTP/2 connection preface: an HTTP/1.1 connection that begins with it
+#: speaks HTTP/2 with prior knowledge.
+PREFACE_START = b"PRI * HTTP/2.0\r\n"
+
+
+def accepts_h2c(headers: list[tuple[bytes, bytes]], has_body: bool, body_limit: int) -> bool:
+    """Whether an HTTP/1.1 ``Upgrade: h2c`` request is switched to HTTP/2: it carries exactly
+    one valid ``HTTP2-Settings``, and its body, if any, has a Content-Length of at most
+    ``body_limit`` (buffered, then answered on stream 1). Otherwise it is served on HTTP/1.1,
+    as RFC 7540 section 3.2 allows."""
+    if upgrade_settings(headers) is None:
+        return False
+    if not has_body:
+        return True
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return value.isdigit() and int(value) <= body_limit
+    return False  # (chunked: of unknown size)
