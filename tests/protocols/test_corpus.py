@@ -43,6 +43,10 @@ def check_expected(case: CorpusCase, outcome: Outcome, *, core: bool) -> None:
                 assert seen.keep_alive == expected.keep_alive
                 assert seen.expect_continue == expected.expect_continue
                 assert seen.upgrade == expected.upgrade
+    elif core and case.switch is not None:
+        assert outcome.switch == case.switch, case.description
+        assert outcome.status is None
+        assert not outcome.requests
     else:
         assert outcome.status == case.status, case.description
         assert outcome.closed

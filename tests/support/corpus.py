@@ -70,6 +70,9 @@ class CorpusCase:
     status: int | None  # invalid: the status answered
     dispatched: int  # invalid: requests handed on before the bad one was found
     limits: ProtocolLimits
+    #: Through the whole core the connection changes protocol instead (e.g. "h2": the
+    #: HTTP/2 preface, which the parser stacks alone answer with ``status``).
+    switch: str | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -80,6 +83,7 @@ class Outcome:
     requests: list[SeenRequest] = field(default_factory=list)
     status: int | None = None  # the error's status, when there was one
     closed: bool = False  # the connection ended (error, Connection: close, or EOF)
+    switch: str | None = None  # the protocol the connection handed over to
 
     def verdict(self) -> tuple[Any, ...]:
         """What must not depend on parser or split (body pieces are joined already)."""
@@ -89,6 +93,7 @@ class Outcome:
                 for r in self.requests
             ],
             self.status,
+            self.switch,
         )
 
 
@@ -122,6 +127,7 @@ def load_corpus(kind: str | None = None) -> list[CorpusCase]:
                     status=spec.get("status"),
                     dispatched=spec.get("dispatched", len(requests)),
                     limits=ProtocolLimits(**spec.get("limits", {})),
+                    switch=spec.get("switch"),
                 )
             )
     return cases
@@ -228,9 +234,11 @@ def replay_core(
     for piece in [*pieces, b""]:
         conn.receive_data(piece, now)
         _play_app(sink, seen, now)
-        if sink.closed:
+        if sink.closed or sink.switched:
             break
     outcome = Outcome(closed=sink.closed)
+    if sink.switched:
+        outcome.switch = sink.switched[0].to
     outcome.requests = [seen[index] for index in range(len(sink.started))]
     responses = parse_responses(bytes(sink.out)) if sink.out else []
     statuses = [
