@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-matrix lint typecheck docs-check pytest bench clean
+.PHONY: serve test test-matrix lint typecheck docs-check pytest bench autobahn clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-matrix: lint docs-check
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Every Autobahn|Testsuite case against the WebSockets (Python 2.7 needed); report in autobahn/.
+autobahn: $(STAMP)
+	$(BIN)/python scripts/autobahn_suite.py
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis
