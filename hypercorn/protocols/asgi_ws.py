@@ -142,11 +142,14 @@ class AsgiWsStream:
         "extension",
         "handshake",
         "head_written",
+        "http2",
         "inbox",
         "max_message_size",
         "notify_on_read",
         "queued",
         "scope",
+        "send_blocked",
+        "send_waiter",
         "start_time",
         "state",
         "status",
@@ -168,6 +171,7 @@ class AsgiWsStream:
         *,
         max_message_size: int,
         deflate_allowed: bool = True,
+        http2: bool = False,
     ) -> None:
         self._wire = wire
         self.scope = scope
@@ -176,6 +180,12 @@ class AsgiWsStream:
         self.start_time = now
         self.max_message_size = max_message_size
         self.deflate_allowed = deflate_allowed
+        #: Over HTTP/2 (RFC 8441) a 2xx answer opens the tunnel: no denial may use one.
+        self.http2 = http2
+        #: The wire could not send all of the app's last message (an HTTP/2 window is
+        #: closed): the driver parks the app until ``release_send``.
+        self.send_blocked = False
+        self.send_waiter: Callable[[], object] | None = None
         self.state = _HANDSHAKE
         self.inbox: deque[Message] = deque(({"type": "websocket.connect"},))
         #: Called once when a message is queued; set by the driver while the app waits.
@@ -227,6 +237,20 @@ class AsgiWsStream:
         else:
             self._push({"type": "websocket.receive", "bytes": data, "text": None})
 
+    def body_received(self, data: bytes) -> None:
+        """(HTTP/2 hands a WebSocket's DATA to its session, never here.)"""
+
+    def end_received(self) -> None:
+        """(The session sees the end of the peer's DATA.)"""
+
+    def release_send(self) -> None:
+        """The wire sent what blocked the app's ``send()`` (or gave up on it)."""
+        self.send_blocked = False
+        waiter = self.send_waiter
+        if waiter is not None:
+            self.send_waiter = None
+            waiter()
+
     def closing(self) -> None:
         """The server started closing on its own (shutdown, ping timeout): no more sends."""
         self.disconnected = True
@@ -234,6 +258,8 @@ class AsgiWsStream:
     def peer_closed(self, code: int = ABNORMAL_CLOSURE, reason: str = "") -> None:
         """The WebSocket (or the connection under it) is over: disconnect the app once."""
         self.disconnected = True
+        if self.send_blocked:
+            self.release_send()
         if self._final is None:
             self._final = {"type": "websocket.disconnect", "code": code, "reason": reason}
             self._push(self._final)
@@ -317,7 +343,7 @@ class AsgiWsStream:
                 if state is not _HANDSHAKE:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
                 status = check_status(message["status"])
-                if status < 200:
+                if status < 200 or (self.http2 and status < 300):
                     raise AppProtocolError(f"denial response with status {status}")
                 self._status = status
                 self._headers = _header_list(message.get("headers") or ())

@@ -371,8 +371,7 @@ class H1Connection:
             elif event_type is bytes:
                 stream = self._stream
                 if stream is not None and not stream.disconnected:
-                    # (Only HTTP streams have bodies: a WebSocket upgrade with one is refused.)
-                    stream.body_received(event)  # type: ignore[arg-type,union-attr]
+                    stream.body_received(event)  # type: ignore[arg-type]
                     if stream.buffered > self._body_limit and not self._body_paused:
                         self._body_paused = True
                         stream.notify_on_read = True
@@ -574,8 +573,7 @@ class H1Connection:
             self.deadline = None
         stream = self._stream
         if stream is not None:
-            # (WebSocket requests are complete at their head: only HTTP streams get here.)
-            stream.end_received()  # type: ignore[union-attr]
+            stream.end_received()
         elif self._h2c_body is not None:
             self._switch_to_h2(b"", now)
 

@@ -200,6 +200,8 @@ class H2LibEngine:
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: max_inbound_frame_size,
+            # RFC 8441: extended CONNECT, for WebSockets over HTTP/2 (protocols/h2_ws.py).
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
         }
         conn.local_settings = h2.settings.Settings(client=False, initial_values=initial)
         conn.max_inbound_frame_size = max_inbound_frame_size

@@ -9,6 +9,7 @@ engine's events, shutdown and deadlines.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.connection import ConnectionSink
@@ -24,6 +25,10 @@ from hypercorn.protocols.h2_guard import (
 from hypercorn.protocols.h2_headers import response_facts, status_bytes, trailer_block
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
+
+if TYPE_CHECKING:
+    from hypercorn.protocols.asgi_ws import AsgiWsStream
+    from hypercorn.protocols.h2_ws import WsStreamState
 
 _NO_BODY_STATUSES = frozenset((204, 304))
 _INFINITY = float("inf")
@@ -46,10 +51,13 @@ class Stream:
         "remaining",
         "response_done",
         "stream_debt",
+        "ws",
     )
 
-    def __init__(self, asgi: AsgiHttpStream, recv_open: bool) -> None:
+    def __init__(self, asgi: AsgiHttpStream | AsgiWsStream, recv_open: bool) -> None:
         self.asgi = asgi
+        #: A WebSocket's state (RFC 8441, ``h2_ws.py``), or None for an HTTP exchange.
+        self.ws: WsStreamState | None = None
         #: The request body is still coming.
         self.recv_open = recv_open
         #: Body bytes handed to the app and not read by it yet.
@@ -124,6 +132,10 @@ class H2Streams:
         """The last stream left the table."""
         raise NotImplementedError
 
+    def _ws_forget(self, record: Stream) -> None:
+        """A WebSocket stream left the table (``h2_ws.py``)."""
+        raise NotImplementedError
+
     # -- inbound flow control (Rule 1) -------------------------------------------------------
 
     def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
@@ -162,7 +174,7 @@ class H2Streams:
 
     def send_head(
         self,
-        stream: AsgiHttpStream,
+        stream: AsgiHttpStream | AsgiWsStream,
         status: int,
         headers: Iterable[tuple[bytes, bytes]],
         body: bytes,
@@ -196,7 +208,9 @@ class H2Streams:
             self._send_body(record, body, end)
         self._flush()
 
-    def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
+    def send_body(
+        self, stream: AsgiHttpStream | AsgiWsStream, data: bytes, end: bool, now: float
+    ) -> None:
         record = self._streams.get(stream.stream_id)
         if record is None or record.asgi is not stream or self._closed:
             return
@@ -289,7 +303,7 @@ class H2Streams:
             self._response_complete(record)
         self._flush()
 
-    def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
+    def send_error(self, stream: AsgiHttpStream | AsgiWsStream, status: int, now: float) -> None:
         record = self._streams.get(stream.stream_id)
         if record is None or record.asgi is not stream or self._closed:
             return
@@ -305,7 +319,7 @@ class H2Streams:
         self._response_complete(record)
         self._flush()
 
-    def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
+    def abort_stream(self, stream: AsgiHttpStream | AsgiWsStream, now: float) -> None:
         record = self._streams.get(stream.stream_id)
         if record is None or record.asgi is not stream or self._closed:
             return
@@ -344,6 +358,8 @@ class H2Streams:
             record.blocked_since = None
             self._refresh_stall()
         asgi = record.asgi
+        if record.ws is not None:
+            self._ws_forget(record)
         if not record.response_done:
             asgi.peer_closed()
         elif asgi.send_blocked:

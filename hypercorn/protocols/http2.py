@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
+from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import ConnectionSink, SwitchProtocol
 from hypercorn.protocols.h2_engine import (
     CANCEL,
@@ -69,7 +70,8 @@ from hypercorn.protocols.h2_guard import (
     LeakyBucket,
 )
 from hypercorn.protocols.h2_headers import split_request_head
-from hypercorn.protocols.h2_streams import H2Streams, Stream
+from hypercorn.protocols.h2_streams import Stream
+from hypercorn.protocols.h2_ws import H2WebSockets, is_websocket_connect
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 
@@ -85,7 +87,7 @@ _OPENING_SIZE = len(_PREFACE) + 4
 _SETTINGS_TYPE = 0x4
 
 
-class H2Connection(H2Streams):
+class H2Connection(H2WebSockets):
     """One HTTP/2 connection's protocol state. See the module docstring."""
 
     __slots__ = (
@@ -126,6 +128,7 @@ class H2Connection(H2Streams):
         state: dict[str, Any] | None,
         now: float,
         stream_class: type[AsgiHttpStream] = AsgiHttpStream,
+        ws_stream_class: type[AsgiWsStream] = AsgiWsStream,
         engine: H2Engine | None = None,
         upgrade: SwitchProtocol | None = None,
     ) -> None:
@@ -150,6 +153,7 @@ class H2Connection(H2Streams):
         self._server_names = limits.server_names
         self._keep_alive_timeout = limits.keep_alive_timeout
         self._stream_class = stream_class
+        self._init_websockets(ws_stream_class)
         self._shutting_down = False
         #: Streams above this id are refused (set by the final GOAWAY).
         self._last_stream = MAX_STREAM_ID
@@ -232,6 +236,8 @@ class H2Connection(H2Streams):
             self._final_goaway()
         if self._stall_at is not None and now >= self._stall_at:
             self._reset_stalled(now)
+        if self._ws_records:
+            self._ws_handle_deadline(now)
         if self._idle_at is not None and now >= self._idle_at and not self._streams:
             if self._opening is None:
                 self._engine.goaway(self._highest, NO_ERROR)
@@ -267,6 +273,8 @@ class H2Connection(H2Streams):
         engine = self._engine
         engine.goaway(MAX_STREAM_ID, NO_ERROR)
         engine.ping(_SHUTDOWN_PING)
+        if self._ws_records:
+            self._ws_start_shutdown(now)  # (1001 to every WebSocket)
         self._ping_at = now + GOAWAY_PING_TIMEOUT
         self._set_deadline()
         self._flush()
@@ -292,7 +300,27 @@ class H2Connection(H2Streams):
             self._engine.reset_stream(stream_id, REFUSED_STREAM)
             return
         method, path, asgi_headers = split_request_head(headers)
-        self._open_stream(stream_id, method, path, asgi_headers, end_stream)
+        protocol = is_websocket_connect(headers) if method == b"CONNECT" else None
+        if protocol is not None and protocol != b"websocket":
+            # An extended CONNECT for a protocol we do not speak (RFC 8441 section 4).
+            self._engine.send_headers(stream_id, [(b":status", b"501")], False)
+            self._engine.reset_stream(stream_id, NO_ERROR)
+        elif protocol is not None:
+            self._open_websocket(
+                stream_id,
+                path,
+                asgi_headers,
+                end_stream,
+                scheme_secure=self._scheme == "https",
+                client=self._client,
+                server=self._server,
+                root_path=self._root_path,
+                state=self._state,
+                tls=self._tls,
+                server_names=self._server_names,
+            )
+        else:
+            self._open_stream(stream_id, method, path, asgi_headers, end_stream)
         self._requests += 1
         max_streams = self._limits.h2_max_streams
         if max_streams is not None and self._requests >= max_streams and not self._draining:
@@ -311,6 +339,9 @@ class H2Connection(H2Streams):
         if record is None or not record.recv_open:
             self._conn_debt += flow_length  # nobody will read it
             self._return_windows(None)
+            return
+        if record.ws is not None:
+            self._ws_data(record, data, flow_length, end_stream)
             return
         record.recv_window -= flow_length
         asgi = record.asgi
@@ -337,6 +368,9 @@ class H2Connection(H2Streams):
             return
         record = self._streams.get(stream_id)
         if record is None or not record.recv_open:
+            return
+        if record.ws is not None:
+            self._ws_data(record, b"", 0, True)
             return
         record.recv_open = False
         record.asgi.end_received()
@@ -412,8 +446,7 @@ class H2Connection(H2Streams):
         record = Stream(asgi, not end_stream)
         record.no_body = method == b"HEAD"
         self._streams[stream_id] = record
-        self._idle_at = None
-        self._set_deadline()
+        self._stream_opened()
         if end_stream:
             asgi.end_unsent = True
         if self._server_names and not host_allowed(headers, self._server_names):
@@ -422,6 +455,13 @@ class H2Connection(H2Streams):
             return record
         self._sink.start_app(asgi)
         return record
+
+    def _stream_opened(self) -> None:
+        self._idle_at = None
+        self._set_deadline()
+
+    def _ws_shutting_down(self) -> bool:
+        return self._shutting_down
 
     def _upgraded_request(self, request: RequestHead, body: bytes) -> None:
         """Stream 1: the HTTP/1.1 request that asked for ``Upgrade: h2c``, body included."""
@@ -444,6 +484,8 @@ class H2Connection(H2Streams):
         streams = list(self._streams.values())
         self._streams.clear()
         for record in streams:
+            if record.ws is not None:
+                self._ws_forget(record)
             record.asgi.peer_closed()
 
     # -- shutdown and closing ----------------------------------------------------------------
@@ -480,7 +522,8 @@ class H2Connection(H2Streams):
 
     def _set_deadline(self) -> None:
         deadline = self._idle_at
-        for candidate in (self._ping_at, self._stall_at):
+        ws_deadline = self._ws_deadline() if self._ws_records else None
+        for candidate in (self._ping_at, self._stall_at, ws_deadline):
             if candidate is not None and (deadline is None or candidate < deadline):
                 deadline = candidate
         self.deadline = deadline

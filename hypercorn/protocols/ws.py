@@ -36,6 +36,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -148,6 +149,7 @@ class WsSession:
         "_carrier",
         "_close_by",
         "_conn",
+        "_on_deadline",
         "_parts",
         "_paused",
         "_ping_at",
@@ -169,8 +171,12 @@ class WsSession:
         stream: AsgiWsStream,
         limits: ProtocolLimits,
         now: float,
+        on_deadline: Callable[[], object] | None = None,
     ) -> None:
         self._carrier = carrier
+        #: Told when ``deadline`` moved outside a call from the connection (an HTTP/2
+        #: connection keeps one deadline for all its sessions).
+        self._on_deadline = on_deadline
         self._write = carrier.write
         self._stream = stream
         extensions: list[Extension] = []
@@ -312,6 +318,8 @@ class WsSession:
             self.deadline = close_by
         else:
             self.deadline = ping_at
+        if self._on_deadline is not None:
+            self._on_deadline()
 
     def write_paused(self, now: float) -> None:
         if self._state is not _CLOSED:

@@ -103,6 +103,7 @@ def _http2(driver: ConnectionDriver, switch: SwitchProtocol | None) -> ServerCon
         state=ctx.state,
         now=driver._backend.now(),
         stream_class=_AppStream,
+        ws_stream_class=_AppWsStream,
         upgrade=switch if switch is not None and switch.request is not None else None,
     )
 
@@ -561,6 +562,11 @@ class _AppWsStream(AsgiWsStream):
         driver = self._driver
         self.app_send(message, driver._now())
         driver._after_app()  # (an accept switched the core; a close armed a deadline)
+        if self.send_blocked:
+            # Over HTTP/2 the stream's window is closed: this app alone waits for it.
+            event = driver._backend.event()
+            self.send_waiter = event.set
+            await event.wait()
         transport = driver._transport
         if transport.writing_paused:
             # The peer is not reading: the app waits here (the core aborts after
