@@ -75,6 +75,8 @@ from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, EXIT_OK
 __all__ = ["SIGNAL_TABLE", "ArbiterCore", "Phase", "SlotRecord", "WorkerRecord", "WorkerState"]
 
 BOOT_FAILURE_CODES = frozenset({EXIT_BOOT_ERROR, EXIT_APP_LOAD_ERROR})
+#: SIGINT, SIGQUIT, SIGTERM (the same numbers on every POSIX system).
+STOP_SIGNAL_NUMBERS = frozenset({2, 3, 15})
 
 
 class ArbiterCore(SignalHandlers):
@@ -187,7 +189,9 @@ class ArbiterCore(SignalHandlers):
         how = _describe_exit(exited)
 
         if self.phase is Phase.STOPPING or worker.state is WorkerState.DRAINING:
-            level: LogLevel = "info" if exited.code == EXIT_OK else "warning"
+            # A stop signal's default action ends a worker still booting (Ctrl-C reaches it).
+            expected = exited.code == EXIT_OK or exited.signal in STOP_SIGNAL_NUMBERS
+            level: LogLevel = "info" if expected else "warning"
             if self.halt_reason is not None:
                 level = "debug"  # the halt reason is the one line that matters
             self._log(level, f"{worker.name} {how}")
@@ -297,11 +301,20 @@ class ArbiterCore(SignalHandlers):
         if self.phase not in (Phase.RUNNING, Phase.ROLLING, Phase.BOOTING):
             return
         slot = self.slots.get(worker.slot)
-        self._log("info", f"{worker.name} is stopping on its own; starting its replacement")
+        # Nobody here asked it to stop: someone signalled it. Most often the signal went to
+        # the whole process group (Ctrl-C, systemd's KillMode=control-group) and reaches the
+        # master too, just now: the runner handles the master's pending signals before this
+        # message, and the replacement waits a moment so that such a stop starts nothing.
+        grace = self.settings.stray_stop_grace
+        self._log(
+            "info",
+            f"{worker.name} was told to stop by someone else; replacing it in {grace:g}s "
+            "unless the server stops too",
+        )
         # Leave the slot now so a replacement boots while this one drains.
         if slot is not None and slot.current == wid:
             slot.current = None
-            slot.respawn_at = None
+            slot.respawn_at = now + grace
         worker.state = WorkerState.DRAINING
         self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
 

@@ -56,6 +56,9 @@ class CoreSettings:
     #: Workers dying before READY (not with a boot-failure code) this many times in a row
     #: while booting halt the server.
     max_boot_crashes: int = 5
+    #: A worker that stops without the master asking is replaced this much later: a signal
+    #: sent to the whole process group reaches the master within that time.
+    stray_stop_grace: float = 0.5
 
 
 # --------------------------------------------------------------------------- observations

@@ -181,11 +181,7 @@ class Runner:
         for key, _ in self._selector.select(timeout):
             tag = key.data
             if tag == "signals":
-                assert self._signals is not None
-                for signum in self._signals.drain():
-                    sig = MASTER_SIGNALS.get(signum)
-                    if sig is not None:
-                        self._feed(SignalReceived(sig))
+                self._take_signals()
             elif tag == "reload":
                 self._on_reload_wakeup()
             elif tag == "upgrade":
@@ -194,6 +190,13 @@ class Runner:
                 self._read_worker(tag)
         self._reap()
         self._feed(Tick())
+
+    def _take_signals(self) -> None:
+        assert self._signals is not None
+        for signum in self._signals.drain():
+            sig = MASTER_SIGNALS.get(signum)
+            if sig is not None:
+                self._feed(SignalReceived(sig))
 
     def _feed(self, observation: Observation) -> None:
         self._pending.append(observation)
@@ -232,6 +235,8 @@ class Runner:
                 elif message.kind is MessageKind.BEAT:
                     self._feed(WorkerBeat(worker.wid))
                 elif message.kind is MessageKind.STOPPING:
+                    # A signal to the process group reached us as well: it counts first.
+                    self._take_signals()
                     self._feed(WorkerStopping(worker.wid))
                 elif message.kind is MessageKind.RETIRE:
                     self._feed(WorkerRetiring(worker.wid))

@@ -459,15 +459,39 @@ def test_clean_exit_after_ready_is_replaced_without_backoff() -> None:
     assert h.core.slots[0].crashes == 0
 
 
-def test_worker_announcing_its_own_stop_is_replaced_before_it_exits() -> None:
+def test_worker_stopped_by_someone_else_is_replaced_after_a_grace() -> None:
     h = Harness()
     h.booted()
-    cmds = h.feed(WorkerStopping(1))
-    assert spawned(cmds) == [3]
+    cmds = h.feed(WorkerStopping(1))  # e.g. `kill -TERM <worker>`
+    assert spawned(cmds) == []
     assert kills(cmds) == []
-    assert spawned(h.exit(1, 0)) == []  # already replaced
+    assert h.core.next_deadline() == h.now + SETTINGS.stray_stop_grace
+    assert spawned(h.exit(1, 0)) == []  # still waiting
+    assert spawned(h.advance(SETTINGS.stray_stop_grace)) == [3]
     h.feed(WorkerReady(3))
     assert h.core.slots[0].current == 3
+
+
+@pytest.mark.parametrize("sig", [Sig.INT, Sig.TERM])
+def test_group_signal_reaching_workers_first_is_one_stop(sig: Sig) -> None:
+    """Ctrl-C: both workers report STOPPING before the master sees its own SIGINT."""
+    h = Harness()
+    h.booted()
+    cmds = h.feed(WorkerStopping(1)) + h.feed(WorkerStopping(2))
+    cmds += h.exit(2, 0)
+    cmds += h.signal(sig)
+    cmds += h.exit(1, 0) + h.advance(SETTINGS.stray_stop_grace)
+    assert spawned(cmds) == []
+    assert [c for c in of(cmds, Log) if c.level in ("warning", "error", "critical")] == []
+    assert of(cmds, Exit) == [Exit(0)]
+
+
+def test_booting_worker_ended_by_a_group_sigint_is_no_warning() -> None:
+    h = Harness()
+    h.start()
+    cmds = h.signal(Sig.INT) + h.exit(1, signal=2) + h.exit(2, signal=15)
+    assert [c for c in of(cmds, Log) if c.level == "warning"] == []
+    assert of(cmds, Exit) == [Exit(0)]
 
 
 def test_boot_failure_of_a_respawn_halts_only_when_nobody_serves() -> None:

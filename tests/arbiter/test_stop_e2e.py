@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,57 @@ def test_rolling_restart_holds_at_most_one_extra_worker(
     assert result.failures == []
     assert census.most_alive <= 3, census.samples
     assert census.fewest_serving >= 2, census.samples
+
+
+def _slow_request(port: int, seconds: float, into: list[object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            into.append(http_get(port, f"/slow?{seconds}"))
+        except Exception as exc:  # cut by a kill: whatever the client says
+            into.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_group_signal_is_one_graceful_stop(
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+) -> None:
+    """Ctrl-C in a terminal (or systemd's default KillMode) signals the master and every
+    worker at once: no replacement worker, no warning, the request in flight completes."""
+    args = ["-w", "2", "--graceful-timeout", "10", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket, new_session=True) as server:
+        first = server.wait_ready()
+        result: list[object] = []
+        with WorkerCensus(server.pid, interval=0.002) as census:
+            thread = _slow_request(server.port, 1.5, result)
+            wait_for(lambda: http_get(server.port)[0] == 200, 5, "the slow request in flight")
+            server.signal_group(sig)
+            assert server.wait_exit(15) == 0
+        thread.join(5)
+        err = server.stderr()
+    assert census.pids == first, err
+    assert len(result) == 1
+    assert result[0][0] == 200, result  # type: ignore[index]
+    assert "WARNING" not in err, err
+    assert "replacement" not in err, err
+
+
+def test_second_group_sigint_stops_at_once(app_dir: Path, bound_socket: socket.socket) -> None:
+    args = ["-w", "2", "--graceful-timeout", "20", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket, new_session=True) as server:
+        first = server.wait_ready()
+        result: list[object] = []
+        with WorkerCensus(server.pid, interval=0.002) as census:
+            _slow_request(server.port, 30, result)
+            wait_for(lambda: http_get(server.port)[0] == 200, 5, "the slow request in flight")
+            started = time.monotonic()
+            server.signal_group(signal.SIGINT)
+            assert server.notify is not None
+            server.notify.wait_for("STOPPING=1")
+            server.signal_group(signal.SIGINT)
+            assert server.wait_exit(10) == 0
+        assert time.monotonic() - started < 5.0
+    assert census.pids == first

@@ -341,6 +341,8 @@ class WorkerCensus:
         self.master_pid = master_pid
         self.interval = interval
         self.samples: list[tuple[int, int]] = []
+        #: Every worker pid seen.
+        self.pids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -354,7 +356,9 @@ class WorkerCensus:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            titles = [process_title(pid) for pid in children_of(self.master_pid)]
+            pids = children_of(self.master_pid)
+            self.pids |= pids
+            titles = [process_title(pid) for pid in pids]
             alive = [title for title in titles if title is not None]
             serving = [t for t in alive if t.startswith("hypercorn: worker") and "(" not in t]
             self.samples.append((len(alive), len(serving)))
@@ -412,6 +416,7 @@ class HypercornProcess:
         env: dict[str, str] | None = None,
         notify: bool = True,
         socket_activation: bool = False,
+        new_session: bool = False,
     ) -> None:
         self.cwd = cwd
         self.notify = NotifyListener() if notify else None
@@ -447,6 +452,8 @@ class HypercornProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            # Its own process group, as under a terminal or systemd, for group signals.
+            start_new_session=new_session,
         )
         self.pid = self.proc.pid
         self._known: set[int] = set()
@@ -502,6 +509,12 @@ class HypercornProcess:
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
 
+    def signal_group(self, sig: signal.Signals) -> None:
+        """``sig`` to the master and every worker at once (Ctrl-C in a terminal, systemd's
+        KillMode=control-group); needs ``new_session=True``."""
+        assert os.getpgid(self.pid) == self.pid, "started without new_session=True"
+        os.killpg(self.pid, sig)
+
     def close(self) -> None:
         """Kill by pid whatever is left: the master and every worker it ever had."""
         pids = {self.pid} | self._known | self._adopted
@@ -533,9 +546,16 @@ def running(
     env: dict[str, str] | None = None,
     notify: bool = True,
     socket_activation: bool = False,
+    new_session: bool = False,
 ) -> Iterator[HypercornProcess]:
     server = HypercornProcess(
-        args, cwd=cwd, sock=sock, env=env, notify=notify, socket_activation=socket_activation
+        args,
+        cwd=cwd,
+        sock=sock,
+        env=env,
+        notify=notify,
+        socket_activation=socket_activation,
+        new_session=new_session,
     )
     try:
         yield server
