@@ -32,7 +32,9 @@ Rules, re-checked after every observation (``_settle``):
 6. A worker silent for ``timeout`` gets SIGABRT (its faulthandler dumps every thread's stack)
    then SIGKILL ``kill_grace`` later. Draining workers get SIGKILL once their graceful
    deadline passes.
-7. STOPPING ends (``Exit``) when the last worker has been reaped.
+7. STOPPING begins by closing the master's listeners (the workers close theirs as their stop
+   begins), so new connections are refused at once; it ends (``Exit``) when the last worker
+   has been reaped.
 
 Signals are dispatched through ``SIGNAL_TABLE`` (``signal_table.py``): a (phase, signal) pair
 with no row is ignored.
@@ -43,6 +45,7 @@ from __future__ import annotations
 from hypercorn.arbiter.messages import (
     Booted,
     ChildExited,
+    CloseListeners,
     Command,
     ConfigReloaded,
     CoreSettings,
@@ -394,6 +397,7 @@ class ArbiterCore(SignalHandlers):
             self.exit_code = EXIT_OK
         if notify:
             self._emit(Notify("STOPPING=1\nSTATUS=stopping"))
+        self._emit(CloseListeners())
         for worker in self.workers.values():
             self._emit(Kill(worker.wid, sig))
             worker.state = WorkerState.DRAINING

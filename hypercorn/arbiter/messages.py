@@ -220,6 +220,13 @@ class CloseSlot:
 
 
 @dataclass(frozen=True)
+class CloseListeners:
+    """A stop began: close the master's copy of every listener, so that once the workers
+    have closed theirs new connections are refused (a socket another process still holds,
+    systemd's or a new master's after SIGUSR2, stays open there)."""
+
+
+@dataclass(frozen=True)
 class Halt:
     """The server cannot run (boot failure): stop everything and exit with ``code``."""
 
@@ -245,6 +252,7 @@ Command: TypeAlias = (
     | HandOver
     | WritePidfile
     | CloseSlot
+    | CloseListeners
     | Halt
     | Exit
 )

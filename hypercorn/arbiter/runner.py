@@ -27,6 +27,7 @@ from hypercorn.arbiter.core import ArbiterCore
 from hypercorn.arbiter.messages import (
     Booted,
     ChildExited,
+    CloseListeners,
     CloseSlot,
     Command,
     ConfigReloaded,
@@ -66,6 +67,7 @@ from hypercorn.arbiter.sockets import (
     Listeners,
     Sockets,
     all_sockets,
+    close_sockets,
     reuse_port_clone,
     upgrade_env,
 )
@@ -325,6 +327,9 @@ class Runner:
                             write_pidfile(self.config.pid_path)
                 case CloseSlot(slot=slot):
                     self._close_slot(slot)
+                case CloseListeners():
+                    for sockets in (self.listeners.base, *self.listeners.slots.values()):
+                        close_sockets(sockets)
                 case Halt():
                     self.halt = command
                 case Exit(code=code):

@@ -88,7 +88,8 @@ async def serve(
     """Serve ``app`` on ``sockets`` until shut down; see the module docstring.
 
     ``shutdown_trigger is None`` installs SIGTERM/SIGINT (graceful) and SIGQUIT (fast)
-    handlers for the duration (upstream semantics). The sockets are not closed.
+    handlers for the duration (upstream semantics). The stream listeners are closed when the
+    stop begins (closing them again is harmless).
     """
     from hypercorn.apps import wrap_app
     from hypercorn.preflight import refuse_quic
@@ -167,6 +168,10 @@ async def serve(
         if hooks is not None:
             hooks.on_ready()
         await backend.serve(listeners, ctx.on_connection, stopper.event, options)
+        # Our copy of each listener goes now: once every process that holds one has closed
+        # it, the kernel refuses new connections instead of queueing them for nobody.
+        for listener in listeners:
+            listener.sock.close()
         if hooks is not None:
             hooks.on_stopping()
         if not stopper.fast:

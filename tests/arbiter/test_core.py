@@ -10,6 +10,7 @@ from hypercorn.arbiter.core import SIGNAL_TABLE, ArbiterCore, Phase, WorkerState
 from hypercorn.arbiter.messages import (
     Booted,
     ChildExited,
+    CloseListeners,
     CloseSlot,
     Command,
     ConfigReloaded,
@@ -192,6 +193,15 @@ def test_graceful_stop_terms_all_then_kills_leftovers_at_deadline() -> None:
     cmds = h.exit(2, signal=9)
     assert of(cmds, Exit) == [Exit(0)]
     assert spawned(cmds) == []
+
+
+def test_every_stop_closes_the_masters_listeners_first() -> None:
+    for sig in (Sig.TERM, Sig.INT, Sig.QUIT):
+        h = Harness()
+        h.booted()
+        cmds = h.signal(sig)
+        assert of(cmds, CloseListeners) == [CloseListeners()]
+        assert cmds.index(CloseListeners()) < min(cmds.index(k) for k in of(cmds, Kill))
 
 
 def test_second_interrupt_kills_at_once() -> None:

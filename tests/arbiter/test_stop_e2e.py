@@ -35,16 +35,12 @@ def test_rolling_restart_holds_at_most_one_extra_worker(
     with running([*args, "app:app"], cwd=app_dir, sock=bound_socket) as server:
         assert server.notify is not None
         first = server.wait_ready()
-        slow: list[threading.Thread] = []
+        lingering: list[object] = []
+        threads: list[threading.Thread] = []
 
         def linger() -> None:
-            # A request that keeps an old worker draining for a while.
-            for _ in range(4):
-                thread = threading.Thread(
-                    target=http_get, args=(server.port, "/slow?2.5"), daemon=True
-                )
-                thread.start()
-                slow.append(thread)
+            # Requests that keep the current workers busy, so old ones drain for a while.
+            threads.extend(_slow_request(server.port, 2.5, lingering) for _ in range(4))
 
         with WorkerCensus(server.pid) as census, LoadLoop(server.port, threads=4) as load:
             wait_for(lambda: census.samples, 5, "the first census")
@@ -55,22 +51,30 @@ def test_rolling_restart_holds_at_most_one_extra_worker(
                 server.notify.wait_for("READY=1", 30)
                 server.wait_workers(lambda pids: len(pids) == 2 and not pids & first, 30)
             else:
-                seen = first.copy()
+                replaced = 0
 
                 def recycled() -> bool:
-                    seen.update(load.result.pids)
-                    if len(seen) < 6:
-                        linger()  # keep some requests lingering on the current workers
-                        return False
-                    return True
+                    nonlocal replaced
+                    count = server.stderr().count("ready; stopping worker")
+                    if count > replaced:
+                        replaced = count
+                        linger()
+                    return count >= 4
 
-                wait_for(recycled, 40, "two recycles of each slot", interval=0.3)
+                wait_for(recycled, 40, "four recycles", interval=0.05)
             result = load.stop()
-        for thread in slow:
+        for thread in threads:
             thread.join(10)
     assert result.failures == []
     assert census.most_alive <= 3, census.samples
     assert census.fewest_serving >= 2, census.samples
+
+
+def _started_slow_requests(app_dir: Path) -> int:
+    try:
+        return len((app_dir / "slow_started").read_text().split())
+    except FileNotFoundError:
+        return 0
 
 
 def _slow_request(port: int, seconds: float, into: list[object]) -> threading.Thread:
@@ -97,7 +101,7 @@ def test_group_signal_is_one_graceful_stop(
         result: list[object] = []
         with WorkerCensus(server.pid, interval=0.002) as census:
             thread = _slow_request(server.port, 1.5, result)
-            wait_for(lambda: http_get(server.port)[0] == 200, 5, "the slow request in flight")
+            wait_for(lambda: _started_slow_requests(app_dir), 5, "the slow request in flight")
             server.signal_group(sig)
             assert server.wait_exit(15) == 0
         thread.join(5)
@@ -116,7 +120,7 @@ def test_second_group_sigint_stops_at_once(app_dir: Path, bound_socket: socket.s
         result: list[object] = []
         with WorkerCensus(server.pid, interval=0.002) as census:
             _slow_request(server.port, 30, result)
-            wait_for(lambda: http_get(server.port)[0] == 200, 5, "the slow request in flight")
+            wait_for(lambda: _started_slow_requests(app_dir), 5, "the slow request in flight")
             started = time.monotonic()
             server.signal_group(signal.SIGINT)
             assert server.notify is not None
@@ -125,3 +129,33 @@ def test_second_group_sigint_stops_at_once(app_dir: Path, bound_socket: socket.s
             assert server.wait_exit(10) == 0
         assert time.monotonic() - started < 5.0
     assert census.pids == first
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_server_refuses_new_connections_at_once(
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+) -> None:
+    """From the stop on, connections are refused (a load balancer sees it at once), and the
+    request in flight still completes within graceful_timeout."""
+    args = ["-w", "2", "--graceful-timeout", "10", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        result: list[object] = []
+        thread = _slow_request(server.port, 2.0, result)
+        wait_for(lambda: _started_slow_requests(app_dir), 5, "the slow request in flight")
+        server.signal(sig)
+        wait_for(lambda: _refused(server.port), 0.5, "connections to be refused", 0.01)
+        thread.join(10)
+        assert server.wait_exit(10) == 0
+    assert len(result) == 1
+    assert result[0][0] == 200, result  # type: ignore[index]

@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 #: An ASGI app used by the process tests. Paths:
 #:   /            -> the worker's pid
-#:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid
+#:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid; a line goes
+#:                   into ``slow_started`` in the app's directory as it starts
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
 #:   /gc          -> gc.get_freeze_count() and the young-generation threshold in the worker
 #: Files in the app's directory change how workers that start later behave (see ``knob``):
@@ -86,6 +87,8 @@ APP_SOURCE = textwrap.dedent(
         path = scope["path"]
         seconds = float(scope["query_string"] or b"0")
         if path == "/slow":
+            with open("slow_started", "a") as file:
+                file.write(f"{os.getpid()}\\n")
             await asyncio.sleep(seconds)
         elif path == "/block":
             time.sleep(seconds)
