@@ -94,8 +94,10 @@ def run_arbiter(config: Config) -> int:
             reporter.failed(exc.exit_status, str(exc))
         raise
     finally:
-        handed_over = runner is not None and runner.handed_over
-        _clean_up(config, runner.listeners if runner is not None else listeners, handed_over)
+        if runner is not None:
+            _clean_up(config, runner.listeners, runner.owns_unix_paths)
+        else:
+            _clean_up(config, listeners, listeners.source != "upgrade")
 
 
 def _halt_error(code: int, reason: str) -> AppLoadError | BootError | HaltServer:
@@ -106,7 +108,7 @@ def _halt_error(code: int, reason: str) -> AppLoadError | BootError | HaltServer
     return HaltServer(reason, code)
 
 
-def _clean_up(config: Config, listeners: Listeners, handed_over: bool) -> None:
+def _clean_up(config: Config, listeners: Listeners, owns_unix_paths: bool) -> None:
     from hypercorn.arbiter.pidfile import remove_pidfile
     from hypercorn.arbiter.sockets import all_sockets
 
@@ -118,7 +120,7 @@ def _clean_up(config: Config, listeners: Listeners, handed_over: bool) -> None:
             if id(sock) not in seen:
                 seen.add(id(sock))
                 sock.close()
-    if not handed_over:  # after SIGUSR2 the new master serves on these paths
+    if owns_unix_paths:  # (another master may serve on them: see Runner.owns_unix_paths)
         for path in listeners.unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)

@@ -140,6 +140,7 @@ class Runner:
         self.workers: dict[int, _Worker] = {}  # by pid
         self.pids: dict[int, int] = {}  # wid -> pid
         self.handed_over = False
+        self._booted = False
         self.halt: Halt | None = None
         self.exit_code: int | None = None
         self._pending: deque[Observation] = deque()
@@ -467,7 +468,22 @@ class Runner:
         self.config = new
         return ConfigReloaded(core_settings(new))
 
+    @property
+    def owns_unix_paths(self) -> bool:
+        """Whether this master may remove its unix socket files on the way out.
+
+        Only the master that serves them at the end may. That is not this one while a new
+        master started by SIGUSR2 runs (it inherited the sockets: whether it comes up or
+        this one is stopped first, the paths are its to keep), nor once it took over; and a
+        master that inherited the sockets owns them only once it is ready (if it fails,
+        the old master still serves them).
+        """
+        if self.handed_over or self._upgrade_pid is not None:
+            return False
+        return self.listeners.source != "upgrade" or self._booted
+
     def _on_booted(self) -> None:
+        self._booted = True
         if not self._announced:
             # Upstream's startup lines, once every worker has loaded the app (and the
             # certificate) and listens; through the configured Logger's own methods.

@@ -6,14 +6,26 @@ Each test reproduces one outage, leak or loss of work that the arbiter used to c
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.procs import cpu_seconds, running
+from tests.support.procs import (
+    HypercornProcess,
+    children_of,
+    cpu_seconds,
+    http_get,
+    pid_alive,
+    running,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +52,57 @@ def test_master_stays_idle_after_a_worker_dies_while_its_replacement_boots(
         used = cpu_seconds(server.pid) - before
         assert used < 0.3, f"the master used {used:.2f}s of CPU in 3s while idle"
         assert server.workers() == {new}
+
+
+@pytest.fixture
+def unix_path() -> Iterator[str]:
+    """A short unix socket path (sun_path holds 108 bytes; pytest's tmp paths are long)."""
+    directory = tempfile.mkdtemp(prefix="hc-", dir="/tmp")
+    try:
+        yield os.path.join(directory, "app.sock")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _new_master(server: HypercornProcess) -> int:
+    found = re.search(r"new master (\d+) started", server.stderr())
+    return int(found.group(1)) if found else 0
+
+
+def test_failed_upgrade_keeps_the_unix_socket(app_dir: Path, unix_path: str) -> None:
+    """-b unix:PATH, the app breaks, USR2: the old master keeps serving on PATH."""
+    with running(["-w", "1", *FAST, "-b", f"unix:{unix_path}", "app:app"], cwd=app_dir) as server:
+        server.wait_ready()
+        assert http_get(unix_path)[0] == 200
+        (app_dir / "broken").write_text("")
+        server.signal(signal.SIGUSR2)
+        wait_for(lambda: "upgrade failed" in server.stderr(), 20, "the upgrade to fail")
+        assert os.path.exists(unix_path), server.stderr()
+        assert http_get(unix_path)[0] == 200
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(10) == 0
+    assert not os.path.exists(unix_path)  # its owner removes it on the way out
+
+
+def test_stopping_the_old_master_during_an_upgrade_keeps_the_unix_socket(
+    app_dir: Path, unix_path: str
+) -> None:
+    """USR2, then TERM to the old master while the new one boots: the new one serves PATH."""
+    args = ["-w", "1", *FAST, "-b", f"unix:{unix_path}", "app:app"]
+    with running(args, cwd=app_dir) as server:
+        assert server.notify is not None
+        server.wait_ready()
+        (app_dir / "boot_delay").write_text("1.0")
+        server.signal(signal.SIGUSR2)
+        new_master = wait_for(lambda: _new_master(server), 10, "the new master")
+        server.adopt(new_master)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(10) == 0
+        server.notify.wait_for("READY=1", 20)  # the new master's workers booted
+        assert os.path.exists(unix_path), server.stderr()
+        status, body = http_get(unix_path)
+        assert status == 200
+        assert int(body.split()[0]) in children_of(new_master)
+        os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(new_master), 10, "the new master to stop")
+    assert not os.path.exists(unix_path)  # the new master owned it at the end

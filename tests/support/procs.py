@@ -194,9 +194,19 @@ def _read_response(sock: socket.socket, conn: h11.Connection) -> tuple[int, byte
             raise ConnectionResetError("closed before a response" if not got_bytes else "cut")
 
 
-def http_get(port: int, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-    """One request on a fresh connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+def http_get(port: int | str, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+    """One request on a fresh connection; ``port`` may be a unix socket's path."""
+    if isinstance(port, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(port)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with sock:
         conn = h11.Connection(h11.CLIENT)
         request = h11.Request(
             method="GET", target=path, headers=[("host", "test"), ("connection", "close")]
