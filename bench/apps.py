@@ -4,6 +4,7 @@
 - ``stream``: ASGI 3, a 100 KB (102,400 byte) body sent in ten 10 KB ``http.response.body``
   messages without a content-length, so HTTP/1.1 servers use chunked transfer-encoding.
 - ``wsgi_hello``: WSGI, the same 13-byte body with a content-length header.
+- ``ws_echo``: ASGI 3 WebSocket echo (and ``hello`` for plain HTTP requests).
 
 The ASGI apps answer the lifespan protocol so no server logs a lifespan error. They never read
 the request body: every benchmark request is a GET without one. Nothing here allocates per
@@ -81,3 +82,20 @@ def wsgi_hello(
 
 # Alias so ``apps:app`` also works for servers that default to the attribute name ``app``.
 app = hello
+
+
+async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """WebSocket echo (the ``ws-echo`` workload); a plain GET gets ``hello`` (readiness)."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+    else:
+        await hello(scope, receive, send)

@@ -13,6 +13,8 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --instructions --server uvicorn
     .venv/bin/python bench/hotpath.py --loop asyncio --parser h11
     .venv/bin/python bench/hotpath.py --profile           # cProfile, sorted by own time
+    .venv/bin/python bench/hotpath.py --app ws_echo --instructions   # per echoed WS message
+    .venv/bin/python bench/hotpath.py --app ws_echo --instructions --ws-reference  # wsproto only
 
 ``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
 ``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import os
 import pstats
@@ -42,6 +45,15 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+#: ``--app ws_echo``: each connection upgrades once, then every "request" is one masked
+#: 32-byte text frame (the bench's ws-echo message) that the app echoes.
+WS_HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+_MASK = b"\x12\x34\x56\x78"
+WS_FRAME = b"\x81\xa0" + _MASK + bytes(b ^ _MASK[i % 4] for i, b in enumerate(b"x" * 32))
 
 
 class FakeTransport:
@@ -96,10 +108,13 @@ def _this_server(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> l
     config = Config()
     config.http1_parser = args.parser
     backend = AsyncioBackend("uvloop" if args.loop == "uvloop" else "asyncio")
+    limits = limits_from_config(config)
+    if args.ws_reference:
+        limits = dataclasses.replace(limits, websocket_fast_path=False)
     ctx = WorkerContext(
         app=_app(args.app),
         backend=backend,
-        limits=limits_from_config(config),
+        limits=limits,
         parser_kind=config.http1_parser,
     )
     return [
@@ -126,6 +141,13 @@ async def _run(args: argparse.Namespace) -> list[float]:
     transports = [FakeTransport() for _ in protocols]
     for protocol, transport in zip(protocols, transports, strict=True):
         protocol.connection_made(transport)
+    request = REQUEST
+    if args.app == "ws_echo":
+        request = WS_FRAME
+        for protocol in protocols:
+            protocol.data_received(WS_HANDSHAKE)
+        for _ in range(3):
+            await asyncio.sleep(0)
     # Writes per response: uvicorn writes a response's head apart from its first body piece,
     # and the stream app sends ten pieces and (chunked) an end.
     if args.app == "stream":
@@ -137,7 +159,7 @@ async def _run(args: argparse.Namespace) -> list[float]:
         start = time.perf_counter()
         for _ in range(args.requests):
             for protocol in protocols:
-                protocol.data_received(REQUEST)
+                protocol.data_received(request)
             # Let every app task run to completion (one loop pass for the task, one spare).
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -179,6 +201,7 @@ def _instructions(args: argparse.Namespace) -> None:
             f"--requests={requests}",
             f"--rounds={rounds}",
             *(["--no-gc"] if args.no_gc else []),
+            *(["--ws-reference"] if args.ws_reference else []),
         ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
         match = re.search(r"Collected : (\d+)", result.stderr)
@@ -192,7 +215,7 @@ def _instructions(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("this", "uvicorn"), default="this")
-    parser.add_argument("--app", choices=("hello", "stream"), default="hello")
+    parser.add_argument("--app", choices=("hello", "stream", "ws_echo"), default="hello")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--parser", choices=("auto", "h11", "httptools"), default="auto")
     parser.add_argument("--connections", type=int, default=64)
@@ -201,6 +224,9 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count, with callgrind")
     parser.add_argument("--profile", action="store_true", help="cProfile one run")
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() (what GC costs)")
+    parser.add_argument(
+        "--ws-reference", action="store_true", help="WebSocket frames through wsproto only"
+    )
     args = parser.parse_args()
     if args.instructions:
         _instructions(args)

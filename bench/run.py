@@ -58,7 +58,14 @@ PIP_TIMEOUT = 900.0
 
 PEERS: dict[str, tuple[str, ...]] = {
     "hypercorn": ("hypercorn==0.18.0", "uvloop==0.23.0"),
-    "uvicorn": ("uvicorn==0.54.0", "h11==0.16.0", "httptools==0.9.0", "uvloop==0.23.0"),
+    "uvicorn": (
+        "uvicorn==0.54.0",
+        "h11==0.16.0",
+        "httptools==0.9.0",
+        "uvloop==0.23.0",
+        "wsproto==1.3.2",
+        "websockets==17.4",
+    ),
     "granian": ("granian==2.8.7",),
     "gunicorn": ("gunicorn==27.0.1",),
 }
@@ -137,6 +144,18 @@ WORKLOADS: list[Workload] = [
         workers=2,
         server_cpus=ALL_CPUS,
         baseline="h1-keepalive",
+    ),
+    Workload(
+        name="ws-echo",
+        description=(
+            "WebSocket echo, 64 connections, 32-byte text messages, each connection sends its "
+            "next when the echo arrives (Node ws client, no compression); rate = echoes/s"
+        ),
+        app="apps:ws_echo",
+        kind="asgi",
+        protocol="ws",
+        tool="ws-echo",
+        path="/ws",
     ),
 ]
 
@@ -226,6 +245,13 @@ def _granian(interface: str) -> Callable[[str, int, int], list[str]]:
     return command
 
 
+def _uvicorn_ws(ws: str) -> Callable[[str, int, int], list[str]]:
+    def command(app: str, port: int, workers: int) -> list[str]:
+        return [*_uvicorn("httptools", "uvloop")(app, port, workers), "--ws", ws]
+
+    return command
+
+
 def _granian_any(app: str, port: int, workers: int) -> list[str]:
     interface = "wsgi" if app == "apps:wsgi_hello" else "asgi"
     return _granian(interface)(app, port, workers)
@@ -253,8 +279,11 @@ def _raw_uvloop(app: str, port: int, workers: int) -> list[str]:
 
 
 ASGI_WSGI = frozenset({"asgi", "wsgi"})
+H1_WS = frozenset({"h1", "ws"})
 TARGETS: list[Target] = [
-    Target("this", "this server (uvloop)", "this", ASGI_WSGI, _hypercorn("uvloop")),
+    Target(
+        "this", "this server (uvloop)", "this", ASGI_WSGI, _hypercorn("uvloop"), protocols=H1_WS
+    ),
     Target(
         "this-asyncio",
         "this server (asyncio)",
@@ -263,7 +292,14 @@ TARGETS: list[Target] = [
         _hypercorn("asyncio"),
         default=False,
     ),
-    Target("hypercorn", "hypercorn 0.18 (uvloop)", "hypercorn", ASGI_WSGI, _hypercorn("uvloop")),
+    Target(
+        "hypercorn",
+        "hypercorn 0.18 (uvloop)",
+        "hypercorn",
+        ASGI_WSGI,
+        _hypercorn("uvloop"),
+        protocols=H1_WS,
+    ),
     Target(
         "uvicorn-h11",
         "uvicorn (h11, asyncio)",
@@ -278,7 +314,23 @@ TARGETS: list[Target] = [
         frozenset({"asgi"}),
         _uvicorn("httptools", "uvloop"),
     ),
-    Target("granian", "granian", "granian", ASGI_WSGI, _granian_any),
+    Target("granian", "granian", "granian", ASGI_WSGI, _granian_any, protocols=H1_WS),
+    Target(
+        "uvicorn-wsproto",
+        "uvicorn (--ws wsproto, httptools, uvloop)",
+        "uvicorn",
+        frozenset({"asgi"}),
+        _uvicorn_ws("wsproto"),
+        protocols=frozenset({"ws"}),
+    ),
+    Target(
+        "uvicorn-ws-sansio",
+        "uvicorn (--ws websockets-sansio, httptools, uvloop)",
+        "uvicorn",
+        frozenset({"asgi"}),
+        _uvicorn_ws("websockets-sansio"),
+        protocols=frozenset({"ws"}),
+    ),
     Target(
         "gunicorn-gthread",
         "gunicorn gthread (4 threads)",
@@ -364,7 +416,7 @@ def _on_signal(signum: int, frame: object) -> None:
 # Setup: load tools from apt, peers into their own venvs.
 # --------------------------------------------------------------------------------------------
 
-TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
+TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "node": "nodejs", "npm": "npm"}
 _apt_updated = False
 
 
@@ -664,8 +716,68 @@ def run_wrk(workload: Workload, url: str, duration: float) -> LoadResult:
     return parsed
 
 
-TOOLS: dict[str, Callable[[Workload, str, float], LoadResult]] = {"wrk": run_wrk}
-TOOL_BINARIES = {"wrk": "wrk"}
+NODE_DIR = BENCH / ".node"
+#: The Node WebSocket client library, installed with npm into bench/.node/ (git-ignored).
+NODE_WS = "ws@8.23.0"
+
+
+def ensure_node_ws() -> str:
+    node = shutil.which("node")
+    if node is None:
+        ensure_tool("node")  # (apt-get install nodejs npm when missing and allowed)
+        node = shutil.which("node")
+        if node is None:
+            raise SetupError("node not found")
+    stamp = NODE_DIR / ".installed"
+    if not stamp.is_file() or stamp.read_text() != NODE_WS:
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        npm = shutil.which("npm") or ensure_tool("npm")
+        done = _run([npm, "install", "--no-save", "--prefix", str(NODE_DIR), NODE_WS], PIP_TIMEOUT)
+        if done.returncode:
+            raise SetupError(f"npm install {NODE_WS} failed: {done.stdout[-500:]}")
+        stamp.write_text(NODE_WS)
+    return node
+
+
+def run_ws_echo(workload: Workload, url: str, duration: float) -> LoadResult:
+    """bench/ws_echo.js: echoes per second over ``workload.connections`` WebSockets."""
+    node = ensure_node_ws()
+    ws_url = "ws" + url[len("http") :]
+    argv = [
+        "taskset",
+        "-c",
+        load_cpus(workload),
+        node,
+        str(BENCH / "ws_echo.js"),
+        ws_url,
+        str(workload.connections),
+        str(max(1, round(duration))),
+    ]
+    env = dict(os.environ, NODE_PATH=str(NODE_DIR / "node_modules"))
+    done = _run(argv, timeout=duration + 40, env=env)
+    result = LoadResult(raw=done.stdout)
+    try:
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result.error_detail = f"ws_echo.js exited {done.returncode}: {done.stdout[-500:]}"
+        return result
+    result.rate = data.get("rate")
+    result.p50_ms = data.get("p50_ms")
+    result.p99_ms = data.get("p99_ms")
+    result.requests = int(data.get("echoes") or 0)
+    result.errors = int(data.get("errors") or 0)
+    if data.get("open", workload.connections) < workload.connections:
+        result.error_detail = f"only {data.get('open')} of {workload.connections} connected"
+    elif result.errors:
+        result.error_detail = f"{result.errors} errors"
+    return result
+
+
+TOOLS: dict[str, Callable[[Workload, str, float], LoadResult]] = {
+    "wrk": run_wrk,
+    "ws-echo": run_ws_echo,
+}
+TOOL_BINARIES = {"wrk": "wrk", "ws-echo": "node"}
 
 # --------------------------------------------------------------------------------------------
 # One run: start server pinned, wait, verify, warm up, measure, stop.
