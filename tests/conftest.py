@@ -23,3 +23,15 @@ def bound_socket() -> Iterator[socket.socket]:
         yield sock
     finally:
         sock.close()
+
+
+@pytest.fixture(params=["ws-fast", "ws-wsproto"])
+def ws_framing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a WebSocket test with the fast data-frame path (the default) and with wsproto
+    alone (the reference, ``protocols/ws_fast.py``): both must give the same results. Sets
+    ``ProtocolLimits``'s default, so every way a test builds its limits follows."""
+    from hypercorn.protocols.limits import ProtocolLimits
+
+    fast = request.param == "ws-fast"
+    monkeypatch.setitem(ProtocolLimits.__init__.__kwdefaults__, "websocket_fast_path", fast)
+    return str(request.param)

@@ -69,3 +69,6 @@ class ProtocolLimits:
     websocket_queue_size: int = 10
     #: Accept permessage-deflate when a WebSocket client offers it.
     websocket_deflate: bool = True
+    #: Read and write the common WebSocket data frames with ``ws_fast`` instead of wsproto
+    #: (the reference; both pass the same suites).
+    websocket_fast_path: bool = True

@@ -46,6 +46,7 @@ from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 from hypercorn.protocols.asgi_ws import ABNORMAL_CLOSURE
+from hypercorn.protocols.ws_fast import frame_message, take_frames
 
 if TYPE_CHECKING:
     from wsproto.frame_protocol import FrameDecoder, FrameProtocol
@@ -149,6 +150,8 @@ class WsSession:
         "_carrier",
         "_close_by",
         "_conn",
+        "_fast",
+        "_limit",
         "_on_deadline",
         "_parts",
         "_paused",
@@ -184,6 +187,9 @@ class WsSession:
             extensions.append(stream.extension)
         extensions.append(MessageLimit(limits.websocket_max_message_size))
         self._conn = Connection(ConnectionType.SERVER, extensions)
+        #: ``ws_fast`` reads and writes the common data frames (not under compression).
+        self._fast = limits.websocket_fast_path and stream.extension is None
+        self._limit = limits.websocket_max_message_size
         self._state = _OPEN
         self._parts: list[str | bytes] = []
         self._paused = False
@@ -229,8 +235,16 @@ class WsSession:
             self._finish(ABNORMAL_CLOSURE, "", close=True)
             return
         conn = self._conn
-        conn.receive_data(data)
         stream = self._stream
+        if self._fast and self._state is _OPEN and not self._parts and _wsproto_idle(conn):
+            messages, used = take_frames(data, self._limit)
+            for message in messages:
+                stream.message_received(message)
+            if used == len(data):
+                self._check_queue()
+                return
+            data = data[used:]
+        conn.receive_data(data)
         for event in conn.events():
             etype = type(event)
             if etype is TextMessage or etype is BytesMessage:
@@ -255,6 +269,11 @@ class WsSession:
             elif etype is CloseConnection:
                 self._close_received(event, now)  # type: ignore[arg-type]
                 return
+        self._check_queue()
+
+    def _check_queue(self) -> None:
+        """Rule 3, inbound: stop reading while the app has too much waiting."""
+        stream = self._stream
         if (
             not self._paused
             and (stream.queued >= self._queue_size or stream.buffered >= self._queue_bytes)
@@ -344,6 +363,9 @@ class WsSession:
 
     def send_message(self, data: bytes | str, now: float) -> None:
         if self._state is _OPEN:
+            if self._fast:
+                self._write(frame_message(data))
+                return
             event = TextMessage(data=data) if type(data) is str else BytesMessage(data=data)  # type: ignore[arg-type]
             self._write(bytes(self._conn.send(event)))
 
@@ -370,3 +392,15 @@ class WsSession:
             self._carrier.resume_reading()
         else:
             stream.notify_on_read = True
+
+
+def _wsproto_idle(conn: Connection) -> bool:
+    """wsproto holds no part of a frame or message (reads its private state: wsproto is
+    pinned by the test suites that run both paths)."""
+    proto = conn._proto
+    decoder = proto._frame_decoder
+    return (
+        decoder.header is None
+        and not decoder.buffer.buffer
+        and proto._message_decoder.opcode is None
+    )

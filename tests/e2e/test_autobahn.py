@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ws_framing")]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "autobahn_suite.py"
 

@@ -23,6 +23,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.e2e.conftest import RunningServer
 from tests.support.apps import handle_lifespan
 
+pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
+
 TIMEOUT = 10.0
 Scope = dict[str, Any]
 

@@ -12,11 +12,14 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Event, TextMessage
 
 from tests.e2e.conftest import RunningServer
 from tests.support.apps import handle_lifespan
+
+pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
 
 TIMEOUT = 10.0
 

@@ -29,6 +29,8 @@ from hypercorn.protocols.ws import CLOSE_TIMEOUT
 from tests.support.pairs import PARSERS, SPLITS
 from tests.support.wspair import WsPair, close_payload, frame
 
+pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
+
 
 @pytest.fixture(params=SPLITS)
 def split(request: pytest.FixtureRequest) -> str:

@@ -22,6 +22,8 @@ from tests.support.h2pair import H2Pair
 from tests.support.pairs import SPLITS
 from tests.support.wspair import frame
 
+pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
+
 
 @pytest.fixture(params=SPLITS)
 def split(request: pytest.FixtureRequest) -> str:

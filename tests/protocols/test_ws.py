@@ -20,6 +20,8 @@ from hypercorn.protocols.ws import CLOSE_TIMEOUT, WsState
 from tests.support.pairs import SPLITS
 from tests.support.wspair import WsPair, close_payload, frame
 
+pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
+
 
 @pytest.fixture(params=SPLITS)
 def split(request: pytest.FixtureRequest) -> str:
@@ -193,15 +195,15 @@ def test_rsv1_on_a_continuation_is_a_protocol_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "offer",
+    "params",
     [
-        PerMessageDeflate(),
-        PerMessageDeflate(server_no_context_takeover=True, client_no_context_takeover=True),
-        PerMessageDeflate(server_max_window_bits=10, client_max_window_bits=9),
+        {},
+        {"server_no_context_takeover": True, "client_no_context_takeover": True},
+        {"server_max_window_bits": 10, "client_max_window_bits": 9},
     ],
 )
-def test_deflate_round_trips_under_each_parameter(offer: PerMessageDeflate) -> None:
-    p = connected(extensions=[offer])
+def test_deflate_round_trips_under_each_parameter(params: dict[str, Any]) -> None:
+    p = connected(extensions=[PerMessageDeflate(**params)])
     for index in range(3):
         text = f"message {index} " * 50
         p.send_ws(TextMessage(data=text))
@@ -340,3 +342,49 @@ def test_shutdown_close_times_out() -> None:
     p.advance(CLOSE_TIMEOUT + 0.1)
     assert p.sink.closed
     assert p.receive_all()[-1]["code"] == 1006
+
+
+# -- mixed bursts (the fast path hands over to wsproto mid-buffer and back) -------------------
+
+
+def test_a_burst_of_mixed_frames_in_one_read(split: str) -> None:
+    p = connected(split)
+    burst = (
+        frame(0x1, b"one")
+        + frame(0x2, b"\x00" * 200)  # 16-bit length form
+        + frame(0x9, b"ping")
+        + frame(0x1, b"fr", fin=False)
+        + frame(0x0, b"ag")
+        + frame(0x1, "é".encode())
+        + frame(0x2, b"")
+    )
+    p.feed(burst)
+    assert [m["text"] if m["text"] is not None else m["bytes"] for m in p.receive_all()] == [
+        "one",
+        b"\x00" * 200,
+        "frag",
+        "é",
+        b"",
+    ]
+    (pong,) = p.events()
+    assert pong.payload == b"ping"
+
+
+def test_take_frames_declines_what_it_does_not_read() -> None:
+    from hypercorn.protocols.ws_fast import frame_message, take_frames
+
+    good = frame(0x1, b"ok")
+    for tail in (
+        frame(0x9, b""),
+        frame(0x1, b"x", fin=False),
+        frame(0x1, b"x", rsv=0b100),
+        frame(0x1, b"x", mask=False),
+        frame(0x1, b"\xff"),
+        frame(0x2, b"x" * 70000),
+        frame(0x2, b"x" * 11),  # over the limit below
+        good[:-1],  # incomplete
+    ):
+        assert take_frames(good + tail, 10) == (["ok"], len(good))
+    assert frame_message("hé") == b"\x81\x03h\xc3\xa9"
+    assert frame_message(b"x" * 200)[:4] == b"\x82\x7e\x00\xc8"
+    assert frame_message(b"x" * 70000)[:2] == b"\x82\x7f"
