@@ -159,6 +159,7 @@ class WsSession:
         "_ping_interval",
         "_queue_bytes",
         "_queue_size",
+        "_reference_idle",
         "_state",
         "_stream",
         "_write",
@@ -190,6 +191,8 @@ class WsSession:
         #: ``ws_fast`` reads and writes the common data frames (not under compression).
         self._fast = limits.websocket_fast_path and stream.extension is None
         self._limit = limits.websocket_max_message_size
+        #: wsproto holds no part of a frame or message (checked after each time it reads).
+        self._reference_idle = True
         self._state = _OPEN
         self._parts: list[str | bytes] = []
         self._paused = False
@@ -236,7 +239,7 @@ class WsSession:
             return
         conn = self._conn
         stream = self._stream
-        if self._fast and self._state is _OPEN and not self._parts and _wsproto_idle(conn):
+        if self._fast and self._reference_idle and self._state is _OPEN and not self._parts:
             messages, used = take_frames(data, self._limit)
             for message in messages:
                 stream.message_received(message)
@@ -245,6 +248,8 @@ class WsSession:
                 return
             data = data[used:]
         conn.receive_data(data)
+        if self._fast:
+            self._reference_idle = False
         for event in conn.events():
             etype = type(event)
             if etype is TextMessage or etype is BytesMessage:
@@ -269,6 +274,8 @@ class WsSession:
             elif etype is CloseConnection:
                 self._close_received(event, now)  # type: ignore[arg-type]
                 return
+        if self._fast:
+            self._reference_idle = _wsproto_idle(conn)
         self._check_queue()
 
     def _check_queue(self) -> None:
