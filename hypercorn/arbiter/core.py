@@ -58,6 +58,7 @@ from hypercorn.arbiter.messages import (
     LogLevel,
     Notify,
     Observation,
+    RetireListeners,
     Sig,
     SignalReceived,
     Spawn,
@@ -110,6 +111,8 @@ class ArbiterCore(SignalHandlers):
         return self._flush()
 
     def handle(self, observation: Observation, now: float) -> list[Command]:
+        if self.phase is Phase.STOPPED:
+            return []  # Exit was the last command (a late UpgradeReady must not stop again)
         match observation:
             case SignalReceived(sig=sig):
                 handler = SIGNAL_TABLE.get((self.phase, sig))
@@ -461,6 +464,8 @@ class ArbiterCore(SignalHandlers):
             return
         if self.phase is Phase.STOPPED:
             return
+        if self.phase is not Phase.BOOTING:
+            self._quiet_dead_slots()  # (before a respawn, which gets the fresh sockets)
         for slot in self.slots.values():
             if slot.respawn_at is not None and slot.respawn_at <= now:
                 # Passed: whatever waited for it happens now, or is waiting on something else
@@ -482,6 +487,24 @@ class ArbiterCore(SignalHandlers):
             self._log("info", "rolling restart complete")
             self._emit(Notify(f"READY=1\nSTATUS=serving with {len(self.slots)} workers"))
         self._replace_next(now)
+
+    def _serving(self, slot: SlotRecord) -> bool:
+        if slot.current is None:
+            return False
+        worker = self.workers[slot.current]
+        return worker.state is WorkerState.READY and not worker.timed_out
+
+    def _quiet_dead_slots(self) -> None:
+        """A slot without a live worker must not be handed connections (SO_REUSEPORT): retire
+        its listeners while another slot serves. The last listening slot keeps its socket,
+        so connections queue for a replacement instead of being refused."""
+        serving = {index for index, slot in self.slots.items() if self._serving(slot)}
+        for index, slot in self.slots.items():
+            if index in serving:
+                slot.quiet = False
+            elif serving and not slot.quiet:
+                slot.quiet = True
+                self._emit(RetireListeners(index))
 
     def _current_ready(self, slot: SlotRecord) -> bool:
         return slot.current is not None and self.workers[slot.current].state is WorkerState.READY

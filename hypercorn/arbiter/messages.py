@@ -220,6 +220,14 @@ class CloseSlot:
 
 
 @dataclass(frozen=True)
+class RetireListeners:
+    """The slot has no live worker while others do: stop the kernel from handing its
+    SO_REUSEPORT listeners connections (its next worker listens again once ready)."""
+
+    slot: int
+
+
+@dataclass(frozen=True)
 class CloseListeners:
     """A stop began: close the master's copy of every listener, so that once the workers
     have closed theirs new connections are refused (a socket another process still holds,
@@ -252,6 +260,7 @@ Command: TypeAlias = (
     | HandOver
     | WritePidfile
     | CloseSlot
+    | RetireListeners
     | CloseListeners
     | Halt
     | Exit

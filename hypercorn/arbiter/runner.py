@@ -15,6 +15,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -42,6 +43,7 @@ from hypercorn.arbiter.messages import (
     Observation,
     Reexec,
     ReloadConfig,
+    RetireListeners,
     Sig,
     SignalReceived,
     Spawn,
@@ -328,6 +330,8 @@ class Runner:
                             write_pidfile(self.config.pid_path)
                 case CloseSlot(slot=slot):
                     self._close_slot(slot)
+                case RetireListeners(slot=slot):
+                    self.listeners.retire(slot, self.config.backlog)
                 case CloseListeners():
                     for sockets in (self.listeners.base, *self.listeners.slots.values()):
                         close_sockets(sockets)
@@ -339,16 +343,23 @@ class Runner:
                     raise AssertionError(command)
 
     def _sockets_for(self, slot: int) -> Sockets:
-        if slot == 0:
-            return self.listeners.base
-        if slot not in self.listeners.slots:
-            if self.config.reuse_port:
-                self.listeners.slots[slot] = reuse_port_clone(
-                    self.listeners.base, self.config.backlog
-                )
-            else:
-                return self.listeners.base
-        return self.listeners.slots[slot]
+        listeners = self.listeners
+        sockets = listeners.for_slot(slot)
+        if sockets is not None:
+            return sockets
+        if not self.config.reuse_port:
+            return listeners.base
+        # Not listening yet: the worker listens once ready, so a booting worker holds no
+        # connections.
+        sockets = reuse_port_clone(listeners.base, self.config.backlog, listen=False)
+        shared = {id(sock) for sock in all_sockets(listeners.base)}
+        listeners.retirable.update(
+            id(sock)
+            for sock in all_sockets(sockets)
+            if id(sock) not in shared and sock.type == socket.SOCK_STREAM
+        )
+        listeners.slots[slot] = sockets
+        return sockets
 
     def _master_fds(self) -> list[int]:
         fds = [w.fd for w in self.workers.values() if w.fd is not None]
@@ -436,6 +447,11 @@ class Runner:
         return pid, mask
 
     def _close_slot(self, slot: int) -> None:
+        if slot == 0:
+            # Slot 0's sockets are the base set (logged, cloned, handed to a new master):
+            # they stay bound, not listening, for a slot 0 that TTIN may bring back.
+            self.listeners.retire(0, self.config.backlog)
+            return
         sockets = self.listeners.slots.pop(slot, None)
         if sockets is None:
             return
@@ -506,7 +522,7 @@ class Runner:
 
     def _reexec(self) -> None:
         slots = {0: self.listeners.base, **self.listeners.slots}
-        fds_value, fds = upgrade_env(slots)
+        fds_value, fds = upgrade_env(slots, self.listeners.retirable)
         read_fd, write_fd = os.pipe()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         env[FDS_ENV] = fds_value

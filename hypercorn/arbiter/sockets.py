@@ -68,12 +68,41 @@ class Sockets:
 @dataclass
 class Listeners:
     """What the arbiter holds: slot 0's sockets plus, with ``reuse_port`` or after an upgrade,
-    other slots' own SO_REUSEPORT sockets. ``unix_paths`` are files we created (and remove)."""
+    other slots' own SO_REUSEPORT sockets. ``unix_paths`` are files we created (and remove).
+
+    ``retirable`` holds the ids of the per-slot TCP sockets this server bound itself with
+    SO_REUSEPORT (never systemd's or an ``fd://`` one): a slot that has no live worker
+    swaps them for bound, not yet listening twins (``retire``), so the kernel stops
+    handing that slot connections; its next worker listens once it is ready.
+    """
 
     base: Sockets
     slots: dict[int, Sockets] = field(default_factory=dict)
     unix_paths: list[str] = field(default_factory=list)
     source: Literal["bind", "systemd", "upgrade"] = "bind"
+    retirable: set[int] = field(default_factory=set)
+
+    def for_slot(self, slot: int) -> Sockets | None:
+        return self.base if slot == 0 else self.slots.get(slot)
+
+    def retire(self, slot: int, backlog: int) -> None:
+        """Swap the slot's retirable sockets for twins that are bound but not listening."""
+        sockets = self.for_slot(slot)
+        if sockets is None:
+            return
+        for kind in KINDS:
+            listed = sockets.of_kind(kind)
+            for index, sock in enumerate(listed):
+                if id(sock) not in self.retirable or sock.fileno() < 0:
+                    continue
+                twin = _clone_one(sock, backlog, listen=False)
+                self.retirable.discard(id(sock))
+                self.retirable.add(id(twin))
+                listed[index] = twin
+                # The last copy closes when the slot's old worker is gone: the socket then
+                # leaves the SO_REUSEPORT group (net.ipv4.tcp_migrate_req=1 lets the kernel
+                # move what it had queued to the other workers' sockets).
+                sock.close()
 
 
 def all_sockets(sockets: Sockets) -> Iterator[socket.socket]:
@@ -119,6 +148,9 @@ def create_listeners(config: Config) -> Listeners:
             for bind in binds:
                 sock = _bind_one(config, bind, kind, listeners.unix_paths)
                 listeners.base.of_kind(kind).append(sock)
+                ours = not bind.startswith(("fd://", "unix:"))
+                if config.reuse_port and ours and sock.type == socket.SOCK_STREAM:
+                    listeners.retirable.add(id(sock))
     except BaseException:
         close_sockets(listeners.base)
         raise
@@ -298,17 +330,19 @@ def _explain(exc: OSError) -> str:
 # ------------------------------------------------------------------------------ SO_REUSEPORT
 
 
-def reuse_port_clone(sockets: Sockets, backlog: int) -> Sockets:
+def reuse_port_clone(sockets: Sockets, backlog: int, *, listen: bool = True) -> Sockets:
     """A new set for another worker slot: each SO_REUSEPORT inet socket gets a twin bound to
-    the same address; sockets that cannot be cloned (unix, fd://, systemd) are shared."""
+    the same address; sockets that cannot be cloned (unix, fd://, systemd) are shared.
+    ``listen=False`` leaves the stream twins bound only: the kernel hands a socket
+    connections once it listens, which its worker does when ready (``serve``)."""
     clone = Sockets()
     for kind in KINDS:
         for sock in sockets.of_kind(kind):
-            clone.of_kind(kind).append(_clone_one(sock, backlog))
+            clone.of_kind(kind).append(_clone_one(sock, backlog, listen=listen))
     return clone
 
 
-def _clone_one(sock: socket.socket, backlog: int) -> socket.socket:
+def _clone_one(sock: socket.socket, backlog: int, *, listen: bool = True) -> socket.socket:
     option = getattr(socket, "SO_REUSEPORT", None)
     if (
         option is None
@@ -321,7 +355,8 @@ def _clone_one(sock: socket.socket, backlog: int) -> socket.socket:
         twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         twin.setsockopt(socket.SOL_SOCKET, option, 1)
         twin.bind(sock.getsockname()[:2])
-        _listen(twin, backlog, sock.type)
+        if listen:
+            _listen(twin, backlog, sock.type)
     except OSError as exc:
         twin.close()
         raise BootError(
@@ -334,14 +369,18 @@ def _clone_one(sock: socket.socket, backlog: int) -> socket.socket:
 # ------------------------------------------------------------------------------ inheritance
 
 
-def upgrade_env(listeners: dict[int, Sockets]) -> tuple[str, list[int]]:
-    """``HYPERCORN_FDS`` for a re-executed master, and the fds it must inherit."""
+def upgrade_env(
+    listeners: dict[int, Sockets], retirable: set[int] | None = None
+) -> tuple[str, list[int]]:
+    """``HYPERCORN_FDS`` for a re-executed master, and the fds it must inherit. Entries are
+    ``kind:slot:fd``, with ``:r`` for a socket the new master may retire too."""
     entries: list[str] = []
     fds: list[int] = []
     for slot, sockets in sorted(listeners.items()):
         for kind in KINDS:
             for sock in sockets.of_kind(kind):
-                entries.append(f"{kind}:{slot}:{sock.fileno()}")
+                flag = ":r" if retirable and id(sock) in retirable else ""
+                entries.append(f"{kind}:{slot}:{sock.fileno()}{flag}")
                 fds.append(sock.fileno())
     return ",".join(entries), fds
 
@@ -353,7 +392,7 @@ def _from_upgrade_env() -> Listeners | None:
     listeners = Listeners(base=Sockets(), source="upgrade")
     adopted: dict[int, socket.socket] = {}
     for entry in filter(None, value.split(",")):
-        kind_text, slot_text, fd_text = entry.split(":")
+        kind_text, slot_text, fd_text, *flags = entry.split(":")
         if kind_text not in KINDS:
             continue
         kind: Kind = kind_text
@@ -361,6 +400,8 @@ def _from_upgrade_env() -> Listeners | None:
         if fd not in adopted:  # several slots may share one socket
             adopted[fd] = socket.socket(fileno=fd)
             adopted[fd].setblocking(False)
+        if "r" in flags:
+            listeners.retirable.add(id(adopted[fd]))
         slot = int(slot_text)
         target = listeners.base if slot == 0 else listeners.slots.setdefault(slot, Sockets())
         target.of_kind(kind).append(adopted[fd])

@@ -55,3 +55,5 @@ class SlotRecord:
     incoming: int | None = None
     crashes: int = 0
     respawn_at: float | None = None
+    #: Its listeners were retired (no live worker); set again once a worker of it is READY.
+    quiet: bool = False

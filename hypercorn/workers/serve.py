@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ async def serve(
         ssl_handshake_timeout=config.ssl_handshake_timeout,
     )
     try:
+        for listener in listeners:
+            _listen_when_ready(listener.sock, config.backlog)
         if hooks is not None:
             hooks.on_ready()
         await backend.serve(listeners, ctx.on_connection, stopper.event, options)
@@ -197,6 +200,13 @@ def _listeners(config: Config, sockets: Sockets) -> list[Listener]:
         context = config.create_ssl_context()
         listeners.extend(Listener(sock, context) for sock in sockets.secure_sockets)
     return listeners
+
+
+def _listen_when_ready(sock: socket.socket, backlog: int) -> None:
+    """A per-slot SO_REUSEPORT listener comes bound but not listening, so the kernel hands
+    it no connection while this worker boots: listen now."""
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(backlog)
 
 
 async def _await_trigger(trigger: Callable[[], Awaitable[object]], stopper: _Stopper) -> None:

@@ -24,6 +24,7 @@ from hypercorn.arbiter.messages import (
     Notify,
     Reexec,
     ReloadConfig,
+    RetireListeners,
     Sig,
     SignalReceived,
     Spawn,
@@ -514,6 +515,38 @@ def test_boot_failure_of_a_respawn_halts_only_when_nobody_serves() -> None:
     h.exit(2, signal=9)  # respawn for slot 1 (4), slot 0 still backing off
     cmds = h.exit(4, EXIT_APP_LOAD_ERROR)
     assert of(cmds, Halt)[0].code == EXIT_APP_LOAD_ERROR
+
+
+def test_a_slot_without_a_live_worker_retires_its_listeners_before_its_respawn() -> None:
+    h = Harness()
+    h.booted()
+    cmds = h.exit(1, signal=9)
+    assert of(cmds, RetireListeners) == [RetireListeners(0)]
+    assert cmds.index(RetireListeners(0)) < cmds.index(Spawn(3, 0, 0))
+    assert of(h.feed(WorkerReady(3)), RetireListeners) == []  # it listens again itself
+    assert h.core.slots[0].quiet is False
+    # Dying again: retired again.
+    assert of(h.exit(3, code=1), RetireListeners) == [RetireListeners(0)]
+
+
+def test_the_last_listening_slot_keeps_its_listeners() -> None:
+    h = Harness(CoreSettings(**{**SETTINGS.__dict__, "workers": 1}))
+    h.booted()
+    assert of(h.exit(1, signal=9), RetireListeners) == []  # connections queue for -w 1
+    h = Harness()
+    h.booted()
+    h.exit(1, signal=9)
+    assert of(h.exit(2, signal=9), RetireListeners) == []  # slot 1 was the last one serving
+
+
+def test_a_hung_worker_stops_getting_connections_when_it_times_out() -> None:
+    h = Harness()
+    h.booted()
+    h.advance(SETTINGS.timeout - 1)
+    h.feed(WorkerBeat(2))
+    cmds = h.advance(1)
+    assert kills(cmds) == [(1, Sig.ABRT)]
+    assert of(cmds, RetireListeners) == [RetireListeners(0)]
 
 
 # ---------------------------------------------------------------------------- heartbeats

@@ -106,3 +106,68 @@ def test_stopping_the_old_master_during_an_upgrade_keeps_the_unix_socket(
         os.kill(new_master, signal.SIGTERM)
         wait_for(lambda: not pid_alive(new_master), 10, "the new master to stop")
     assert not os.path.exists(unix_path)  # the new master owned it at the end
+
+
+# ------------------------------------------------------------------------------ --reuse-port
+
+
+def _every_fresh_connection_answered(port: int, count: int = 60) -> None:
+    """``count`` fresh connections, one after another, each answered within a second."""
+    slow = []
+    for _ in range(count):
+        try:
+            status, _ = http_get(port, timeout=1.0)
+        except OSError as exc:
+            slow.append(repr(exc))
+        else:
+            assert status == 200
+    assert slow == [], f"{len(slow)} of {count} connections waited for a dead slot"
+
+
+def _reuse_port_server(app_dir: Path, bound_socket: socket.socket, *extra: str) -> list[str]:
+    port = bound_socket.getsockname()[1]
+    bound_socket.close()  # the server binds the port itself, with SO_REUSEPORT
+    return ["--reuse-port", "-b", f"127.0.0.1:{port}", *FAST, *extra, "app:app"]
+
+
+def test_reuse_port_ttou_leaves_no_listener_without_a_worker(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    port = bound_socket.getsockname()[1]
+    args = _reuse_port_server(app_dir, bound_socket, "-w", "3")
+    with running(args, cwd=app_dir) as server:
+        server.wait_ready()
+        _every_fresh_connection_answered(port, 10)
+        server.signal(signal.SIGTTOU)  # the oldest worker goes: slot 0, the master's own socket
+        server.wait_workers(lambda pids: len(pids) == 2)
+        _every_fresh_connection_answered(port)
+
+
+def test_reuse_port_hup_with_fewer_workers_leaves_no_listener_without_a_worker(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    port = bound_socket.getsockname()[1]
+    conf = app_dir / "hypercorn.toml"
+    conf.write_text("workers = 3\n")
+    args = _reuse_port_server(app_dir, bound_socket, "-c", str(conf))
+    with running(args, cwd=app_dir) as server:
+        assert server.notify is not None
+        first = server.wait_ready()
+        conf.write_text("workers = 2\n")
+        server.signal(signal.SIGHUP)
+        server.notify.wait_for("READY=1", 30)
+        server.wait_workers(lambda pids: len(pids) == 2 and not pids & first, 30)
+        _every_fresh_connection_answered(port)
+
+
+def test_reuse_port_slot_in_crash_backoff_holds_no_connections(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    port = bound_socket.getsockname()[1]
+    args = _reuse_port_server(app_dir, bound_socket, "-w", "3")
+    with running(args, cwd=app_dir) as server:
+        workers = server.wait_ready()
+        (app_dir / "lifespan_fail").write_text("")  # replacements cannot start
+        os.kill(min(workers), signal.SIGKILL)
+        wait_for(lambda: "next start in" in server.stderr(), 15, "the slot to back off")
+        _every_fresh_connection_answered(port)

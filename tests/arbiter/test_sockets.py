@@ -23,7 +23,7 @@ from hypercorn.arbiter.sockets import (
 )
 from hypercorn.config import Config
 from hypercorn.errors import BootError
-from tests.support.procs import http_get, running
+from tests.support.procs import http_get, running, wait_for
 
 
 @pytest.fixture
@@ -218,6 +218,37 @@ def test_reuse_port_gives_each_slot_its_own_listener(config: Config) -> None:
         close_sockets(clone)
 
 
+def test_retiring_a_slot_swaps_its_listener_for_a_bound_idle_twin(config: Config) -> None:
+    config.reuse_port = True
+    listeners = create_listeners(config)
+    (first,) = listeners.base.insecure_sockets
+    address = first.getsockname()
+    try:
+        assert id(first) in listeners.retirable
+        listeners.retire(0, config.backlog)
+        (twin,) = listeners.base.insecure_sockets
+        assert first.fileno() == -1  # closed
+        assert twin.getsockname() == address  # still holds the port
+        assert twin.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+        assert id(twin) in listeners.retirable
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=1)
+    finally:
+        close_sockets(listeners.base)
+
+
+def test_fd_and_unix_listeners_are_never_retired(
+    config: Config, bound_socket: socket.socket
+) -> None:
+    config.reuse_port = True
+    config.bind = [f"fd://{bound_socket.fileno()}"]
+    listeners = create_listeners(config)
+    assert listeners.retirable == set()
+    listeners.retire(0, config.backlog)
+    assert listeners.base.insecure_sockets[0].fileno() == bound_socket.fileno()
+    listeners.base.insecure_sockets[0].detach()
+
+
 def test_sockets_without_reuse_port_are_shared_not_cloned(
     config: Config, bound_socket: socket.socket
 ) -> None:
@@ -229,8 +260,9 @@ def test_sockets_without_reuse_port_are_shared_not_cloned(
 def test_upgrade_env_round_trip(
     config: Config, bound_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    value, fds = upgrade_env({0: Sockets(insecure_sockets=[bound_socket])})
+    value, fds = upgrade_env({0: Sockets(insecure_sockets=[bound_socket])}, {id(bound_socket)})
     assert fds == [bound_socket.fileno()]
+    assert value.endswith(":r")
     duplicate = os.dup(bound_socket.fileno())
     value = value.replace(str(bound_socket.fileno()), str(duplicate))
     monkeypatch.setenv("HYPERCORN_FDS", value)
@@ -239,6 +271,7 @@ def test_upgrade_env_round_trip(
     assert listeners.source == "upgrade"
     (sock,) = all_sockets(listeners.base)
     assert sock.getsockname() == bound_socket.getsockname()
+    assert listeners.retirable == {id(sock)}
     assert "HYPERCORN_FDS" not in os.environ
     sock.close()
 
@@ -289,12 +322,15 @@ def test_reuse_port_workers_each_have_their_own_listener(
         seen = {int(http_get(port)[1].split()[0]) for _ in range(60)}
         assert seen <= workers
         assert len(seen) >= 2
-        # A replacement inherits its slot's listener: the same socket, not a new one.
+        # The dead worker's listener was retired (other slots serve): its replacement
+        # listens on a fresh socket of its own once ready.
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         after = server.wait_workers(lambda pids: len(pids) == 3 and victim not in pids)
         (replacement,) = after - workers
-        assert _listening_inodes(replacement) == inodes[victim]
+        fresh = wait_for(lambda: _listening_inodes(replacement), 10, "the replacement to listen")
+        assert len(fresh) == 1
+        assert not fresh & set().union(*inodes.values())
 
 
 def _listening_inodes(pid: int) -> set[str]:

@@ -76,7 +76,11 @@ class ServerSettings(SettingsHolder):
         flags=("--reuse-port",),
         action="store_true",
         help="""Give each worker its own SO_REUSEPORT listening socket, so the kernel balances
-        new connections across workers. Without it the workers share one listener, which has
+        new connections across workers. A worker listens once it is ready, and a worker that
+        dies, hangs or is removed (TTOU) takes its socket out of the kernel's group while
+        others serve, so no connection waits for a dead worker; connections the kernel had
+        already queued on it are reset, or moved to the other sockets with the Linux sysctl
+        net.ipv4.tcp_migrate_req=1. Without it the workers share one listener, which has
         SO_REUSEPORT set when *workers* > 1 (as upstream), so another instance can bind the
         same port.""",
     )
