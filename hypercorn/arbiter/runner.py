@@ -18,7 +18,6 @@ import signal
 import socket
 import sys
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -60,6 +59,7 @@ from hypercorn.arbiter.messages import (
 from hypercorn.arbiter.signals import (
     MASTER_SIGNALS,
     SignalQueue,
+    fork_blocking_signals,
     reset_worker_signals,
     to_signal,
 )
@@ -85,8 +85,6 @@ __all__ = ["UPGRADE_FD_ENV", "Runner", "core_settings"]
 
 #: The write end of the pipe on which a re-executed master reports READY to its parent.
 UPGRADE_FD_ENV = "HYPERCORN_UPGRADE_FD"
-
-_FORK_BLOCKED = {*MASTER_SIGNALS, signal.SIGCHLD}
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -405,7 +403,7 @@ class Runner:
             close_sockets=list({id(s): s for s in others}.values()),
         )
         try:
-            pid, mask = self._fork()
+            pid, mask = fork_blocking_signals()
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
@@ -422,29 +420,6 @@ class Runner:
         self.pids[command.wid] = pid
         self.core.set_pid(command.wid, pid)
         self._selector.register(read_fd, selectors.EVENT_READ, pid)
-
-    @staticmethod
-    def _fork() -> tuple[int, set[int | signal.Signals]]:
-        """``fork()`` with the master's signals blocked, so no signal reaches a child while it
-        still has the master's handlers and wakeup fd (it would wake the *master*). The child
-        gets 0, no wakeup fd, and must restore the returned mask itself."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
-        try:
-            with warnings.catch_warnings():
-                # 3.12+ warns about fork() with threads; the reloader's thread holds no lock
-                # a child needs.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            raise
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-        else:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        return pid, mask
 
     def _close_slot(self, slot: int) -> None:
         if slot == 0:
@@ -529,7 +504,7 @@ class Runner:
         env[UPGRADE_FD_ENV] = str(write_fd)
         argv = [sys.executable, *sys.orig_argv[1:]]
         try:
-            pid, mask = self._fork()
+            pid, mask = fork_blocking_signals()
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)

@@ -11,11 +11,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import warnings
 from types import FrameType
 
 from hypercorn.arbiter.messages import Sig
 
-__all__ = ["MASTER_SIGNALS", "SignalQueue", "reset_worker_signals", "to_signal"]
+__all__ = [
+    "MASTER_SIGNALS",
+    "SignalQueue",
+    "fork_blocking_signals",
+    "reset_worker_signals",
+    "to_signal",
+]
 
 MASTER_SIGNALS: dict[int, Sig] = {
     signal.SIGTERM: Sig.TERM,
@@ -103,3 +111,29 @@ def reset_worker_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
     for signum in _WORKER_IGNORED:
         signal.signal(signum, _queue_only)
+
+
+_FORK_BLOCKED = {*MASTER_SIGNALS, signal.SIGCHLD}
+
+
+def fork_blocking_signals() -> tuple[int, set[int | signal.Signals]]:
+    """``fork()`` with the master's signals blocked, so no signal reaches a child while it
+    still has the master's handlers and wakeup fd (it would wake the *master*). The child
+    gets 0, no wakeup fd, and must restore the returned mask itself."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+    try:
+        with warnings.catch_warnings():
+            # 3.12+ warns about fork() with threads; the reloader's thread holds no lock
+            # a child needs.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+    else:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid, mask
