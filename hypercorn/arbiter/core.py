@@ -30,8 +30,9 @@ Rules, re-checked after every observation (``_settle``):
    RUNNING halts only if no other worker is serving (otherwise it backs off).
 5. A worker that dies after READY is replaced; repeated quick deaths back off exponentially.
 6. A worker silent for ``timeout`` gets SIGABRT (its faulthandler dumps every thread's stack)
-   then SIGKILL ``kill_grace`` later. Draining workers get SIGKILL once their graceful
-   deadline passes.
+   then SIGKILL ``kill_grace`` later. Draining workers get SIGKILL once their deadline
+   passes: ``graceful_timeout`` plus grace for the drain, then ``shutdown_timeout`` for
+   lifespan shutdown once the worker reports it began (a quick stop keeps its short one).
 7. STOPPING begins by closing the master's listeners (the workers close theirs as their stop
    begins), so new connections are refused at once; it ends (``Exit``) when the last worker
    has been reaped.
@@ -69,6 +70,7 @@ from hypercorn.arbiter.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerRetiring,
+    WorkerShuttingDown,
     WorkerStopping,
     WritePidfile,
 )
@@ -132,6 +134,8 @@ class ArbiterCore(SignalHandlers):
                 self._on_worker_stopping(wid, now)
             case WorkerRetiring(wid=wid):
                 self._on_worker_retiring(wid)
+            case WorkerShuttingDown(wid=wid):
+                self._on_worker_shutting_down(wid, now)
             case WorkerFailed(wid=wid, reason=reason):
                 worker = self.workers.get(wid)
                 if worker is not None:
@@ -322,7 +326,7 @@ class ArbiterCore(SignalHandlers):
             slot.current = None
             slot.respawn_at = now + grace
         worker.state = WorkerState.DRAINING
-        self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
+        self._set_kill_at(worker, now + self._drain_time())
 
     def _on_worker_retiring(self, wid: int) -> None:
         worker = self.workers.get(wid)
@@ -363,12 +367,7 @@ class ArbiterCore(SignalHandlers):
         self._log("info", "the new master is ready; this one retires")
         self._emit(HandOver())
         if self.phase is not Phase.STOPPING:
-            self._begin_stop(
-                now,
-                Sig.TERM,
-                self.settings.graceful_timeout + self.settings.kill_grace,
-                notify=False,
-            )
+            self._begin_stop(now, Sig.TERM, quick=False, notify=False)
 
     def _on_upgrade_failed(self, reason: str) -> None:
         if not self.upgrading:
@@ -393,7 +392,7 @@ class ArbiterCore(SignalHandlers):
         while len(self.slots) > workers:
             self._remove_worker(now)
 
-    def _begin_stop(self, now: float, sig: Sig, grace: float, *, notify: bool = True) -> None:
+    def _begin_stop(self, now: float, sig: Sig, *, quick: bool, notify: bool = True) -> None:
         self.phase = Phase.STOPPING
         self._roll_target = None
         if self.exit_code is None:
@@ -404,7 +403,11 @@ class ArbiterCore(SignalHandlers):
         for worker in self.workers.values():
             self._emit(Kill(worker.wid, sig))
             worker.state = WorkerState.DRAINING
-            self._set_kill_at(worker, now + grace)
+            if quick:
+                worker.quick = True
+                self._set_kill_at(worker, now + self.settings.quick_timeout)
+            else:
+                self._set_kill_at(worker, now + self._drain_time())
         for slot in self.slots.values():
             slot.current = slot.incoming = slot.respawn_at = None
 
@@ -414,12 +417,28 @@ class ArbiterCore(SignalHandlers):
         self._emit(Halt(code, reason))
         # TERM, not QUIT: workers still importing have default dispositions, and SIGQUIT's
         # default action dumps core.
-        self._begin_stop(now, Sig.TERM, self.settings.quick_timeout)
+        self._begin_stop(now, Sig.TERM, quick=True)
 
     def _drain(self, worker: WorkerRecord, now: float, sig: Sig) -> None:
         worker.state = WorkerState.DRAINING
         self._emit(Kill(worker.wid, sig))
-        self._set_kill_at(worker, now + self.settings.graceful_timeout + self.settings.kill_grace)
+        self._set_kill_at(worker, now + self._drain_time())
+
+    def _drain_time(self) -> float:
+        """How long a draining worker may take before SIGKILL: graceful_timeout for its
+        requests, then its own grace for aborted ones. Lifespan shutdown comes on top, once
+        the worker says it began (``WorkerShuttingDown``)."""
+        settings = self.settings
+        return settings.graceful_timeout + settings.abort_grace + settings.kill_grace
+
+    def _on_worker_shutting_down(self, wid: int, now: float) -> None:
+        worker = self.workers.get(wid)
+        if worker is None or worker.quick or worker.kill_at is None:
+            return
+        # (Never earlier; a stack dump's kill deadline is no drain: timed_out keeps it.)
+        if worker.state is WorkerState.DRAINING and not worker.timed_out:
+            limit = now + self.settings.shutdown_timeout + self.settings.kill_grace
+            worker.kill_at = max(worker.kill_at, limit)
 
     @staticmethod
     def _set_kill_at(worker: WorkerRecord, when: float) -> None:

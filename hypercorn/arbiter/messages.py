@@ -59,6 +59,11 @@ class CoreSettings:
     #: A worker that stops without the master asking is replaced this much later: a signal
     #: sent to the whole process group reaches the master within that time.
     stray_stop_grace: float = 0.5
+    #: How long a worker's aborted connections may take after graceful_timeout (the
+    #: worker's own wait, ``serve._ABORT_GRACE``).
+    abort_grace: float = 1.0
+    #: The time lifespan shutdown may take, counted from when a worker reports it began.
+    shutdown_timeout: float = 60.0
 
 
 # --------------------------------------------------------------------------- observations
@@ -98,6 +103,13 @@ class WorkerStopping:
 @dataclass(frozen=True)
 class WorkerRetiring:
     """The worker reached ``max_requests``: it keeps serving until the master replaces it."""
+
+    wid: int
+
+
+@dataclass(frozen=True)
+class WorkerShuttingDown:
+    """The worker drained and now runs the app's lifespan shutdown."""
 
     wid: int
 
@@ -145,6 +157,7 @@ Observation: TypeAlias = (
     | WorkerBeat
     | WorkerStopping
     | WorkerRetiring
+    | WorkerShuttingDown
     | WorkerFailed
     | FilesChanged
     | ConfigReloaded

@@ -53,6 +53,7 @@ from hypercorn.arbiter.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerRetiring,
+    WorkerShuttingDown,
     WorkerStopping,
     WritePidfile,
 )
@@ -101,6 +102,7 @@ def core_settings(config: Config) -> CoreSettings:
         graceful_timeout=config.graceful_timeout,
         timeout=config.timeout,
         boot_timeout=config.startup_timeout + config.timeout,
+        shutdown_timeout=config.shutdown_timeout,
     )
 
 
@@ -243,6 +245,8 @@ class Runner:
                     self._feed(WorkerStopping(worker.wid))
                 elif message.kind is MessageKind.RETIRE:
                     self._feed(WorkerRetiring(worker.wid))
+                elif message.kind is MessageKind.SHUTDOWN:
+                    self._feed(WorkerShuttingDown(worker.wid))
                 else:
                     self._feed(WorkerFailed(worker.wid, message.reason))
 

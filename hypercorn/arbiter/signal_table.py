@@ -38,7 +38,7 @@ class SignalHandlers:
         def _emit(self, command: Command) -> None: ...
         def _log(self, level: LogLevel, message: str) -> None: ...
         def _begin_stop(
-            self, now: float, sig: Sig, grace: float, *, notify: bool = True
+            self, now: float, sig: Sig, *, quick: bool, notify: bool = True
         ) -> None: ...
         def _drain(self, worker: WorkerRecord, now: float, sig: Sig) -> None: ...
         def _start_roll(self, now: float, why: str, *, notify: bool = True) -> None: ...
@@ -47,11 +47,11 @@ class SignalHandlers:
 
     def _graceful_stop(self, now: float) -> None:
         self._log("info", "graceful stop requested; draining workers")
-        self._begin_stop(now, Sig.TERM, self.settings.graceful_timeout + self.settings.kill_grace)
+        self._begin_stop(now, Sig.TERM, quick=False)
 
     def _quick_stop(self, now: float) -> None:
         self._log("info", "quick stop requested")
-        self._begin_stop(now, Sig.QUIT, self.settings.quick_timeout)
+        self._begin_stop(now, Sig.QUIT, quick=True)
 
     def _immediate_stop(self, now: float) -> None:
         self._log("warning", "second interrupt: killing workers now")
@@ -63,6 +63,7 @@ class SignalHandlers:
         self._log("info", "quick stop requested while stopping")
         for worker in self.workers.values():
             self._emit(Kill(worker.wid, Sig.QUIT))
+            worker.quick = True
             self._set_kill_at(worker, now + self.settings.quick_timeout)
 
     def _reload(self, now: float) -> None:

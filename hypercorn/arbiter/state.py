@@ -42,6 +42,8 @@ class WorkerRecord:
     retiring: bool = False
     #: Until it reports STOPPING (sent once its accept loop ended) or exits.
     accepting: bool = True
+    #: Told to stop quickly (QUIT, halt): its short kill deadline is not extended.
+    quick: bool = False
 
     @property
     def name(self) -> str:

@@ -6,6 +6,7 @@ Frames are one kind byte, except FAILED which carries a reason::
     b"B"                      BEAT      sent by a task inside the event loop
     b"S"                      STOPPING  a graceful stop began on the worker's own account
     b"X"                      RETIRE    max_requests reached: replace me (I keep serving)
+    b"L"                      SHUTDOWN  drained; lifespan shutdown runs now
     b"F" + len(2, BE) + utf8  FAILED    one-line reason, sent just before a boot-failure exit
 
 Every frame is far below PIPE_BUF, so writes are atomic. The worker's end is non-blocking: a
@@ -31,6 +32,7 @@ class MessageKind(enum.Enum):
     BEAT = b"B"
     STOPPING = b"S"
     RETIRE = b"X"
+    SHUTDOWN = b"L"
     FAILED = b"F"
 
 
@@ -104,6 +106,9 @@ class WorkerChannel:
 
     def retire(self) -> None:
         self._write(encode(MessageKind.RETIRE))
+
+    def shutting_down(self) -> None:
+        self._write(encode(MessageKind.SHUTDOWN))
 
     def failed(self, reason: str) -> None:
         self._write(encode(MessageKind.FAILED, " ".join(reason.split())))

@@ -114,10 +114,15 @@ class Lifespan:
         if error is not None:
             self._logger.debug("The application's lifespan error", exc_info=error)
 
+    @property
+    def will_shut_down(self) -> bool:
+        """Whether ``shutdown()`` will send the app ``lifespan.shutdown`` (and wait)."""
+        return self.supported and not self._finished and self._task is not None
+
     async def shutdown(self) -> None:
         """Run lifespan shutdown (a failure or timeout is logged, never raised)."""
         try:
-            if not self.supported or self._finished or self._task is None:
+            if not self.will_shut_down:
                 return
             self._put({"type": "lifespan.shutdown"})
             timeout = self.config.shutdown_timeout

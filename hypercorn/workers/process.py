@@ -141,6 +141,7 @@ def _run(spec: WorkerSpec) -> int:
         beat_interval=beat_interval(config.timeout),
         on_stopping=on_stopping,
         on_retire=channel.retire,
+        on_lifespan_shutdown=channel.shutting_down,
     )
     try:
         run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)

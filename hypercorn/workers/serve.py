@@ -59,6 +59,8 @@ class WorkerHooks:
     #: ``max_requests`` reached: ask the arbiter for a replacement and keep serving until it
     #: stops this worker (None: stop gracefully at once, as without an arbiter).
     on_retire: Callable[[], None] | None = None
+    #: After the drain, just before the app's lifespan shutdown runs (if it does).
+    on_lifespan_shutdown: Callable[[], None] = _no_op
 
 
 class _Stopper:
@@ -191,6 +193,8 @@ async def serve(
         for signum in installed:
             backend.remove_signal_handler(signum)
         stopper.event.set()  # ends the beat loop
+        if hooks is not None and lifespan.will_shut_down:
+            hooks.on_lifespan_shutdown()  # (the arbiter's kill deadline makes room for it)
         await lifespan.shutdown()
 
 

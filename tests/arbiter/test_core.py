@@ -35,6 +35,7 @@ from hypercorn.arbiter.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerRetiring,
+    WorkerShuttingDown,
     WorkerStopping,
     WritePidfile,
 )
@@ -188,12 +189,38 @@ def test_graceful_stop_terms_all_then_kills_leftovers_at_deadline() -> None:
     assert notified(cmds) == ["STOPPING=1"]
     assert h.core.phase is Phase.STOPPING
     h.exit(1, 0)
-    deadline = SETTINGS.graceful_timeout + SETTINGS.kill_grace
+    deadline = SETTINGS.graceful_timeout + SETTINGS.abort_grace + SETTINGS.kill_grace
     assert kills(h.advance(deadline - 0.1)) == []
     assert kills(h.advance(0.1)) == [(2, Sig.KILL)]
     cmds = h.exit(2, signal=9)
     assert of(cmds, Exit) == [Exit(0)]
     assert spawned(cmds) == []
+
+
+@pytest.mark.parametrize("stop", ["TERM", "USR1"])
+def test_lifespan_shutdown_gets_shutdown_timeout_after_the_drain(stop: str) -> None:
+    h = Harness()
+    h.booted()
+    if stop == "TERM":
+        h.signal(Sig.TERM)
+    else:
+        h.signal(Sig.USR1)
+        h.feed(WorkerReady(3))  # 1 drains
+    h.advance(SETTINGS.graceful_timeout)
+    h.feed(WorkerShuttingDown(1))  # drained; the app's shutdown hook runs
+    cmds = h.advance(SETTINGS.shutdown_timeout + SETTINGS.kill_grace - 0.1)
+    assert (1, Sig.KILL) not in kills(cmds)
+    if stop == "TERM":
+        assert (2, Sig.KILL) in kills(cmds)  # 2 never said it got that far
+    assert (1, Sig.KILL) in kills(h.advance(0.1))
+
+
+def test_quick_stop_keeps_its_short_deadline_through_lifespan_shutdown() -> None:
+    h = Harness()
+    h.booted()
+    h.signal(Sig.QUIT)
+    h.feed(WorkerShuttingDown(1))
+    assert kills(h.advance(SETTINGS.quick_timeout)) == [(1, Sig.KILL), (2, Sig.KILL)]
 
 
 def test_every_stop_closes_the_masters_listeners_first() -> None:

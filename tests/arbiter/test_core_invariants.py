@@ -31,6 +31,7 @@ from hypercorn.arbiter.messages import (
     WorkerFailed,
     WorkerReady,
     WorkerRetiring,
+    WorkerShuttingDown,
     WorkerStopping,
 )
 from hypercorn.errors import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
@@ -110,7 +111,10 @@ class ArbiterMachine(RuleBasedStateMachine):
         self._feed(ChildExited(wid, code=code, signal=sig))
 
     @precondition(lambda self: bool(self.alive))
-    @rule(data=st.data(), kind=st.sampled_from(["ready", "beat", "stopping", "retiring", "failed"]))
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(["ready", "beat", "stopping", "retiring", "shutdown", "failed"]),
+    )
     def worker_reports(self, data: st.DataObject, kind: str) -> None:
         wid = data.draw(st.sampled_from(sorted(self.alive)))
         observation: Observation
@@ -122,6 +126,8 @@ class ArbiterMachine(RuleBasedStateMachine):
             observation = WorkerStopping(wid)
         elif kind == "retiring":
             observation = WorkerRetiring(wid)
+        elif kind == "shutdown":
+            observation = WorkerShuttingDown(wid)
         else:
             observation = WorkerFailed(wid, "db is down")
         self._feed(observation)

@@ -171,3 +171,31 @@ def test_reuse_port_slot_in_crash_backoff_holds_no_connections(
         os.kill(min(workers), signal.SIGKILL)
         wait_for(lambda: "next start in" in server.stderr(), 15, "the slot to back off")
         _every_fresh_connection_answered(port)
+
+
+# ------------------------------------------------------------------------------ lifespan
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_slow_lifespan_shutdown_completes_with_default_timeouts(
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+) -> None:
+    """A shutdown hook that takes 6 s (flushing a queue, closing a pool) is not SIGKILLed at
+    graceful_timeout (3 s) + 1 s: shutdown_timeout (60 s) covers it."""
+    (app_dir / "shutdown_delay").write_text("6")
+    with running(["-w", "1", "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        assert server.notify is not None
+        (old,) = server.wait_ready()
+        server.signal(sig)
+        if sig == signal.SIGTERM:
+            assert server.wait_exit(20) == 0
+        else:
+            server.notify.wait_for("READY=1", 20)
+            wait_for(lambda: not pid_alive(old), 20, "the old worker to exit")
+        done = (
+            (app_dir / "shutdown_done").read_text().split()
+            if (app_dir / "shutdown_done").exists()
+            else []
+        )
+        assert done == [str(old)], server.stderr()
+        assert "did not stop in time" not in server.stderr()

@@ -34,6 +34,7 @@ def test_decoder_handles_split_frames() -> None:
         + encode(MessageKind.FAILED, "cannot import 'app:app': ünïcode")
         + encode(MessageKind.STOPPING)
         + encode(MessageKind.RETIRE)
+        + encode(MessageKind.SHUTDOWN)
     )
     decoder = MessageDecoder()
     messages: list[Message] = []
@@ -45,6 +46,7 @@ def test_decoder_handles_split_frames() -> None:
         Message(MessageKind.FAILED, "cannot import 'app:app': ünïcode"),
         Message(MessageKind.STOPPING),
         Message(MessageKind.RETIRE),
+        Message(MessageKind.SHUTDOWN),
     ]
 
 

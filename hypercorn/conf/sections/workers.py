@@ -123,7 +123,9 @@ class WorkerSettings(SettingsHolder):
         parse=p.positive_float,
         section="workers",
         metavar="SECONDS",
-        help="Time the ASGI lifespan shutdown may take before it is abandoned.",
+        help="""Time the ASGI lifespan shutdown may take before it is abandoned. It runs after
+        the drain (graceful_timeout), on every stop and every worker recycle; the arbiter
+        kills a worker only once both have passed.""",
     )
     preload_app = Setting(
         False,
