@@ -15,6 +15,7 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --profile           # cProfile, sorted by own time
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions   # per echoed WS message
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions --ws-reference  # wsproto only
+    .venv/bin/python bench/hotpath.py --instructions --python 3.13  # on another CPython
 
 ``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
 ``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
@@ -22,6 +23,9 @@ that only counts writes.
 writes the head and the body of a response with two ``write`` calls (two syscalls).
 ``--instructions`` runs the measurement twice under ``valgrind --tool=callgrind`` (one and
 three rounds) and divides the difference, so start-up and imports cancel out.
+
+``--python 3.13`` runs it all on that CPython, from the venv ``run.py --python 3.13`` uses
+for the server (``bench/.peers/this-py3.13`` or ``uvicorn-py3.13``, made here if missing).
 """
 
 from __future__ import annotations
@@ -175,15 +179,47 @@ async def _run(args: argparse.Namespace) -> list[float]:
     return [t / (args.requests * args.connections) * 1e6 for t in times[1:]]
 
 
+def _python_for(args: argparse.Namespace) -> str:
+    """The interpreter to measure with: ``--python``'s (from run.py's venv for that server
+    and version, made if missing), else uvicorn's venv for ``--server uvicorn``, else ours."""
+    running = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if args.python is None and args.server == "this":
+        return sys.executable
+    import run  # (bench/run.py: its venvs; imported only here, it is not needed otherwise)
+
+    env = "uvicorn" if args.server == "uvicorn" else run.THIS
+    version = args.python or running
+    try:
+        run.ensure_env(env, version, install=True)
+    except run.SetupError as exc:
+        raise SystemExit(str(exc)) from None
+    return str(run.env_bin(env, version) / "python")
+
+
+def _reexec(args: argparse.Namespace) -> None:
+    """Run this script again on the interpreter ``--python`` asks for, if it is not this one."""
+    python = _python_for(args)
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return
+    argv = [a for a in sys.argv[1:] if not a.startswith("--python")]
+    if "--python" in sys.argv[1:]:  # (the space-separated form: drop its value too)
+        i = sys.argv.index("--python")
+        argv = sys.argv[1:i] + sys.argv[i + 2 :]
+    os.execv(python, [python, os.path.abspath(__file__), *argv])
+
+
 def _instructions(args: argparse.Namespace) -> None:
     """Re-run this script under callgrind with 1 and 3 rounds; print the per-request cost."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    python = sys.executable
-    if args.server == "uvicorn":
-        python = os.path.join(BENCH, ".peers", "uvicorn", "bin", "python")
-        if not os.path.exists(python):
-            raise SystemExit("no bench/.peers/uvicorn: run bench/run.py once to create it")
+    python = _python_for(args)
+    version = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
     requests = 40
     counts = []
     for rounds in (1, 3):
@@ -209,7 +245,10 @@ def _instructions(args: argparse.Namespace) -> None:
             raise SystemExit(f"callgrind run failed:\n{result.stdout}\n{result.stderr[-2000:]}")
         counts.append(int(match[1]))
     per_request = (counts[1] - counts[0]) / (2 * requests * args.connections)
-    print(f"{per_request:,.0f} instructions/request ({args.server}, {args.app}, {args.loop})")
+    print(
+        f"{per_request:,.0f} instructions/request "
+        f"({args.server}, {args.app}, {args.loop}, Python {version})"
+    )
 
 
 def main() -> None:
@@ -227,10 +266,13 @@ def main() -> None:
     parser.add_argument(
         "--ws-reference", action="store_true", help="WebSocket frames through wsproto only"
     )
+    parser.add_argument("--python", metavar="X.Y", help="measure on this CPython (see above)")
     args = parser.parse_args()
     if args.instructions:
         _instructions(args)
         return
+    if args.python is not None:
+        _reexec(args)
     if args.no_gc:
         gc.disable()
     elif args.server == "this":
@@ -243,15 +285,21 @@ def main() -> None:
         loop_factory = uvloop.new_event_loop
     else:
         loop_factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    # (A loop by hand rather than asyncio.Runner, which 3.10 lacks.)
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    try:
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            per_request = runner.run(_run(args))
+            per_request = loop.run_until_complete(_run(args))
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         else:
-            per_request = runner.run(_run(args))
+            per_request = loop.run_until_complete(_run(args))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     rounds = ", ".join(f"{t:.2f}" for t in per_request)
     print(f"{min(per_request):.2f} µs/request (best of {args.rounds}; rounds: {rounds})")
 

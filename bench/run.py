@@ -1,6 +1,7 @@
 """Benchmark this server against its peers, one server at a time, on loopback.
 
     python bench/run.py [--quick] [--only NAME,...] [--duration S] [--repeat N]
+                        [--python 3.11,3.13]
 
 Standard library only; the servers and load generators are driven through their command
 lines. See bench/README.md for what each workload means and how to add one.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -38,7 +40,14 @@ ROOT = BENCH.parent
 PEERS_DIR = BENCH / ".peers"
 RESULTS_DIR = BENCH / "results"
 LOGS_DIR = RESULTS_DIR / "logs"
-THIS_BIN = ROOT / ".venv" / "bin"
+THIS_VENV = ROOT / ".venv"
+
+sys.path.insert(0, str(ROOT))
+from scripts.interpreters import find_python  # noqa: E402 (stdlib only, beside bench/)
+
+#: The version of the interpreter running this script: peers' venvs for it keep the plain
+#: names (bench/.peers/<peer>/); those for another version are bench/.peers/<peer>-py3.X/.
+RUNNING = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 # Pinning: the server gets core 0, the load generator (and this script) core 1. Changed by
 # --server-cpu/--load-cpu (e.g. to keep the server off a core that something else occupies).
@@ -443,49 +452,90 @@ class SetupError(Exception):
     pass
 
 
-def env_bin(env: str) -> Path:
-    return THIS_BIN if env == THIS else PEERS_DIR / env / "bin"
+def venv_version(venv: Path) -> str | None:
+    """ "3.11" for a venv made by CPython 3.11 (from its pyvenv.cfg), None if there is none."""
+    with contextlib.suppress(OSError):
+        for line in (venv / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                return ".".join(value.strip().split(".")[:2])
+    return None
 
 
-def ensure_peer(name: str, install: bool) -> dict[str, str]:
-    """Create or reuse bench/.peers/<name>; return {distribution: version}."""
-    requirements = PEERS[name]
-    venv = PEERS_DIR / name
+def env_dir(env: str, python: str) -> Path:
+    """The venv of ``env`` ("this" or a PEERS key) for Python ``python`` ("3.13"): this server
+    runs from the project's .venv when that is of the version asked for, else from a venv of
+    its own with the project installed (editable) and its fast and uvloop extras."""
+    if env == THIS and venv_version(THIS_VENV) == python:
+        return THIS_VENV
+    if env != THIS and python == RUNNING:
+        return PEERS_DIR / env
+    return PEERS_DIR / f"{env}-py{python}"
+
+
+def env_bin(env: str, python: str) -> Path:
+    return env_dir(env, python) / "bin"
+
+
+def _requirements(env: str) -> tuple[str, ...]:
+    if env != THIS:
+        return PEERS[env]
+    # The project's dependencies are in pyproject.toml: the stamp changes when it does.
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    return ("-e", f"{ROOT}[fast,uvloop]", f"# pyproject.toml {digest}")
+
+
+def ensure_env(env: str, python: str, install: bool) -> dict[str, str]:
+    """Create or reuse the venv of ``env`` for ``python``; return {distribution: version},
+    with the interpreter's own version under "python"."""
+    venv = env_dir(env, python)
+    if venv == THIS_VENV:
+        if not (venv / "bin" / "hypercorn").exists():
+            raise SetupError("no .venv/bin/hypercorn: run `make .venv/.installed` first")
+        return distribution_versions(venv / "bin" / "python", ["hypercorn"])
+    requirements = _requirements(env)
     stamp = venv / ".bench-requirements"
     wanted = "\n".join(requirements) + "\n"
-    python = venv / "bin" / "python"
-    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+    python_exe = venv / "bin" / "python"
+    if not (python_exe.exists() and stamp.exists() and stamp.read_text() == wanted):
         if not install:
-            raise SetupError(f"peer venv {venv} missing or stale and --no-install given")
-        log(f"creating {venv.relative_to(ROOT)} with {' '.join(requirements)}")
+            raise SetupError(f"venv {venv} missing or stale and --no-install given")
+        if python == RUNNING:
+            base: str | None = getattr(sys, "_base_executable", sys.executable)
+        else:
+            base = find_python(python)
+        if base is None:
+            raise SetupError(f"no Python {python} on PATH or under pyenv")
+        log(f"creating {venv.relative_to(ROOT)} (Python {python}) with {' '.join(requirements)}")
         if venv.exists():
             shutil.rmtree(venv)
-        base = getattr(sys, "_base_executable", sys.executable)
         result = _run([base, "-m", "venv", str(venv)], 120)
         if result.returncode:
-            raise SetupError(f"venv creation failed for {name}: {result.stdout[-2000:]}")
+            raise SetupError(f"venv creation failed for {env}: {result.stdout[-2000:]}")
         result = _run(
             [
-                str(python),
+                str(python_exe),
                 "-m",
                 "pip",
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                *requirements,
+                *(r for r in requirements if not r.startswith("#")),
             ],
             PIP_TIMEOUT,
         )
         if result.returncode:
-            raise SetupError(f"pip install failed for {name}: {result.stdout[-3000:]}")
+            raise SetupError(f"pip install failed for {env}: {result.stdout[-3000:]}")
         stamp.write_text(wanted)
-    return distribution_versions(python, [r.split("==")[0] for r in requirements])
+    if env == THIS:
+        return distribution_versions(python_exe, ["hypercorn"])
+    return distribution_versions(python_exe, [r.split("==")[0] for r in requirements])
 
 
 def distribution_versions(python: Path, names: Sequence[str]) -> dict[str, str]:
     code = (
-        "import importlib.metadata as m, json, sys\n"
-        "out = {}\n"
+        "import importlib.metadata as m, json, platform, sys\n"
+        "out = {'python': platform.python_version()}\n"
         "for n in sys.argv[1:]:\n"
         "    try: out[n] = m.version(n)\n"
         "    except m.PackageNotFoundError: out[n] = 'missing'\n"
@@ -790,6 +840,7 @@ class RunResult:
     target: str
     label: str
     repeat: int
+    python: str = RUNNING  # the server's interpreter, "3.13"
     ok: bool = False
     error: str = ""
     rate: float | None = None
@@ -861,17 +912,22 @@ def server_env() -> dict[str, str]:
 
 
 def run_one(
-    workload: Workload, target: Target, repeat: int, duration: float, warmup: float
+    workload: Workload,
+    target: Target,
+    python: str,
+    repeat: int,
+    duration: float,
+    warmup: float,
 ) -> RunResult:
-    result = RunResult(workload.name, target.name, target.label, repeat)
+    result = RunResult(workload.name, target.name, target.label, repeat, python)
     argv = target.command(workload.app, port := free_port(), workload.workers)
-    executable = env_bin(target.env) / argv[0]
+    executable = env_bin(target.env, python) / argv[0]
     argv = ["taskset", "-c", server_cpus(workload), str(executable), *argv[1:]]
     result.argv = argv
     result.loadavg_before = Path("/proc/loadavg").read_text().strip()
     result.calib_ms.append(calibrate(SERVER_CPUS))
     LOGS_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOGS_DIR / f"{workload.name}--{target.name}--{repeat}.log"
+    log_path = LOGS_DIR / f"{workload.name}--{target.name}--py{python}--{repeat}.log"
     with log_path.open("wb") as log_file:
         proc = _spawn(argv, cwd=BENCH, env=server_env(), stdout=log_file, stderr=subprocess.STDOUT)
         try:
@@ -967,7 +1023,7 @@ def wait_for_quiet(limit: float, deadline_s: float) -> float:
 
 
 def measure_quietly(
-    workload: Workload, target: Target, repeat: int, args: argparse.Namespace
+    workload: Workload, target: Target, python: str, repeat: int, args: argparse.Namespace
 ) -> RunResult:
     """run_one, after waiting for an idle machine; a run disturbed by other processes is
     retried (at most args.retries times) and the least disturbed attempt is kept."""
@@ -977,7 +1033,7 @@ def measure_quietly(
     for attempt in range(1 + retries):
         idle_wait = 0.0 if time.monotonic() > args.deadline else args.idle_wait
         waited = wait_for_quiet(NOISE_LIMIT, idle_wait) if idle_wait > 0 else 0.0
-        result = run_one(workload, target, repeat, args.duration, args.warmup)
+        result = run_one(workload, target, python, repeat, args.duration, args.warmup)
         result.idle_waited = round(waited, 1)
         result.attempts = attempt + 1
         if best is None or (result.ok and (not best.ok or _noise(result) < _noise(best))):
@@ -985,7 +1041,7 @@ def measure_quietly(
         if not result.ok or _noise(result) <= NOISE_LIMIT or attempt == retries:
             break
         noise = _noise(result)
-        log(f"{workload.name} / {target.name}: others used {noise:.2f} cores; retrying")
+        log(f"{workload.name} / {target.name} / {python}: others used {noise:.2f} cores; retrying")
     assert best is not None
     return best
 
@@ -1005,6 +1061,7 @@ class Cell:
 
     workload: str
     target: str
+    python: str
     label: str
     rate: float | None
     spread: float | None  # (max - min) / median over repeats, None with one repeat
@@ -1022,10 +1079,14 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def aggregate(results: Sequence[RunResult]) -> dict[tuple[str, str], Cell]:
-    grouped: dict[tuple[str, str], list[RunResult]] = {}
+#: (workload, server, python) -> its cell.
+Cells = dict[tuple[str, str, str], Cell]
+
+
+def aggregate(results: Sequence[RunResult]) -> Cells:
+    grouped: dict[tuple[str, str, str], list[RunResult]] = {}
     for r in results:
-        grouped.setdefault((r.workload, r.target), []).append(r)
+        grouped.setdefault((r.workload, r.target, r.python), []).append(r)
     cells = {}
     for key, runs in grouped.items():
         good = [r for r in runs if r.ok]
@@ -1035,6 +1096,7 @@ def aggregate(results: Sequence[RunResult]) -> dict[tuple[str, str], Cell]:
         cells[key] = Cell(
             workload=key[0],
             target=key[1],
+            python=key[2],
             label=runs[0].label,
             rate=rate,
             spread=spread,
@@ -1064,23 +1126,27 @@ def _fmt_ratio(a: float | None, b: float | None) -> str:
 
 
 def render(
-    cells: dict[tuple[str, str], Cell],
+    cells: Cells,
     workloads: Sequence[Workload],
     targets: Sequence[Target],
+    pythons: Sequence[str],
     meta: dict[str, object],
 ) -> str:
+    """The Markdown report. Every comparison between servers is made on one interpreter; with
+    several (``--python``), a table compares each server with itself across interpreters."""
     peers = meta["peers"]
     assert isinstance(peers, dict)
     lines = [
         f"# Benchmark results — {meta['date']}",
         "",
         *(["**Interrupted: partial results.**", ""] if meta.get("interrupted") else []),
-        f"Commit `{meta['commit']}`; {meta['machine']}; Python {meta['python']}; {meta['wrk']}.",
+        f"Commit `{meta['commit']}`; {meta['machine']}; servers on Python "
+        f"{meta['python']}; {meta['wrk']}.",
         f"Duration {meta['duration']} s per run after {meta['warmup']} s warm-up, "
         f"{meta['repeat']} repeat(s); server on core {SERVER_CPUS}, load generator on core "
         f"{LOAD_CPUS} (see README for -w 2).",
         "",
-        "Peers: " + ("; ".join(f"{k}: {v}" for k, v in peers.items()) or "none"),
+        "Environments: " + ("; ".join(f"{k}: {v}" for k, v in peers.items()) or "none"),
     ]
     calib = meta.get("calibration_ms")
     if isinstance(calib, dict) and calib:
@@ -1092,53 +1158,76 @@ def render(
         ]
     lines += [
         "",
-        "| workload | server | req/s | p50 | p99 | worker RSS | errors | this ÷ server |",
-        "|---|---|--:|--:|--:|--:|--:|--:|",
+        "| workload | server | python | req/s | p50 | p99 | worker RSS | errors | this ÷ server |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
     ]
     notes: list[str] = []
     for w in workloads:
-        this = cells.get((w.name, THIS))
         for t in targets:
-            cell = cells.get((w.name, t.name))
-            if cell is None:
-                continue
-            rate = _fmt_rate(cell.rate)
-            if cell.spread is not None:
-                rate += f" ±{cell.spread * 50:.0f}%"
-            if cell.noisy:
-                rate += " *"
-            if cell.rate is None:
-                rate = "failed"
-                notes.append(f"- {w.name} / {t.name}: {cell.error}")
-            rss = "—" if cell.worker_rss_mb is None else f"{cell.worker_rss_mb:.0f} MB"
-            ratio = _fmt_ratio(this.rate if this else None, cell.rate)
-            lines.append(
-                f"| {w.name} | {cell.label} | {rate} | {_fmt_ms(cell.p50_ms)} | "
-                f"{_fmt_ms(cell.p99_ms)} | {rss} | {cell.errors:,} | {ratio} |"
-            )
+            for py in pythons:
+                cell = cells.get((w.name, t.name, py))
+                if cell is None:
+                    continue
+                this = cells.get((w.name, THIS, py))
+                rate = _fmt_rate(cell.rate)
+                if cell.spread is not None:
+                    rate += f" ±{cell.spread * 50:.0f}%"
+                if cell.noisy:
+                    rate += " *"
+                if cell.rate is None:
+                    rate = "failed"
+                    notes.append(f"- {w.name} / {t.name} / {py}: {cell.error}")
+                rss = "—" if cell.worker_rss_mb is None else f"{cell.worker_rss_mb:.0f} MB"
+                ratio = _fmt_ratio(this.rate if this else None, cell.rate)
+                lines.append(
+                    f"| {w.name} | {cell.label} | {py} | {rate} | {_fmt_ms(cell.p50_ms)} | "
+                    f"{_fmt_ms(cell.p99_ms)} | {rss} | {cell.errors:,} | {ratio} |"
+                )
     peer_targets = [t for t in targets if t.name != THIS]
-    if any((w.name, THIS) in cells for w in workloads) and peer_targets:
-        lines += ["", "This server's rate ÷ each peer's rate:", ""]
-        lines.append("| peer | " + " | ".join(w.name for w in workloads) + " |")
-        lines.append("|---|" + "--:|" * len(workloads))
+    if any((w.name, THIS, py) in cells for w in workloads for py in pythons) and peer_targets:
+        lines += ["", "This server's rate ÷ each peer's rate (on the same Python):", ""]
+        lines.append("| peer | python | " + " | ".join(w.name for w in workloads) + " |")
+        lines.append("|---|---|" + "--:|" * len(workloads))
         for t in peer_targets:
-            row = []
-            for w in workloads:
-                this, peer = cells.get((w.name, THIS)), cells.get((w.name, t.name))
-                row.append(_fmt_ratio(this.rate if this else None, peer.rate if peer else None))
-            lines.append(f"| {t.label} | " + " | ".join(row) + " |")
+            for py in pythons:
+                row = []
+                for w in workloads:
+                    this, peer = cells.get((w.name, THIS, py)), cells.get((w.name, t.name, py))
+                    row.append(_fmt_ratio(this.rate if this else None, peer.rate if peer else None))
+                if any(r != "—" for r in row):
+                    lines.append(f"| {t.label} | {py} | " + " | ".join(row) + " |")
+    if len(pythons) > 1:
+        first = pythons[0]
+        lines += ["", f"Each server's rate on another Python ÷ its rate on Python {first}:", ""]
+        lines.append("| server | python | " + " | ".join(w.name for w in workloads) + " |")
+        lines.append("|---|---|" + "--:|" * len(workloads))
+        for t in targets:
+            for py in pythons[1:]:
+                row = []
+                for w in workloads:
+                    other, base = (
+                        cells.get((w.name, t.name, py)),
+                        cells.get((w.name, t.name, first)),
+                    )
+                    row.append(
+                        _fmt_ratio(other.rate if other else None, base.rate if base else None)
+                    )
+                if any(r != "—" for r in row):
+                    lines.append(f"| {t.label} | {py} ÷ {first} | " + " | ".join(row) + " |")
     scaled = [w for w in workloads if w.baseline]
     scale_rows = []
     for t in targets:
-        row = []
-        for w in scaled:
-            many, one = cells.get((w.name, t.name)), cells.get((str(w.baseline), t.name))
-            row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
-            # Requests per CPU-second the server used: whether each worker added does as much
-            # work per core as one alone, whatever core time the load generator took.
-            row.append(_fmt_ratio(many.per_cpu if many else None, one.per_cpu if one else None))
-        if any(r != "—" for r in row):
-            scale_rows.append(f"| {t.label} | " + " | ".join(row) + " |")
+        for py in pythons:
+            row = []
+            for w in scaled:
+                many = cells.get((w.name, t.name, py))
+                one = cells.get((str(w.baseline), t.name, py))
+                row.append(_fmt_ratio(many.rate if many else None, one.rate if one else None))
+                # Requests per CPU-second the server used: whether each worker added does as
+                # much work per core as one alone, whatever core time the load generator took.
+                row.append(_fmt_ratio(many.per_cpu if many else None, one.per_cpu if one else None))
+            if any(r != "—" for r in row):
+                scale_rows.append(f"| {t.label} | {py} | " + " | ".join(row) + " |")
     if scale_rows:
         lines += [
             "",
@@ -1149,8 +1238,8 @@ def render(
             "",
         ]
         header = " | ".join(f"{w.name} ÷ {w.baseline} | per server CPU" for w in scaled)
-        lines.append("| server | " + header + " |")
-        lines.append("|---|" + "--:|--:|" * len(scaled))
+        lines.append("| server | python | " + header + " |")
+        lines.append("|---|---|" + "--:|--:|" * len(scaled))
         lines += scale_rows
     lines += [
         "",
@@ -1163,7 +1252,9 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def metadata(args: argparse.Namespace, peers: dict[str, dict[str, str]]) -> dict[str, object]:
+def metadata(
+    args: argparse.Namespace, envs: dict[tuple[str, str], dict[str, str]]
+) -> dict[str, object]:
     commit = "unknown"
     with contextlib.suppress(Exception):
         head = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], 10).stdout.strip()
@@ -1186,15 +1277,26 @@ def metadata(args: argparse.Namespace, peers: dict[str, dict[str, str]]) -> dict
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
         "machine": f"{os.cpu_count()} x {cpu}, Linux {platform.release()}",
-        "python": platform.python_version(),
+        # The servers' interpreters (as their venvs report them; run.py's own if none did).
+        "python": ", ".join(
+            sorted({v["python"] for v in envs.values() if "python" in v}, key=_version_key)
+        )
+        or platform.python_version(),
         "wrk": wrk,
         "duration": args.duration,
         "warmup": args.warmup,
         "repeat": args.repeat,
         "server_cpu": SERVER_CPUS,
         "load_cpu": LOAD_CPUS,
-        "peers": {k: ", ".join(f"{n} {v}" for n, v in vs.items()) for k, vs in peers.items()},
+        "peers": {
+            f"{env} (py{py})": ", ".join(f"{n} {v}" for n, v in vs.items())
+            for (env, py), vs in envs.items()
+        },
     }
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1249,6 +1351,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the server (0)")
     parser.add_argument("--load-cpu", type=int, default=1, help="core for wrk and run.py (1)")
+    parser.add_argument(
+        "--python",
+        metavar="X.Y,...",
+        help="run every server on each of these CPythons, side by side (default: the version "
+        "of the project's .venv); found on PATH or under pyenv, one venv per server and version",
+    )
     parser.add_argument("--no-install", action="store_true", help="never run apt-get or pip")
     parser.add_argument("--list", action="store_true", help="list workloads and servers")
     args = parser.parse_args(argv)
@@ -1258,6 +1366,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.warmup = 1.0 if args.quick else 2.0
     if args.duration < 1 or args.repeat < 1:
         parser.error("--duration must be >= 1 and --repeat >= 1")
+    if args.python:
+        args.pythons = [v.strip() for v in args.python.split(",") if v.strip()]
+    else:
+        args.pythons = [venv_version(THIS_VENV) or RUNNING]
+    bad = [v for v in args.pythons if not re.fullmatch(r"3\.\d+", v)]
+    if bad or len(set(args.pythons)) != len(args.pythons):
+        parser.error(f"--python takes distinct versions like 3.11,3.13 (got {args.python})")
     return args
 
 
@@ -1278,6 +1393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"workload {w.name:18} {'' if w.default else '(opt-in) '}{w.description}")
         for t in TARGETS:
             print(f"server   {t.name:18} {'' if t.default else '(opt-in) '}{t.label}")
+        for version in ("3.10", "3.11", "3.12", "3.13"):
+            print(f"python   {version:18} {find_python(version) or 'not found'}")
         return 0
     workloads, targets = select(args.only)
     global SERVER_CPUS, LOAD_CPUS
@@ -1289,7 +1406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, {int(LOAD_CPUS)})
 
     results: list[RunResult] = []
-    peers: dict[str, dict[str, str]] = {}
+    envs: dict[tuple[str, str], dict[str, str]] = {}
     interrupted = False
     with signals_raise():
         try:
@@ -1299,28 +1416,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                         raise SetupError(f"{TOOL_BINARIES[tool]} missing and --no-install given")
                 else:
                     ensure_tool(TOOL_BINARIES[tool])
-            usable = []
+            usable: list[tuple[Target, str]] = []
             for t in targets:
-                if t.env != THIS and t.env not in peers:
-                    try:
-                        peers[t.env] = ensure_peer(t.env, not args.no_install)
-                    except (SetupError, subprocess.TimeoutExpired) as exc:
-                        log(f"skipping peer {t.env}: {exc}")
-                        peers[t.env] = {"error": str(exc)[:200]}
-                if t.env == THIS or "error" not in peers[t.env]:
-                    usable.append(t)
+                for py in args.pythons:
+                    if (t.env, py) not in envs:
+                        try:
+                            envs[t.env, py] = ensure_env(t.env, py, not args.no_install)
+                        except (SetupError, subprocess.TimeoutExpired) as exc:
+                            log(f"skipping {t.env} on Python {py}: {exc}")
+                            envs[t.env, py] = {"error": str(exc)[:200]}
+                    if "error" not in envs[t.env, py]:
+                        usable.append((t, py))
             args.deadline = time.monotonic() + args.budget * 60
+            # A server's interpreters run one after the other: their ratio is the least
+            # exposed to the host's drift.
             plan = [
-                (rep, w, t)
+                (rep, w, t, py)
                 for rep in range(1, args.repeat + 1)
                 for w in workloads
-                for t in usable
+                for t, py in usable
                 if t.supports(w)
             ]
             per_run = args.duration + args.warmup + 5
             log(f"{len(plan)} runs, roughly {len(plan) * per_run / 60:.1f} minutes")
-            for i, (rep, w, t) in enumerate(plan, 1):
-                result = measure_quietly(w, t, rep, args)
+            for i, (rep, w, t, py) in enumerate(plan, 1):
+                result = measure_quietly(w, t, py, rep, args)
                 results.append(result)
                 if result.ok:
                     on_core = result.foreign_on_server_core
@@ -1333,7 +1453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 else:
                     status = f"FAILED: {result.error}"
-                log(f"[{i}/{len(plan)}] {w.name} / {t.name} (rep {rep}): {status}")
+                log(f"[{i}/{len(plan)}] {w.name} / {t.name} / py{py} (rep {rep}): {status}")
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted; stopping servers and writing partial results")
@@ -1343,15 +1463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             _kill_all()
 
-    meta = metadata(args, peers)
+    meta = metadata(args, envs)
     meta["interrupted"] = interrupted
     calib = [c for r in results for c in r.calib_ms if c is not None]
     meta["calibration_ms"] = (
         {"median": statistics.median(calib), "min": min(calib), "max": max(calib)} if calib else {}
     )
     cells = aggregate(results)
-    shown_targets = [t for t in targets if any((w.name, t.name) in cells for w in workloads)]
-    table = render(cells, workloads, shown_targets, meta)
+    shown_targets = [t for t in targets if any(key[1] == t.name for key in cells)]
+    table = render(cells, workloads, shown_targets, args.pythons, meta)
     print(table)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "latest.md").write_text(table)
