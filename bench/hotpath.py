@@ -285,7 +285,8 @@ def main() -> None:
         loop_factory = uvloop.new_event_loop
     else:
         loop_factory = asyncio.new_event_loop
-    # (A loop by hand rather than asyncio.Runner, which 3.10 lacks.)
+    # (A loop by hand rather than asyncio.Runner, which 3.10 lacks; it ends as Runner does,
+    # cancelling what still runs, such as the echo apps' loops.)
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     try:
@@ -298,6 +299,10 @@ def main() -> None:
         else:
             per_request = loop.run_until_complete(_run(args))
     finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         asyncio.set_event_loop(None)
         loop.close()
     rounds = ", ".join(f"{t:.2f}" for t in per_request)
