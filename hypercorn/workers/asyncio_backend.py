@@ -238,6 +238,45 @@ class _StreamProtocol(asyncio.Protocol):
 #: ``data_received`` with no extra loop round trip. Only our own request tasks: the app's
 #: own ``create_task`` calls keep asyncio's usual (lazy) start.
 _EAGER = sys.version_info >= (3, 12)
+
+
+class _Event:
+    """The contract's one-shot event, lighter than ``asyncio.Event`` (no loop lookup per
+    wait, no deque, no waiter removal): an app waiting in ``receive()`` makes one per wait,
+    which is one per message on a WebSocket. Each waiter awaits a future of its own, so a
+    cancelled waiter cancels only its own; ``set`` skips the futures that are done."""
+
+    __slots__ = ("_loop", "_set", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._set = False
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            waiters = self._waiters
+            if waiters is not None:
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(True)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        future: asyncio.Future[bool] = self._loop.create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = [future]
+        else:
+            waiters.append(future)
+        return await future
+
+
 _TASK_NAME = "hypercorn-request"
 
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
@@ -260,7 +299,7 @@ class AsyncioBackend:
         return self._loop.time()
 
     def event(self) -> AsyncEvent:
-        return asyncio.Event()
+        return _Event(self._loop)
 
     def task_starter(
         self,
