@@ -95,7 +95,7 @@ def test_layering(path: Path) -> None:
 
 def test_guard_sees_the_package() -> None:
     rels = {relative(path) for path in modules()}
-    assert "hypercorn/protocols/h1.py" in rels
+    assert "hypercorn/protocols/http1/connection.py" in rels
     assert "hypercorn/workers/driver.py" in rels
 
 

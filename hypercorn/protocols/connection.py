@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from hypercorn.protocols.asgi_http import AsgiHttpStream
     from hypercorn.protocols.asgi_ws import AsgiWsStream
-    from hypercorn.protocols.h1_parser import RequestHead
+    from hypercorn.protocols.http1.parser import RequestHead
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

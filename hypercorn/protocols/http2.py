@@ -76,7 +76,7 @@ from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 
 if TYPE_CHECKING:
-    from hypercorn.protocols.h1_parser import RequestHead
+    from hypercorn.protocols.http1.parser import RequestHead
 
 #: Seconds the PING of a graceful shutdown may take before the second GOAWAY goes anyway.
 GOAWAY_PING_TIMEOUT = 2.0

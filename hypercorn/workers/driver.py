@@ -32,9 +32,9 @@ from hypercorn.protocols.asgi_http import AsgiHttpState, AsgiHttpStream
 from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import ServerConnection, SwitchProtocol
 from hypercorn.protocols.errors import AppProtocolError
-from hypercorn.protocols.h1 import H1Connection
-from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.http1.connection import H1Connection
+from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws import WsSession

@@ -191,7 +191,7 @@ def _preimport_serving(worker_class: str) -> None:
         "hypercorn.apps",
         "hypercorn.workers.lifespan",
         "hypercorn.workers.wsgi_bridge",
-        "hypercorn.protocols.h1_httptools",  # (needs the optional httptools)
+        "hypercorn.protocols.http1.httptools_tokeniser",  # (needs the optional httptools)
     ]
     for module in modules:
         with contextlib.suppress(ImportError):

@@ -2,7 +2,7 @@
 
 Each case is one connection carrying an ambiguous request with a second request hidden where
 a lenient parser would find it. The server must answer the status the strict front door
-names (``hypercorn/protocols/h1_frontdoor.py``), close the connection, never hand the hidden
+names (``hypercorn/protocols/http1/judge.py``), close the connection, never hand the hidden
 request to the app, and keep serving another client's keep-alive connection on the same
 worker. The parser-level corpus and fuzzing live in ``tests/protocols``; this file proves the
 same verdicts reach the wire.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from hypercorn.protocols.h1_select import httptools_available
+from hypercorn.protocols.http1.selection import httptools_available
 from tests.e2e.conftest import RunningServer
 
 Scope = dict[str, Any]

@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 
-from hypercorn.protocols.h1_parser import END_OF_MESSAGE, NEED_DATA, H1Parser
-from hypercorn.protocols.h1_select import make_parser
+from hypercorn.protocols.http1.parser import END_OF_MESSAGE, NEED_DATA, H1Parser
+from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.corpus import (
     SPLITS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
-from hypercorn.protocols.h1 import H1Phase
+from hypercorn.protocols.http1.connection import H1Phase
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.pairs import H1Pair
 

@@ -1,5 +1,6 @@
-"""The strict front door (``h1_frontdoor``): limits at their boundaries, EOF, pipelining,
-the fast path against the reference judgement, and the parser factory."""
+"""The strict front door (``http1.frontdoor`` and ``http1.judge``): limits at their
+boundaries, EOF, pipelining, the fast path against the reference judgement, and the parser
+factory."""
 
 from __future__ import annotations
 
@@ -12,16 +13,13 @@ from typing import Any
 import pytest
 
 import hypercorn
-from hypercorn.protocols import h1_frontdoor
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.h1_frontdoor import (
-    CHUNKED,
-    StrictH1Parser,
-    judge_head,
-    judge_head_slowly,
-)
-from hypercorn.protocols.h1_httptools import HttptoolsHeadParser
-from hypercorn.protocols.h1_parser import (
+from hypercorn.protocols.http1 import frontdoor, judge
+from hypercorn.protocols.http1.frontdoor import StrictH1Parser
+from hypercorn.protocols.http1.h11_tokeniser import H11HeadParser
+from hypercorn.protocols.http1.httptools_tokeniser import HttptoolsHeadParser
+from hypercorn.protocols.http1.judge import CHUNKED, judge_head, judge_head_slowly
+from hypercorn.protocols.http1.parser import (
     CLOSED,
     END_OF_MESSAGE,
     NEED_DATA,
@@ -30,7 +28,7 @@ from hypercorn.protocols.h1_parser import (
     ParserEvent,
     RequestHead,
 )
-from hypercorn.protocols.h1_select import H11HeadParser, make_parser
+from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.corpus import SPLITS, load_corpus, replay_parser, split_bytes
 
@@ -132,9 +130,9 @@ _BIG = ProtocolLimits(max_incomplete_size=4 * _N, max_request_line_size=4 * _N, 
     ],
 )
 def test_pathological_heads_are_judged_in_linear_time(head: bytes, verdict: int) -> None:
-    for judge in (h1_frontdoor.judge_head, judge_head_slowly):
+    for judge_it in (judge_head, judge_head_slowly):
         try:
-            result = judge(head, _BIG)
+            result = judge_it(head, _BIG)
         except RemoteProtocolError as exc:
             result = exc.status_hint
         assert result == verdict
@@ -148,10 +146,10 @@ def test_pathological_chunk_lines_and_trailers_are_judged_in_linear_time() -> No
         (b"1" + b';a="x"' * (_N // 6) + b'"', False),
         (b"1" + b';a="x\\""' * (_N // 8), True),
     ]:
-        assert (h1_frontdoor._CHUNK_LINE_RE.fullmatch(line) is not None) is ok
+        assert (judge.CHUNK_LINE_RE.fullmatch(line) is not None) is ok
     trailers = b"X: a\r\n" * (_N // 6) + b"X: \x01\r\n\r\n"
-    assert h1_frontdoor._TRAILERS_RE.fullmatch(trailers) is None
-    assert h1_frontdoor._FIELD_RE.fullmatch(b"X:" + b" \t" * (_N // 2) + b"\x7f") is None
+    assert judge._TRAILERS_RE.fullmatch(trailers) is None
+    assert judge._FIELD_RE.fullmatch(b"X:" + b" \t" * (_N // 2) + b"\x7f") is None
 
 
 def test_a_repeated_head_is_taken_from_the_memo(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +160,7 @@ def test_a_repeated_head_is_taken_from_the_memo(kind: str, monkeypatch: pytest.M
     def judged_again(head: bytes, limits: ProtocolLimits) -> None:
         raise AssertionError("a head seen before was judged again")
 
-    monkeypatch.setattr(h1_frontdoor, "_fast_match", judged_again)
+    monkeypatch.setattr(frontdoor, "fast_match", judged_again)
     first.headers.append((b"x-app", b"changed"))  # an app changing its scope's list
     parser = make_parser(kind, limits)
     second = parser.take_head(GET)
@@ -185,11 +183,11 @@ def test_the_memo_keeps_verdicts_apart_per_limits(kind: str) -> None:
 
 def test_the_memo_is_bounded() -> None:
     limits = ProtocolLimits()
-    for i in range(h1_frontdoor._KNOWN_HEADS_SIZE * 2):
+    for i in range(frontdoor._KNOWN_HEADS_SIZE * 2):
         make_parser("httptools", limits).take_head(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
-    known = h1_frontdoor._known_heads_for(limits, HttptoolsHeadParser())
-    assert 0 < len(known) <= h1_frontdoor._KNOWN_HEADS_SIZE
-    big = GET[:-2] + b"X: " + b"a" * h1_frontdoor._KNOWN_HEAD_MAX + b"\r\n\r\n"
+    known = frontdoor._known_heads_for(limits, HttptoolsHeadParser())
+    assert 0 < len(known) <= frontdoor._KNOWN_HEADS_SIZE
+    big = GET[:-2] + b"X: " + b"a" * frontdoor._KNOWN_HEAD_MAX + b"\r\n\r\n"
     assert make_parser("httptools", limits).take_head(big) is not None
     assert big not in known
 

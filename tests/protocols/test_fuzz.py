@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.h1_frontdoor import judge_head, judge_head_slowly
-from hypercorn.protocols.h1_parser import H1Parser
-from hypercorn.protocols.h1_select import make_parser
+from hypercorn.protocols.http1.judge import judge_head, judge_head_slowly
+from hypercorn.protocols.http1.parser import H1Parser
+from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.corpus import Outcome, load_corpus, replay_core, replay_parser
 

@@ -501,7 +501,7 @@ def test_upgrade_answers_the_request_with_its_body_on_stream_1(engine: str) -> N
     import base64
 
     from hypercorn.protocols.connection import SwitchProtocol
-    from hypercorn.protocols.h1_parser import RequestHead
+    from hypercorn.protocols.http1.parser import RequestHead
 
     config = h2.config.H2Configuration(client_side=True, header_encoding=None)
     client = h2.connection.H2Connection(config=config)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.h1_frontdoor import CHUNKED, _lowercase_codings, judge_head
-from hypercorn.protocols.h1_httptools import HttptoolsHeadParser, parse_head_in_python
-from hypercorn.protocols.h1_parser import analyse_headers
-from hypercorn.protocols.h1_select import H11HeadParser
+from hypercorn.protocols.http1.frontdoor import _lowercase_codings
+from hypercorn.protocols.http1.h11_tokeniser import H11HeadParser
+from hypercorn.protocols.http1.httptools_tokeniser import HttptoolsHeadParser, parse_head_in_python
+from hypercorn.protocols.http1.judge import CHUNKED, judge_head
+from hypercorn.protocols.http1.parser import analyse_headers
 from tests.support.corpus import CorpusCase, load_corpus
 
 
@@ -41,8 +42,8 @@ def test_tokenisers_agree(case: CorpusCase) -> None:
 
 @pytest.mark.parametrize("kind", ["h11", "httptools"])
 def test_facts_use_lowercased_names_with_raw_headers(kind: str) -> None:
-    from hypercorn.protocols.h1_parser import RequestHead
-    from hypercorn.protocols.h1_select import make_parser
+    from hypercorn.protocols.http1.parser import RequestHead
+    from hypercorn.protocols.http1.selection import make_parser
     from hypercorn.protocols.limits import ProtocolLimits
 
     parser = make_parser(kind, ProtocolLimits(pass_raw_headers=True))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.h1_parser import CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED
-from hypercorn.protocols.h1_select import make_parser
+from hypercorn.protocols.http1.parser import CLOSED, END_OF_MESSAGE, NEED_DATA, PAUSED
+from hypercorn.protocols.http1.selection import make_parser
 from tests.support.corpus import SPLITS, CorpusCase, load_corpus, split_bytes
 
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.h1 import H1Connection
-from hypercorn.protocols.h1_parser import (
+from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.http1.connection import H1Connection
+from hypercorn.protocols.http1.parser import (
     CLOSED,
     END_OF_MESSAGE,
     NEED_DATA,
     H1Parser,
     RequestHead,
 )
-from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.pairs import RecordingSink, parse_responses
 

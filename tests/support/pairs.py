@@ -19,10 +19,10 @@ import h11
 from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import SwitchProtocol
-from hypercorn.protocols.h1 import H1Connection
-from hypercorn.protocols.h1_parser import H1Parser, H11Parser
-from hypercorn.protocols.h1_select import make_parser
 from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.http1.connection import H1Connection
+from hypercorn.protocols.http1.parser import H1Parser, H11Parser
+from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 
 SPLITS = ("whole", "bytewise", "random")

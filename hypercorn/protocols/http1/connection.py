@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-Requests come in through an ``H1Parser`` (``h1_parser.py``), one at a time; each becomes an
+Requests come in through an ``H1Parser`` (``parser.py``), one at a time; each becomes an
 ``AsgiHttpStream`` (``asgi_http.py``) that the driver runs the app for. Responses are
-serialised here (the parser never writes), so every parser shares the same response rules.
-Effects go straight to the ``ConnectionSink`` (see ``connection.py``).
+serialised by the ``ResponseWriter`` this class extends (``response.py``; the parser never
+writes), so every parser shares the same response rules.
+Effects go straight to the ``ConnectionSink`` (see ``protocols/connection.py``).
 
 Rule 1 - one exchange at a time. A new request is parsed only after the previous response
 is complete *and* the previous request was read to its end. Bytes of a pipelined request
@@ -19,10 +20,7 @@ without the terminating chunk or the missing bytes. Keep-alive survives only exc
 the request was fully read before the response head was written, so no request-body bytes
 are ever mistaken for a new request.
 
-Rule 3 - framing is chosen when the head is written: the app's Content-Length if given;
-otherwise Content-Length of the whole body when the first body message is also the last;
-otherwise chunked (HTTP/1.1) or close-delimited (HTTP/1.0). HEAD, 204 and 304 responses
-carry no body bytes whatever the app sends.
+Rule 3 - framing is chosen when the head is written (``response.py``).
 
 Deadlines (one at a time, plus the write deadline), reported by ``next_deadline``:
 
@@ -41,17 +39,16 @@ any, write blocked    blocked since + write_timeout            abort
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
 from hypercorn.protocols.asgi_ws import AsgiWsStream, build_ws_scope
 from hypercorn.protocols.connection import ConnectionSink, SwitchProtocol
-from hypercorn.protocols.errors import AppProtocolError, RemoteProtocolError
-from hypercorn.protocols.h1_parser import (
+from hypercorn.protocols.errors import RemoteProtocolError
+from hypercorn.protocols.headers import DateCache
+from hypercorn.protocols.http1.parser import (
     CLOSED,
     END_OF_MESSAGE,
     NEED_DATA,
@@ -59,12 +56,12 @@ from hypercorn.protocols.h1_parser import (
     H1Parser,
     RequestHead,
 )
-from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
+from hypercorn.protocols.http1.response import ResponseWriter
 from hypercorn.protocols.http2 import H2C_SWITCHING, PREFACE_START, accepts_h2c
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws_handshake import judge_handshake
 
-_INFINITY = float("inf")
+__all__ = ["H1Connection", "H1Phase"]
 
 # Seconds a never-used connection gets at shutdown for its first request to arrive.
 _UNUSED_SHUTDOWN_GRACE = 0.5
@@ -78,13 +75,6 @@ class H1Phase(Enum):
     CLOSED = "closed"
 
 
-class Framing(Enum):
-    CONTENT_LENGTH = "content-length"
-    CHUNKED = "chunked"
-    CLOSE_DELIMITED = "close-delimited"
-    NONE = "none"  # HEAD / 204 / 304: no body bytes on the wire
-
-
 # Enum members as module globals: on Python 3.11 ``Enum.MEMBER`` goes through
 # ``EnumType.__getattr__``, about ten times slower than a global read, and the hot path
 # reads a dozen per request.
@@ -93,55 +83,24 @@ _PHASE_CLOSED = H1Phase.CLOSED
 _PHASE_HEAD = H1Phase.HEAD
 _PHASE_IDLE = H1Phase.IDLE
 _PHASE_RESPONDING = H1Phase.RESPONDING
-_FRAMING_CHUNKED = Framing.CHUNKED
-_FRAMING_CLOSE_DELIMITED = Framing.CLOSE_DELIMITED
-_FRAMING_CONTENT_LENGTH = Framing.CONTENT_LENGTH
-_FRAMING_NONE = Framing.NONE
 
-_NO_BODY_STATUSES = frozenset((204, 304))
-_SPECIAL_HEADERS = frozenset(
-    (b"content-length", b"transfer-encoding", b"connection", b"date", b"server")
-)
-#: A whole block of app header lines: token names, values without CR/LF/NUL.
-_valid_header_block = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*").fullmatch
-#: Does a lowercased header block hold a header whose handling is ours?
-_special_header = re.compile(
-    rb"(?:^|\n)(?:content-length|transfer-encoding|connection|date|server):"
-).search
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-_CONNECTION_CLOSE = b"connection: close\r\n"
-_CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 _STREAM_ID = 1
 _SWITCHING_TO_WEBSOCKET = (
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
 )
 
 
-def _parse_content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise AppProtocolError(f"invalid content-length {value!r}")
-    return int(value)
-
-
-class H1Connection:
+class H1Connection(ResponseWriter):
     """One HTTP/1.1 connection's protocol state. See the module docstring."""
 
     __slots__ = (
         "_body_limit",
         "_body_paused",
-        "_chunk_trailers_ok",
         "_client",
-        "_closed",
-        "_continue_pending",
-        "_dates",
         "_eof",
-        "_extra_lines",
-        "_framing",
         "_h2c_body",
-        "_head",
-        "_keep_alive",
         "_keep_alive_timeout",
         "_limits",
         "_opening",
@@ -149,25 +108,16 @@ class H1Connection:
         "_phase",
         "_pipeline_paused",
         "_read_timeout",
-        "_remaining",
-        "_request_done",
-        "_response_started",
         "_root_path",
         "_scheme",
         "_server",
-        "_server_line",
         "_server_names",
         "_shutting_down",
         "_sink",
         "_state",
-        "_stream",
         "_stream_class",
-        "_tail",
-        "_tail_fixed",
-        "_tail_until",
         "_tls",
         "_used",
-        "_write",
         "_write_deadline",
         "_ws_stream_class",
         "deadline",
@@ -193,22 +143,9 @@ class H1Connection:
         #: What requests become: a subclass may carry what the driver needs per request.
         self._stream_class = stream_class
         self._ws_stream_class = ws_stream_class
-        self._write = sink.write
+        super().__init__(sink, limits, dates)
         self._parser = parser
         self._limits = limits
-        self._dates: DateCache | None = dates if limits.include_date_header else None
-        self._server_line = (
-            b"server: " + limits.server_header + _CRLF if limits.server_header else b""
-        )
-        self._extra_lines = b"".join(
-            name + b": " + value + _CRLF for name, value in limits.extra_headers
-        )
-        # Everything after the app's headers but the Date line, and the whole tail as last
-        # built (rebuilt when the Date second changes): one append per response.
-        self._tail_fixed = self._server_line + self._extra_lines + _CRLF
-        self._tail = self._tail_fixed
-        #: Loop time until which ``_tail`` holds (its Date second ends then).
-        self._tail_until = -_INFINITY if self._dates is not None else _INFINITY
         self._read_timeout = limits.read_timeout
         self._keep_alive_timeout = limits.keep_alive_timeout
         self._root_path = limits.root_path
@@ -219,20 +156,11 @@ class H1Connection:
         self._scheme = "https" if ssl else "http"
         self._tls = tls
         self._state = state
-        self._stream: AsgiHttpStream | AsgiWsStream | None = None
-        self._head: RequestHead | None = None
         self._phase = _PHASE_IDLE
         #: The current phase's deadline (see the table above), public because the driver
         #: reads it after every core call; ``next_deadline`` adds the write deadline.
         self.deadline: float | None = now + limits.header_read_timeout
         self._write_deadline: float | None = None
-        self._keep_alive = True
-        self._request_done = False
-        self._response_started = False
-        self._continue_pending = False
-        self._chunk_trailers_ok = False
-        self._framing = _FRAMING_NONE
-        self._remaining = 0
         self._body_paused = False
         self._pipeline_paused = False
         self._shutting_down = False
@@ -242,7 +170,6 @@ class H1Connection:
         #: The body of an ``Upgrade: h2c`` request being read before the switch.
         self._h2c_body: list[bytes] | None = None
         self._eof = False
-        self._closed = False
 
     # -- driver side -----------------------------------------------------------------------
 
@@ -513,9 +440,7 @@ class H1Connection:
         """The app accepted: answer 101 and hand the socket to the WebSocket session."""
         if stream is not self._stream or self._closed:
             return
-        lines = [
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
-        ]
+        lines = [_SWITCHING_TO_WEBSOCKET]
         for name, value in headers:
             lines.append(b"%s: %s\r\n" % (name, value))
         lines.append(self._tail_for(now))
@@ -600,198 +525,6 @@ class H1Connection:
             stream.peer_closed()
         self._sink.close()
 
-    def _write_error(self, status: int, now: float, extra: bytes = b"") -> None:
-        dates = self._dates
-        self._response_started = True
-        self._write(
-            b"".join(
-                (
-                    status_line(status),
-                    b"content-length: 0\r\n",
-                    extra,
-                    _CONNECTION_CLOSE,
-                    dates.line(now) if dates is not None else b"",
-                    self._server_line,
-                    self._extra_lines,
-                    _CRLF,
-                )
-            )
-        )
-
-    # -- writing (StreamWire) ---------------------------------------------------------------
-
-    def send_head(
-        self,
-        stream: AsgiHttpStream,
-        status: int,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes,
-        end: bool,
-        now: float,
-    ) -> None:
-        if stream is not self._stream or self._closed:
-            return
-        head = self._head
-        assert head is not None
-        try:
-            # Apps send the same few header lists over and over: their facts are memoised.
-            facts = _known_header_facts(tuple(headers), status == 204)
-        except TypeError:  # unhashable (lists of lists): not memoised
-            facts = _header_facts(headers, status == 204)
-        block, content_length, close, has_date, has_server = facts
-        keep_alive = self._keep_alive and self._request_done and not close
-        if (
-            end
-            and keep_alive
-            and (content_length is None or content_length == len(body))
-            and not (has_date or has_server)
-            and status not in _NO_BODY_STATUSES
-            and head[0] != b"HEAD"  # (the method; [0] is cheaper than .method on 3.11)
-        ):
-            # The usual response: the whole body in one message, kept alive. One write of
-            # head and body with the right Content-Length (Rule 3), nothing else to decide.
-            self._framing = _FRAMING_CONTENT_LENGTH
-            self._remaining = 0
-            self._response_started = True
-            self._continue_pending = False
-            # (Called through a local: on 3.11 ``self._write(...)`` is a generic lookup,
-            # the attribute being a stored callable rather than a method.)
-            write = self._write
-            write(
-                b"".join(
-                    (
-                        STATUS_LINES.get(status) or status_line(status),
-                        block,
-                        b"content-length: %d\r\n" % len(body) if content_length is None else b"",
-                        self._tail if now < self._tail_until else self._tail_for(now),
-                        body,
-                    )
-                )
-            )
-            self._response_complete(now)
-            return
-        parts = [STATUS_LINES.get(status) or status_line(status), block]
-        append = parts.append
-        # Framing (Rule 3).
-        is_head = head.method == b"HEAD"
-        if status in _NO_BODY_STATUSES:
-            framing = _FRAMING_NONE
-        elif content_length is not None:
-            framing = _FRAMING_NONE if is_head else _FRAMING_CONTENT_LENGTH
-            self._remaining = content_length
-        elif end:
-            framing = _FRAMING_NONE if is_head else _FRAMING_CONTENT_LENGTH
-            self._remaining = len(body)
-            if body or not is_head:
-                append(b"content-length: %d\r\n" % len(body))
-        elif head.http_version == b"1.1":
-            framing = _FRAMING_NONE if is_head else _FRAMING_CHUNKED
-            append(_CHUNKED_HEADER)
-        else:
-            framing = _FRAMING_NONE if is_head else _FRAMING_CLOSE_DELIMITED
-            keep_alive = False
-        if stream.trailers_expected and framing is _FRAMING_CHUNKED:
-            self._chunk_trailers_ok = _accepts_trailers(head.headers)
-        self._framing = framing
-        if not keep_alive:
-            self._keep_alive = False
-            append(_CONNECTION_CLOSE)
-        dates = self._dates
-        if has_date or has_server:
-            if dates is not None and not has_date:
-                append(dates.line(now))
-            if not has_server:
-                append(self._server_line)
-            append(self._extra_lines)
-            append(_CRLF)
-        else:
-            append(self._tail_for(now))
-        if framing is _FRAMING_CONTENT_LENGTH and end and len(body) == self._remaining:
-            short = False  # the common case: the whole body in one message
-            self._remaining = 0
-        else:
-            body, short = self._frame(body, end)
-        self._response_started = True
-        self._continue_pending = False
-        if body and framing is not _FRAMING_NONE:
-            append(body)
-        self._write(b"".join(parts))
-        if short:
-            raise AppProtocolError("response body shorter than its content-length")
-        if end:
-            self._response_complete(now)
-
-    def _tail_for(self, now: float) -> bytes:
-        """Date, Server and extra header lines and the blank line (rebuilt once a second;
-        callers on the hot path read ``_tail`` while ``now < _tail_until``)."""
-        dates = self._dates
-        if dates is None or now < self._tail_until:
-            return self._tail
-        second = int(now + dates.wall_offset)
-        self._tail_until = second + 1 - dates.wall_offset
-        self._tail = dates.line(now) + self._tail_fixed
-        return self._tail
-
-    def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
-        """(bytes to write for this body piece, content-length left unfilled at the end)."""
-        framing = self._framing
-        if framing is _FRAMING_CHUNKED:
-            return _chunk(data, end), False
-        if framing is _FRAMING_CONTENT_LENGTH:
-            remaining = self._remaining - len(data)
-            if remaining < 0:
-                raise AppProtocolError("response body longer than its content-length")
-            self._remaining = remaining
-            return data, end and remaining > 0
-        if framing is _FRAMING_CLOSE_DELIMITED:
-            return data, False
-        return b"", False
-
-    def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
-        if stream is not self._stream or self._closed:
-            return
-        write = self._write  # (through a local: see send_head)
-        if self._framing is _FRAMING_CHUNKED:
-            # Streaming's usual case, without _frame's tuple.
-            framed = _chunk(data, end)
-            if framed:
-                write(framed)
-        else:
-            framed, short = self._frame(data, end)
-            if framed:
-                write(framed)
-            if short:
-                raise AppProtocolError("response body shorter than its content-length")
-        if end:
-            self._response_complete(now)
-
-    def send_trailers(
-        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
-    ) -> None:
-        if stream is not self._stream or self._closed:
-            return
-        framing = self._framing
-        if framing is _FRAMING_CHUNKED:
-            if self._chunk_trailers_ok:
-                lines = [b"0\r\n"]
-                for name, value in headers:
-                    check_header(name, value)
-                    lines.append(b"%s: %s\r\n" % (name, value))
-                lines.append(_CRLF)
-                self._write(b"".join(lines))
-            else:
-                self._write(_LAST_CHUNK)
-        elif framing is _FRAMING_CONTENT_LENGTH and self._remaining:
-            raise AppProtocolError("response body shorter than its content-length")
-        self._response_complete(now)
-
-    def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
-        if stream is not self._stream or self._closed:
-            return
-        if not self._response_started:
-            self._write_error(status, now)
-        self._close()
-
     def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
         if stream is self._stream:
             self._close()
@@ -834,70 +567,3 @@ class H1Connection:
             self._sink.resume_reading()
         if pending:
             self._process(now)
-
-
-#: (block, content_length, close, has_date, has_server): see ``_header_facts``.
-_HeaderFacts = tuple[bytes, "int | None", bool, bool, bool]
-
-
-def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _HeaderFacts:
-    """Validate the app's response headers and pick out the ones whose handling is ours.
-
-    Returns the header block to send (Transfer-Encoding removed: framing is ours, Rule 3;
-    Content-Length removed when ``no_content``, a 204), the Content-Length, whether
-    Connection asks to close, and whether the app sent its own Date / Server. Raises
-    AppProtocolError.
-    """
-    # One join and one C-level regex validate the whole block (names are tokens, values
-    # hold no CR/LF/NUL) instead of per-header checks in Python.
-    try:
-        lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
-        block = b"".join(lines)
-    except (TypeError, ValueError):
-        lines, block = [], b"\x00"  # not bytes pairs: let the precise check explain
-    # (The line count catches a CRLF inside a value that forms a valid-looking line.)
-    if _valid_header_block(block) is None or block.count(b"\n") != len(lines):
-        for name, value in headers:
-            check_header(name, value)
-        raise AppProtocolError(f"invalid response headers {headers!r}")
-    if _special_header(block.lower()) is None:
-        return block, None, False, False, False
-    lines.clear()
-    content_length: int | None = None
-    close = has_date = has_server = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _SPECIAL_HEADERS:
-            if lname == b"content-length":
-                length = _parse_content_length(value)
-                if content_length is not None and content_length != length:
-                    raise AppProtocolError("conflicting content-length headers")
-                content_length = length
-                if no_content:
-                    continue
-            elif lname == b"transfer-encoding":
-                continue
-            elif lname == b"connection":
-                if b"close" in value.lower():
-                    close = True
-            elif lname == b"date":
-                has_date = True
-            else:
-                has_server = True
-        lines.append(b"%s: %s\r\n" % (name, value))
-    return b"".join(lines), content_length, close, has_date, has_server
-
-
-#: ``_header_facts`` for header lists seen before (a C-level cache: no Python frame on a hit).
-_known_header_facts = functools.lru_cache(maxsize=256)(_header_facts)
-
-
-def _chunk(data: bytes, end: bool) -> bytes:
-    """``data`` as one chunk (none when empty), then the last chunk if ``end``: one copy."""
-    if data:
-        return b"%x\r\n%b\r\n%b" % (len(data), data, _LAST_CHUNK if end else b"")
-    return _LAST_CHUNK if end else b""
-
-
-def _accepts_trailers(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name == b"te" and b"trailers" in value.lower() for name, value in headers)

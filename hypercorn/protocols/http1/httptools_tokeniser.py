@@ -1,6 +1,6 @@
 """Request heads tokenised by httptools (llhttp), behind the strict front door.
 
-``HttptoolsHeadParser`` is a ``HeadParser`` (``h1_frontdoor.py``): the front door has already
+``HttptoolsHeadParser`` is a ``HeadParser`` (``frontdoor.py``): the front door has already
 delimited and validated the head, decided the body framing and will de-chunk the body, so
 llhttp is only asked to split one approved head into method, target and fields. The door
 computes the version and the per-request facts itself, so the two parser stacks are

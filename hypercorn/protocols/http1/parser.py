@@ -1,11 +1,11 @@
 """The HTTP/1.1 request parser interface, and its h11 implementation.
 
-The HTTP/1.1 connection (``protocols/h1.py``) reads requests through this narrow interface
+The HTTP/1.1 connection (``connection.py``) reads requests through this narrow interface
 only, so the parser can be swapped (``H11Parser`` below, the reference implementation; the
-strict RFC 9112 front door with an h11 or httptools head tokeniser in ``h1_frontdoor.py`` /
-``h1_select.py``, which the worker uses) without touching keep-alive, pipelining,
-deadlines or response writing, which all stay in ``h1.py``. Parsers only *parse*: they
-never produce bytes to send.
+strict RFC 9112 front door with an h11 or httptools head tokeniser in ``frontdoor.py`` /
+``selection.py``, which the worker uses) without touching keep-alive, pipelining,
+deadlines or response writing, which all stay in ``connection.py`` / ``response.py``.
+Parsers only *parse*: they never produce bytes to send.
 
 Contract of an ``H1Parser``
 ---------------------------
@@ -100,7 +100,7 @@ class H1Parser(Protocol):
     def next_event(self) -> ParserEvent: ...
 
     def take_head(self, data: bytes) -> RequestHead | None:
-        """Optional fast path (None: not taken, nothing consumed); see ``h1_frontdoor``."""
+        """Optional fast path (None: not taken, nothing consumed); see ``frontdoor.py``."""
 
     def start_next_cycle(self) -> bool:
         """See the module docstring; returns whether ``next_event`` has anything to look at
