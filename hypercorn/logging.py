@@ -551,3 +551,15 @@ def log_sync(log: Logger, level: str, message: str) -> None:
     steps.close()
     logger = log.error_logger or logging.getLogger("hypercorn.error")
     logger.log(logging.getLevelName(level.upper()), message)
+
+
+def reopen_log_files(log: object) -> None:
+    """Reopen the files of ``log`` (``config.log``) after logrotate moved them (SIGUSR1).
+    A custom logger without ``reopen_files`` is left alone; a failure is logged."""
+    reopen = getattr(log, "reopen_files", None)
+    if reopen is None:
+        return
+    try:
+        reopen()
+    except OSError as exc:
+        logging.getLogger("hypercorn.error").error("cannot reopen the log files: %s", exc)

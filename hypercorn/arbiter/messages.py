@@ -204,6 +204,11 @@ class ReloadConfig:
 
 
 @dataclass(frozen=True)
+class ReopenLogs:
+    """Reopen the master's log files (after logrotate moved them; SIGUSR1)."""
+
+
+@dataclass(frozen=True)
 class Reexec:
     """Start a new master that inherits every listener (USR2); answer later with
     ``UpgradeReady`` or ``UpgradeFailed``."""
@@ -268,6 +273,7 @@ Command: TypeAlias = (
     | Notify
     | Log
     | ReloadConfig
+    | ReopenLogs
     | Reexec
     | Booted
     | HandOver

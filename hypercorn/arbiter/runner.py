@@ -42,6 +42,7 @@ from hypercorn.arbiter.messages import (
     Observation,
     Reexec,
     ReloadConfig,
+    ReopenLogs,
     RetireListeners,
     Sig,
     SignalReceived,
@@ -75,6 +76,7 @@ from hypercorn.arbiter.sockets import (
     upgrade_env,
 )
 from hypercorn.errors import EXIT_BOOT_ERROR, EXIT_FAILURE, BootError
+from hypercorn.logging import reopen_log_files
 from hypercorn.workers.heartbeat import MessageDecoder, MessageKind
 
 if TYPE_CHECKING:
@@ -316,6 +318,8 @@ class Runner:
                     self.logger.log(_LEVELS[level], message)
                 case ReloadConfig():
                     self._pending.append(self._reload_config())
+                case ReopenLogs():
+                    reopen_log_files(self.config.log)
                 case Reexec():
                     self._reexec()
                 case Booted():

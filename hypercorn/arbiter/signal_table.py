@@ -18,6 +18,7 @@ from hypercorn.arbiter.messages import (
     Notify,
     Reexec,
     ReloadConfig,
+    ReopenLogs,
     Sig,
 )
 from hypercorn.arbiter.state import Phase, SlotRecord, WorkerRecord
@@ -73,6 +74,11 @@ class SignalHandlers:
         self._reload_pending = True
 
     def _roll(self, now: float) -> None:
+        # logrotate's postrotate sends USR1: every process reopens its log files first
+        # (workers forked from here on inherit the new ones).
+        self._emit(ReopenLogs())
+        for worker in self.workers.values():
+            self._emit(Kill(worker.wid, Sig.USR1))
         self._start_roll(now, "SIGUSR1")
 
     def _upgrade(self, now: float) -> None:

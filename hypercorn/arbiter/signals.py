@@ -22,6 +22,7 @@ __all__ = [
     "SignalQueue",
     "fork_blocking_signals",
     "reset_worker_signals",
+    "take_reopen_request",
     "to_signal",
 ]
 
@@ -42,7 +43,6 @@ _BY_NAME = {sig: signal.Signals[f"SIG{sig.value}"] for sig in Sig}
 # no-ops (a Python handler, so exec'd children of the app get default dispositions back).
 _WORKER_IGNORED = (
     signal.SIGHUP,
-    signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGTTIN,
     signal.SIGTTOU,
@@ -102,15 +102,32 @@ class SignalQueue:
                 os.close(fd)
 
 
+_reopen_requested = False
+
+
+def _remember_reopen(signum: int, frame: FrameType | None) -> None:
+    global _reopen_requested
+    _reopen_requested = True
+
+
+def take_reopen_request() -> bool:
+    """Whether SIGUSR1 (reopen the log files) arrived while the worker was booting."""
+    global _reopen_requested
+    requested, _reopen_requested = _reopen_requested, False
+    return requested
+
+
 def reset_worker_signals() -> None:
     """In a freshly forked worker: no wakeup fd, default TERM/INT/QUIT/CHLD (serve() installs
-    its own once the loop runs), and no-ops for the master-only signals."""
+    its own once the loop runs), no-ops for the master-only signals, and SIGUSR1 (reopen the
+    log files) remembered until the worker can act on it."""
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
     for signum in _WORKER_IGNORED:
         signal.signal(signum, _queue_only)
+    signal.signal(signal.SIGUSR1, _remember_reopen)
 
 
 _FORK_BLOCKED = {*MASTER_SIGNALS, signal.SIGCHLD}

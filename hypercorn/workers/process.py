@@ -86,7 +86,7 @@ def worker_main(spec: WorkerSpec) -> NoReturn:
 
 def _run(spec: WorkerSpec) -> int:
     from hypercorn.arbiter.proctitle import set_title, title_for
-    from hypercorn.arbiter.signals import reset_worker_signals
+    from hypercorn.arbiter.signals import reset_worker_signals, take_reopen_request
     from hypercorn.workers.heartbeat import WorkerChannel
 
     reset_worker_signals()
@@ -106,6 +106,7 @@ def _run(spec: WorkerSpec) -> int:
 
     # Import the serving machinery while we may still read everything; the app itself is
     # imported after dropping privileges (it should never run as root).
+    from hypercorn.logging import reopen_log_files
     from hypercorn.workers.serve import WorkerHooks, run_worker_loop
 
     _preimport_serving(config.worker_class)
@@ -126,9 +127,15 @@ def _run(spec: WorkerSpec) -> int:
             channel.failed(str(exc))
             return EXIT_APP_LOAD_ERROR
 
+    def reopen_logs() -> None:
+        reopen_log_files(config.log)
+        faulthandler.enable(file=_dump_target(config), all_threads=True)
+
     def on_ready() -> None:
         settle_gc()
         set_title(title_for("worker", name))
+        if take_reopen_request():  # SIGUSR1 came while we booted
+            reopen_logs()
         channel.ready()
 
     def on_stopping() -> None:
@@ -142,6 +149,7 @@ def _run(spec: WorkerSpec) -> int:
         on_stopping=on_stopping,
         on_retire=channel.retire,
         on_lifespan_shutdown=channel.shutting_down,
+        on_reopen_logs=reopen_logs,
     )
     try:
         run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)
@@ -228,7 +236,9 @@ def _dump_target(config: Config) -> IO[Any]:
     errorlog = config.errorlog
     if isinstance(errorlog, str) and errorlog not in ("", "-"):
         with contextlib.suppress(OSError):
-            _dump_file = open(errorlog, "a")  # noqa: SIM115 - lives as long as the process
+            previous, _dump_file = _dump_file, open(errorlog, "a")  # noqa: SIM115 - kept
+            if previous is not None:  # (reopened after log rotation)
+                previous.close()
             return _dump_file
     return sys.stderr
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from hypercorn.errors import BootError
+from hypercorn.logging import reopen_log_files
 from hypercorn.workers.backend import Listener, ServeOptions
 from hypercorn.workers.driver import WorkerContext, limits_from_config
 
@@ -61,6 +62,8 @@ class WorkerHooks:
     on_retire: Callable[[], None] | None = None
     #: After the drain, just before the app's lifespan shutdown runs (if it does).
     on_lifespan_shutdown: Callable[[], None] = _no_op
+    #: SIGUSR1: reopen the log files (None: the config's logger reopens its own).
+    on_reopen_logs: Callable[[], None] | None = None
 
 
 class _Stopper:
@@ -146,10 +149,13 @@ async def serve(
             await config.log.info(message)
     installed: list[int] = []
     if shutdown_trigger is None:
+        reopen = hooks.on_reopen_logs if hooks is not None else None
         handlers = (
             (signal.SIGTERM, stopper.graceful),
             (signal.SIGINT, stopper.graceful),
             (getattr(signal, "SIGQUIT", None), stopper.immediate),
+            # logrotate's postrotate: new files for the moved ones (gunicorn's USR1).
+            (getattr(signal, "SIGUSR1", None), reopen or (lambda: reopen_log_files(config.log))),
         )
         for signum, handler in handlers:
             if signum is None:

@@ -24,6 +24,7 @@ from hypercorn.arbiter.messages import (
     Notify,
     Reexec,
     ReloadConfig,
+    ReopenLogs,
     RetireListeners,
     Sig,
     SignalReceived,
@@ -276,7 +277,8 @@ def test_rolling_restart_replaces_one_slot_at_a_time_after_ready() -> None:
     cmds = h.signal(Sig.USR1)
     assert notified(cmds) == ["RELOADING=1"]
     assert of(cmds, Spawn) == [Spawn(3, 0, 1)]  # only one new worker at a time
-    assert kills(cmds) == []  # the old one keeps serving until the new one is READY
+    # The old one keeps serving until the new one is READY (USR1: reopen your log files).
+    assert kills(cmds) == [(1, Sig.USR1), (2, Sig.USR1)]
     assert h.core.phase is Phase.ROLLING
     cmds = h.feed(WorkerReady(3))
     assert kills(cmds) == [(1, Sig.TERM)]
@@ -339,6 +341,18 @@ def test_retiring_worker_keeps_serving_when_its_replacement_cannot_boot() -> Non
     # Tried again after a back-off.
     cmds = h.advance(deadline - h.now)
     assert spawned(cmds) == [4]
+
+
+def test_usr1_reopens_every_log_file_before_the_roll() -> None:
+    h = Harness()
+    h.booted()
+    cmds = h.signal(Sig.USR1)
+    reopen = cmds.index(ReopenLogs())
+    assert [(k.wid, k.sig) for k in cmds[reopen + 1 : reopen + 3]] == [
+        (1, Sig.USR1),
+        (2, Sig.USR1),
+    ]
+    assert reopen < cmds.index(Spawn(3, 0, 1))
 
 
 def test_usr1_during_roll_restarts_it_with_a_newer_generation() -> None:
