@@ -589,5 +589,6 @@ def _empty(slot: SlotRecord) -> bool:
 
 def _describe_exit(exited: ChildExited) -> str:
     if exited.signal is not None:
-        return f"was killed by signal {exited.signal}"
+        dumped = " (core dumped)" if exited.core_dumped else ""
+        return f"was killed by signal {exited.signal}{dumped}"
     return f"exited with code {exited.code}"

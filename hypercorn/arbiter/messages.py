@@ -81,6 +81,7 @@ class ChildExited:
     wid: int
     code: int | None = None
     signal: int | None = None
+    core_dumped: bool = False
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,8 @@ class Runner:
             self._close_worker_pipe(worker)
             self.pids.pop(worker.wid, None)
             if code < 0:
-                self._feed(ChildExited(worker.wid, signal=-code))
+                dumped = os.WIFSIGNALED(status) and os.WCOREDUMP(status)
+                self._feed(ChildExited(worker.wid, signal=-code, core_dumped=dumped))
             else:
                 self._feed(ChildExited(worker.wid, code=code))
 

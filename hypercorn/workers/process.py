@@ -21,10 +21,12 @@ import faulthandler
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 import traceback
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import hypercorn
@@ -60,6 +62,10 @@ class WorkerSpec:
     close_fds: list[int] = field(default_factory=list)
     #: Listeners of other slots (SO_REUSEPORT): this worker must not keep them open.
     close_sockets: list[socket.socket] = field(default_factory=list)
+
+
+def _exit_after_stack_dump(signum: int, frame: FrameType | None) -> None:
+    os._exit(EXIT_FAILURE)  # (gunicorn's worker exits 1 on SIGABRT too)
 
 
 def beat_interval(timeout: float) -> float:
@@ -100,6 +106,12 @@ def _run(spec: WorkerSpec) -> int:
     channel = WorkerChannel(spec.channel_fd, spec.master_pid)
     # SIGABRT from the master (heartbeat timeout) dumps every thread's stack to the error
     # log before the process dies: the operator learns where the event loop was stuck.
+    # faulthandler then hands the signal back to the handler that was there before: ours,
+    # which exits without SIGABRT's default action (a core file the size of the worker
+    # for every hung worker, under `ulimit -c unlimited`). A worker stuck outside Python
+    # never runs it and is SIGKILLed by the master a moment later; abort() from C code
+    # still dumps core (it restores the default action itself).
+    signal.signal(signal.SIGABRT, _exit_after_stack_dump)
     faulthandler.enable(file=_dump_target(config), all_threads=True)
     name = config.proc_name or config.application_path
     set_title(title_for("worker", name, "booting"))

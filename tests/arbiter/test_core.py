@@ -608,6 +608,13 @@ def test_heartbeat_timeout_dumps_stacks_then_kills_then_replaces() -> None:
     assert spawned(cmds) == [3]
 
 
+def test_a_core_dump_is_named_in_the_exit_line() -> None:
+    h = Harness()
+    h.booted()
+    cmds = h.feed(ChildExited(1, signal=11, core_dumped=True))
+    assert any("killed by signal 11 (core dumped)" in c.message for c in of(cmds, Log))
+
+
 def test_beats_keep_a_worker_alive() -> None:
     h = Harness()
     h.booted()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -273,3 +274,53 @@ def _answers(port: int) -> bool:
         return http_get(port, timeout=1)[0] == 200
     except OSError:
         return False
+
+
+# ------------------------------------------------------------------------------ core dumps
+
+
+@pytest.fixture
+def core_dumps_enabled() -> Iterator[None]:
+    """``ulimit -c unlimited`` for the server started by the test (children inherit it)."""
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+    except (ValueError, OSError) as exc:
+        pytest.skip(f"cannot raise the core file size limit: {exc}")
+    if resource.getrlimit(resource.RLIMIT_CORE)[0] == 0:
+        pytest.skip("the hard core file size limit is 0")
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+
+
+def _core_files(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name == "core" or p.name.startswith("core.")]
+
+
+def test_hung_worker_dumps_its_stack_but_no_core(
+    app_dir: Path, bound_socket: socket.socket, core_dumps_enabled: None
+) -> None:
+    with open("/proc/sys/kernel/core_pattern") as file:
+        pattern = file.read().strip()
+    args = ["-w", "1", "-t", "1", "--graceful-timeout", "1", "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        (hung,) = server.wait_ready()
+        client = socket.create_connection(("127.0.0.1", server.port))
+        client.sendall(b"GET /block?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+        server.wait_workers(lambda pids: len(pids) == 1 and hung not in pids, 15)
+        err = wait_for(
+            lambda: f"worker {hung} " in server.stderr().split("timed out")[-1] and server.stderr(),
+            5,
+            "the hung worker's exit line",
+        )
+        client.close()
+    assert 'app.py", line' in err  # the stack was dumped
+    exit_line = next(
+        line for line in err.split("timed out")[-1].splitlines() if f"worker {hung} " in line
+    )
+    assert "signal 6" not in exit_line, exit_line  # SIGABRT's default action dumps core
+    assert "core dumped" not in exit_line, exit_line
+    if not pattern.startswith("|"):
+        assert _core_files(app_dir) == []
