@@ -25,9 +25,24 @@ _BINARY_HEADS = tuple(bytes((_BINARY, n)) for n in range(126))
 
 def take_frames(data: bytes, limit: int) -> tuple[list[str | bytes], int]:
     """(messages of the whole common frames at the start of ``data``, bytes they used)."""
+    size = len(data)
+    length = size - 6
+    if 0 < length < 126 and data[1] == 0x80 | length and length <= limit:
+        # The usual read: exactly one small frame (no loop, no list growth).
+        first = data[0]
+        if first in (_TEXT, _BINARY):
+            payload = (
+                int.from_bytes(data[6:], "little")
+                ^ int.from_bytes((data[2:6] * ((length >> 2) + 1))[:length], "little")
+            ).to_bytes(length, "little")
+            if first == _BINARY:
+                return [payload], size
+            try:
+                return [payload.decode("utf-8")], size
+            except UnicodeDecodeError:
+                return [], 0
     messages: list[str | bytes] = []
     pos = 0
-    size = len(data)
     while size - pos >= 6:
         first = data[pos]
         second = data[pos + 1]

@@ -385,6 +385,12 @@ def test_take_frames_declines_what_it_does_not_read() -> None:
         good[:-1],  # incomplete
     ):
         assert take_frames(good + tail, 10) == (["ok"], len(good))
+    # A read that is exactly one small frame (the usual case, taken without the loop).
+    assert take_frames(frame(0x1, "é".encode()), 10) == (["é"], 8)
+    assert take_frames(frame(0x2, b"\x00\x01"), 10) == ([b"\x00\x01"], 8)
+    assert take_frames(frame(0x1, b"\xff\xfe"), 10) == ([], 0)
+    assert take_frames(frame(0x9, b"pi"), 10) == ([], 0)
+    assert take_frames(frame(0x2, b"x" * 11), 10) == ([], 0)
     assert frame_message("hé") == b"\x81\x03h\xc3\xa9"
     assert frame_message(b"x" * 200)[:4] == b"\x82\x7e\x00\xc8"
     assert frame_message(b"x" * 70000)[:2] == b"\x82\x7f"
