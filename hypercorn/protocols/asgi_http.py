@@ -96,6 +96,18 @@ class StreamWire(Protocol):
     def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
         """Answer ``status`` with an empty body (only before the head was written)."""
 
+    def send_informational(
+        self, stream: AsgiHttpStream, status: int, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        """An interim 1xx response (103 Early Hints) before the final head, where the
+        protocol allows one (HTTP/1.0 does not: nothing is sent)."""
+
+    def send_push(
+        self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        """Server push of a GET for ``path`` (HTTP/2, when the client allows it; otherwise
+        nothing happens)."""
+
     def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
         """The response cannot be completed: make the peer see an incomplete response."""
 
@@ -185,11 +197,15 @@ class AsgiHttpStream:
         self.buffered += len(data)
         self._push({"type": "http.request", "body": data, "more_body": True})
 
-    def end_received(self) -> None:
-        """The request is complete."""
+    def end_received(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """The request is complete; ``trailers``: the request trailers, if it had any (they
+        reach the app as the ``trailers`` key of its last ``http.request`` message)."""
         if self.disconnected:
             return
-        self._push({"type": "http.request", "body": b"", "more_body": False})
+        message: Message = {"type": "http.request", "body": b"", "more_body": False}
+        if trailers is not None:
+            message["trailers"] = trailers
+        self._push(message)
 
     def release_send(self) -> None:
         """The wire sent what blocked the app's ``send()`` (or gave up on it)."""
@@ -288,6 +304,21 @@ class AsgiHttpStream:
                 if not message.get("more_trailers", False):
                     self.state = _CLOSED
                     self._wire.send_trailers(self, trailers, now)
+            elif mtype == "http.response.early_hint":
+                # RFC 8297: 103 with the links, before the final response's head.
+                if self.head_written or state is _CLOSED:
+                    raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+                links = message.get("links", ())
+                if not all(type(link) is bytes for link in links):
+                    raise AppProtocolError("early hint links must be bytes")
+                self._wire.send_informational(self, 103, [(b"link", link) for link in links], now)
+            elif mtype == "http.response.push":
+                if state is _CLOSED or state is _TRAILERS:
+                    raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+                path = message["path"]
+                if type(path) is not str:
+                    raise AppProtocolError("push path must be a str")
+                self._wire.send_push(self, path, list(message.get("headers", ())), now)
             else:
                 raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
         except AppProtocolError:
@@ -373,7 +404,7 @@ def build_scope(
         raw_path, _, query_string = target.partition(b"?")
     else:
         raw_path, query_string = split_target(target)
-    extensions: dict[str, Any] = {"http.response.trailers": {}}
+    extensions: dict[str, Any] = {"http.response.trailers": {}, "http.response.early_hint": {}}
     if tls is not None:
         extensions["tls"] = dict(tls)
     scope: dict[str, Any] = {

@@ -451,5 +451,6 @@ def build_ws_scope(
     scope["subprotocols"] = subprotocols
     extensions = scope["extensions"]
     del extensions["http.response.trailers"]
+    del extensions["http.response.early_hint"]
     extensions["websocket.http.response"] = {}
     return scope

@@ -319,6 +319,34 @@ class H2Streams:
         self._response_complete(record)
         self._flush()
 
+    def send_informational(
+        self, stream: AsgiHttpStream, status: int, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed or record.head_sent:
+            return
+        block, _, _, _ = response_facts(headers)
+        self._engine.send_headers(
+            stream.stream_id, [(b":status", status_bytes(status)), *block], False
+        )
+        self._flush()
+
+    def send_push(
+        self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        record = self._streams.get(stream.stream_id)
+        if record is None or record.asgi is not stream or self._closed or record.response_done:
+            return
+        if not self._engine.push_enabled:
+            return
+        self._push(record, path.encode(), response_facts(headers)[0], now)
+        self._flush()
+
+    def _push(
+        self, record: Stream, path: bytes, headers: tuple[tuple[bytes, bytes], ...], now: float
+    ) -> None:
+        raise NotImplementedError
+
     def abort_stream(self, stream: AsgiHttpStream | AsgiWsStream, now: float) -> None:
         record = self._streams.get(stream.stream_id)
         if record is None or record.asgi is not stream or self._closed:

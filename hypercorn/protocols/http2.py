@@ -373,7 +373,9 @@ class H2Connection(H2WebSockets):
             self._ws_data(record, b"", 0, True)
             return
         record.recv_open = False
-        record.asgi.end_received()
+        asgi = record.asgi
+        if isinstance(asgi, AsgiHttpStream):  # (WebSocket streams returned above)
+            asgi.end_received(headers)
         if record.response_done:
             self._stream_done(record)
 
@@ -442,6 +444,7 @@ class H2Connection(H2WebSockets):
             self._state,
             self._tls,
         )
+        scope["extensions"]["http.response.push"] = {}
         asgi = self._stream_class(self, scope, stream_id, self._now)
         record = Stream(asgi, not end_stream)
         record.no_body = method == b"HEAD"
@@ -462,6 +465,26 @@ class H2Connection(H2WebSockets):
 
     def _ws_shutting_down(self) -> bool:
         return self._shutting_down
+
+    def _push(
+        self, record: Stream, path: bytes, headers: tuple[tuple[bytes, bytes], ...], now: float
+    ) -> None:
+        """Server push: PUSH_PROMISE of a GET for ``path`` on ``record``'s stream, then the
+        promised stream runs the app like a request (RFC 9113 section 8.4)."""
+        parent = record.asgi.scope
+        authority = parent["headers"][0][1] if parent["headers"] else b""
+        request = [
+            (b":method", b"GET"),
+            (b":path", path),
+            (b":scheme", parent["scheme"].encode("ascii")),
+            (b":authority", authority),
+            *headers,
+        ]
+        promised = self._engine.push_stream(record.asgi.stream_id, request)
+        if promised is None:
+            return  # (the client refused pushes, or no stream id is left)
+        pushed = self._open_stream(promised, b"GET", path, [(b"host", authority), *headers], True)
+        pushed.asgi.scope["extensions"].pop("http.response.push", None)  # (no push of a push)
 
     def _upgraded_request(self, request: RequestHead, body: bytes) -> None:
         """Stream 1: the HTTP/1.1 request that asked for ``Upgrade: h2c``, body included."""

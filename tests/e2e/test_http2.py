@@ -343,3 +343,31 @@ def test_behind_nghttpx(plain_server: RunningServer, tmp_path: Path) -> None:
         finally:
             proxy.terminate()
             proxy.wait(10)
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2-prior-knowledge"])
+def test_curl_sees_early_hints(
+    bound_socket: socket.socket, worker_class: str, version: str
+) -> None:
+    curl = _tool("curl")
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        assert "http.response.early_hint" in scope["extensions"]
+        await send(
+            {"type": "http.response.early_hint", "links": [b"</s.css>; rel=preload; as=style"]}
+        )
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"page"})
+
+    server = start_server(app, bound_socket, worker_class=worker_class)
+    try:
+        done = _run(curl, "-sS", "-i", version, server.url + "/")
+        assert done.returncode == 0, done.stderr
+        heads = [line for line in done.stdout.splitlines() if line.startswith("HTTP/")]
+        assert [h.split()[1] for h in heads] == ["103", "200"]
+        assert "link: </s.css>; rel=preload; as=style" in done.stdout.lower()
+        assert done.stdout.endswith("page")
+    finally:
+        server.stop()

@@ -55,7 +55,7 @@ def test_get_scope_and_response(split: tuple[str, str]) -> None:
     assert scope["client"] == ("127.0.0.1", 50000)
     assert scope["server"] == ("127.0.0.1", 8000)
     assert scope["state"] == {"db": 1}
-    assert scope["extensions"] == {"http.response.trailers": {}}
+    assert scope["extensions"] == {"http.response.trailers": {}, "http.response.early_hint": {}}
     assert pair.receive_all() == [{"type": "http.request", "body": b"", "more_body": False}]
     pair.respond(200, [(b"content-type", b"text/plain")], b"hello")
     events = pair.client_events()

@@ -323,7 +323,7 @@ def test_response_trailers(engine: str) -> None:
     assert pair.response(sid)[1:] == (b"data", True)
 
 
-def test_request_trailers_end_the_body(engine: str) -> None:
+def test_request_trailers_reach_the_app(engine: str) -> None:
     pair = pair_of(engine)
     sid = pair.request("POST", body=b"abc", end=False)
     pair.client.send_headers(sid, [(b"x-sum", b"1")], end_stream=True)
@@ -331,6 +331,70 @@ def test_request_trailers_end_the_body(engine: str) -> None:
     messages = pair.receive_all(sid)
     assert b"".join(m["body"] for m in messages) == b"abc"
     assert messages[-1]["more_body"] is False
+    assert messages[-1]["trailers"] == [(b"x-sum", b"1")]
+
+
+# -- early hints and server push -----------------------------------------------------------------
+
+
+def test_early_hints(engine: str) -> None:
+    pair = pair_of(engine)
+    sid = pair.request()
+    assert "http.response.early_hint" in pair.stream(sid).scope["extensions"]
+    links = [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"]
+    pair.app_send(sid, {"type": "http.response.early_hint", "links": links})
+    pair.respond(sid, 200, [], b"page")
+    hints = pair.of_type(h2.events.InformationalResponseReceived)
+    assert len(hints) == 1
+    assert hints[0].headers[0] == (b":status", b"103")
+    assert [v for n, v in hints[0].headers if n == b"link"] == links
+    assert pair.response(sid)[1:] == (b"page", True)
+
+
+def test_early_hint_after_the_head_is_an_app_error(engine: str) -> None:
+    pair = pair_of(engine)
+    sid = pair.request()
+    pair.app_send(sid, {"type": "http.response.start", "status": 200})
+    pair.app_send(sid, {"type": "http.response.body", "body": b"x", "more_body": True})
+    with pytest.raises(AppProtocolError):
+        pair.app_send(sid, {"type": "http.response.early_hint", "links": [b"</a>"]})
+
+
+def test_server_push(engine: str) -> None:
+    pair = pair_of(engine)
+    sid = pair.request("GET", "/page")
+    assert "http.response.push" in pair.stream(sid).scope["extensions"]
+    pair.app_send(
+        sid,
+        {"type": "http.response.push", "path": "/style.css", "headers": [(b"accept", b"text/css")]},
+    )
+    pushed = pair.of_type(h2.events.PushedStreamReceived)
+    assert len(pushed) == 1
+    promised = pushed[0].pushed_stream_id
+    assert dict(pushed[0].headers)[b":path"] == b"/style.css"
+    assert dict(pushed[0].headers)[b":authority"] == b"example.com"
+    stream = pair.stream(promised)
+    assert stream.scope["path"] == "/style.css"
+    assert stream.scope["method"] == "GET"
+    assert (b"accept", b"text/css") in stream.scope["headers"]
+    assert "http.response.push" not in stream.scope["extensions"]
+    assert pair.receive_all(promised) == [{"type": "http.request", "body": b"", "more_body": False}]
+    pair.respond(promised, 200, [], b"body{}")
+    pair.respond(sid, 200, [], b"<html>")
+    assert pair.response(promised)[1:] == (b"body{}", True)
+    assert pair.response(sid)[1:] == (b"<html>", True)
+    assert pair.server.idle
+
+
+def test_no_push_when_the_client_disables_it(engine: str) -> None:
+    codes = h2.settings.SettingCodes
+    pair = pair_of(engine, client_settings={codes.ENABLE_PUSH: 0})
+    sid = pair.request()
+    pair.app_send(sid, {"type": "http.response.push", "path": "/x", "headers": []})
+    assert not pair.of_type(h2.events.PushedStreamReceived)
+    assert len(pair.sink.started) == 1
+    pair.respond(sid, 200, [], b"ok")
+    assert pair.response(sid)[1:] == (b"ok", True)
 
 
 # -- app errors ------------------------------------------------------------------------------------

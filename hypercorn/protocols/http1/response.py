@@ -326,6 +326,26 @@ class ResponseWriter:
             self._write_error(status, now)
         self._close()
 
+    def send_informational(
+        self, stream: AsgiHttpStream, status: int, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        head = self._head
+        if stream is not self._stream or self._closed or self._response_started:
+            return
+        if head is None or head.http_version != b"1.1":
+            return  # (HTTP/1.0 has no interim responses)
+        lines = [status_line(status)]
+        for name, value in headers:
+            check_header(name, value)
+            lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(_CRLF)
+        self._write(b"".join(lines))
+
+    def send_push(
+        self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        """No server push on HTTP/1.1 (the extension is not in its scope)."""
+
 
 #: (block, content_length, close, has_date, has_server): see ``_header_facts``.
 _HeaderFacts = tuple[bytes, "int | None", bool, bool, bool]
