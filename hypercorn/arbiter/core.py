@@ -26,8 +26,10 @@ Rules, re-checked after every observation (``_settle``):
    to retire (``max_requests``) is replaced the same way, in any phase but STOPPING, and
    serves until its replacement is READY.
 4. A worker that dies before READY with a boot-failure exit code (3: boot, 4: app load)
-   halts the server while BOOTING, aborts a roll (the old workers keep serving), and while
-   RUNNING halts only if no other worker is serving (otherwise it backs off).
+   halts the server while BOOTING (the first start), aborts a roll (the old workers keep
+   serving), and otherwise is retried with back-off and reported (log, STATUS=): once the
+   server has been ready, a worker that cannot start is an outage of something the app
+   needs, not a configuration mistake.
 5. A worker that dies after READY is replaced; repeated quick deaths back off exponentially.
 6. A worker silent for ``timeout`` gets SIGABRT (its faulthandler dumps every thread's stack)
    then SIGKILL ``kill_grace`` later. Draining workers get SIGKILL once their deadline
@@ -260,20 +262,26 @@ class ArbiterCore(SignalHandlers):
             self._log("error", reason)
             self._count_crash(slot, worker, now)
             return
-        # RUNNING (or ROLLING, a respawned current worker): others may still be serving.
-        if boot_failure and self.ready_count() == 0:
-            assert exited.code is not None
-            self._halt(exited.code, reason, now)
-            return
-        self._log("error", reason)
-        self._count_crash(slot, worker, now)
+        # RUNNING or ROLLING: the server has served, so this is no configuration mistake to
+        # halt on (exit 3/4 would keep systemd from restarting it) but an outage of
+        # something the app needs (a database): retry with back-off, say so, and let the
+        # other workers serve meanwhile.
+        self._count_crash(slot, worker, now, quiet=True)
+        delay = max(0.0, (slot.respawn_at or now) - now)
+        others = self.ready_count()
+        serving = f"{others} other worker{'s' if others != 1 else ''} serving"
+        self._log("error", f"{reason}; retrying in {delay:.1f}s ({serving})")
+        self._emit(Notify(f"STATUS=a worker cannot start: {reason}; retrying ({serving})"))
+        slot.failing = True
 
-    def _count_crash(self, slot: SlotRecord, worker: WorkerRecord, now: float) -> None:
+    def _count_crash(
+        self, slot: SlotRecord, worker: WorkerRecord, now: float, *, quiet: bool = False
+    ) -> None:
         if worker.ready_at is not None and now - worker.ready_at >= self.settings.stable_after:
             slot.crashes = 0
         slot.crashes += 1
         delay = self._backoff(slot.crashes)
-        if delay:
+        if delay and not quiet:
             self._log("warning", f"workers keep dying; next start in {delay:.1f}s")
         slot.respawn_at = now + delay
 
@@ -291,6 +299,11 @@ class ArbiterCore(SignalHandlers):
         worker.ready_at = worker.last_beat = now
         self._boot_crashes = 0
         slot = self.slots.get(worker.slot)
+        if slot is not None and slot.failing:
+            slot.failing = False
+            self._log("info", f"{worker.name} started after earlier failures")
+            if not any(s.failing for s in self.slots.values()):
+                self._emit(Notify(f"STATUS=serving with {len(self.slots)} workers"))
         if slot is None or slot.incoming != wid:
             return
         slot.incoming = None

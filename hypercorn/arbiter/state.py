@@ -59,3 +59,5 @@ class SlotRecord:
     respawn_at: float | None = None
     #: Its listeners were retired (no live worker); set again once a worker of it is READY.
     quiet: bool = False
+    #: A worker of it failed to start after the server was ready (reported until one does).
+    failing: bool = False

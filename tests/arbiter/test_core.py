@@ -546,16 +546,43 @@ def test_booting_worker_ended_by_a_group_sigint_is_no_warning() -> None:
     assert of(cmds, Exit) == [Exit(0)]
 
 
-def test_boot_failure_of_a_respawn_halts_only_when_nobody_serves() -> None:
+def test_boot_failure_after_readiness_backs_off_and_is_reported_never_halts() -> None:
+    """The database went down: replacements fail lifespan startup (exit 3). Halting would
+    be a permanent outage under systemd's RestartPreventExitStatus=3."""
     h = Harness()
     h.booted()
     h.exit(1, signal=9)  # respawn 3
-    cmds = h.exit(3, EXIT_APP_LOAD_ERROR)
-    assert of(cmds, Halt) == []  # worker 2 still serves: back off and retry
+    h.feed(WorkerFailed(3, "lifespan startup failed: db is down"))
+    cmds = h.exit(3, EXIT_BOOT_ERROR)
+    assert of(cmds, Halt) == []
+    assert any("db is down" in c.message and "retrying" in c.message for c in of(cmds, Log))
+    assert any(m.startswith("STATUS=") and "db is down" in m for m in notified_all(cmds))
+    h.exit(2, signal=9)  # nobody serves now: still no halt
+    for _ in range(6):
+        deadline = h.core.next_deadline()
+        assert deadline is not None
+        cmds = h.advance(deadline - h.now)
+        for wid in spawned(cmds):
+            cmds = h.exit(wid, EXIT_BOOT_ERROR)
+            assert of(cmds, Halt) == []
     assert h.core.phase is Phase.RUNNING
-    h.exit(2, signal=9)  # respawn for slot 1 (4), slot 0 still backing off
-    cmds = h.exit(4, EXIT_APP_LOAD_ERROR)
-    assert of(cmds, Halt)[0].code == EXIT_APP_LOAD_ERROR
+    # The database is back: the next attempt starts and the status says so.
+    deadline = h.core.next_deadline()
+    assert deadline is not None
+    new = spawned(h.advance(deadline - h.now))
+    cmds = []
+    for wid in new:
+        cmds += h.feed(WorkerReady(wid))
+    if len(new) < 2:
+        deadline = h.core.next_deadline()
+        assert deadline is not None
+        for wid in spawned(h.advance(deadline - h.now)):
+            cmds += h.feed(WorkerReady(wid))
+    assert "STATUS=serving with 2 workers" in notified_all(cmds)
+
+
+def notified_all(commands: Sequence[Command]) -> list[str]:
+    return [line for c in of(commands, Notify) for line in c.message.split("\n")]
 
 
 def test_a_slot_without_a_live_worker_retires_its_listeners_before_its_respawn() -> None:

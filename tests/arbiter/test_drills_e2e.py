@@ -170,7 +170,7 @@ def test_reuse_port_slot_in_crash_backoff_holds_no_connections(
         workers = server.wait_ready()
         (app_dir / "lifespan_fail").write_text("")  # replacements cannot start
         os.kill(min(workers), signal.SIGKILL)
-        wait_for(lambda: "next start in" in server.stderr(), 15, "the slot to back off")
+        wait_for(lambda: server.stderr().count("retrying in") >= 2, 15, "the slot to back off")
         _every_fresh_connection_answered(port)
 
 
@@ -324,3 +324,39 @@ def test_hung_worker_dumps_its_stack_but_no_core(
     assert "core dumped" not in exit_line, exit_line
     if not pattern.startswith("|"):
         assert _core_files(app_dir) == []
+
+
+def test_lifespan_failure_after_readiness_is_retried_not_fatal(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    """Exit status 3 means "fix the configuration" at first boot only: once the server has
+    served, a replacement that cannot start (the database is down) is retried with back-off
+    and reported, and the server recovers when the database does."""
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        assert server.notify is not None
+        first = server.wait_ready()
+        (app_dir / "lifespan_fail").write_text("")
+        for victim in first:  # the worst case: no worker left serving
+            os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: server.stderr().count("db is down") >= 4, 20, "retries")
+        assert server.proc.poll() is None, server.stderr()  # the master keeps running
+        assert _status_says(server, "db is down")  # systemctl status shows why
+        (app_dir / "lifespan_fail").unlink()  # the database is back
+        wait_for(lambda: _answers(server.port), 40, "the server to serve again")
+        assert server.proc.poll() is None
+
+
+def _status_says(server: HypercornProcess, text: str) -> bool:
+    """Whether an sd_notify STATUS= line received so far contains ``text``."""
+    notify = server.notify
+    assert notify is not None
+    notify.sock.setblocking(False)
+    try:
+        while True:
+            notify.messages.append(notify.sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        notify.sock.setblocking(True)
+    lines = [line for message in notify.messages for line in message.split("\n")]
+    return any(line.startswith("STATUS=") and text in line for line in lines)
