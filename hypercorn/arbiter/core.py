@@ -101,6 +101,7 @@ class ArbiterCore(SignalHandlers):
         self.exit_code: int | None = None
         self.halt_reason: str | None = None
         self.upgrading = False
+        self.deferred: list[Sig] = []
         self._roll_target: int | None = None
         self._reload_pending = False
         self._boot_crashes = 0
@@ -400,10 +401,11 @@ class ArbiterCore(SignalHandlers):
             self._emit(Notify("RELOADING=1\nSTATUS=rolling restart"))
 
     def _resize(self, workers: int, now: float) -> None:
+        self._log("info", f"configuration: workers: {workers} (was {len(self.slots)})")
         while len(self.slots) < workers:
-            self._add_worker(now)
+            self._add_slot()
         while len(self.slots) > workers:
-            self._remove_worker(now)
+            self._remove_slot(now)
 
     def _begin_stop(self, now: float, sig: Sig, *, quick: bool, notify: bool = True) -> None:
         self.phase = Phase.STOPPING
@@ -512,7 +514,11 @@ class ArbiterCore(SignalHandlers):
                 self._log("info", f"{count} worker{'s' if count != 1 else ''} ready")
                 self._emit(Booted())
                 self._emit(Notify(f"READY=1\nSTATUS=serving with {count} workers"))
-            return
+                deferred, self.deferred = self.deferred, []
+                for sig in deferred:
+                    SIGNAL_TABLE[(Phase.RUNNING, sig)](self, now)
+            if self.phase is Phase.BOOTING:
+                return
         if self.phase is Phase.ROLLING and self._roll_done():
             self.phase = Phase.RUNNING
             self._roll_target = None

@@ -33,6 +33,8 @@ class SignalHandlers:
     slots: dict[int, SlotRecord]
     upgrading: bool
     _reload_pending: bool
+    #: Signals received while booting, run once every worker is ready.
+    deferred: list[Sig]
 
     if TYPE_CHECKING:
 
@@ -90,15 +92,21 @@ class SignalHandlers:
         self._emit(Reexec())
 
     def _add_worker(self, now: float) -> None:
-        index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
-        self.slots[index] = SlotRecord(index)
+        self._add_slot()
         self._log("info", f"SIGTTIN: adding a worker ({len(self.slots)} now)")
 
     def _remove_worker(self, now: float) -> None:
         if len(self.slots) <= 1:
             self._log("warning", "SIGTTOU ignored: keeping at least one worker")
             return
+        self._remove_slot(now)
+        self._log("info", f"SIGTTOU: removing a worker ({len(self.slots)} left)")
 
+    def _add_slot(self) -> None:
+        index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
+        self.slots[index] = SlotRecord(index)
+
+    def _remove_slot(self, now: float) -> None:
         def age(slot: SlotRecord) -> tuple[int, float, int]:
             # Empty slots first (nothing to drain), then the oldest worker (gunicorn).
             if slot.current is None:
@@ -112,10 +120,12 @@ class SignalHandlers:
             if wid is not None:
                 self._drain(self.workers[wid], now, Sig.TERM)
         self._emit(CloseSlot(slot.index))
-        self._log("info", f"SIGTTOU: removing a worker ({len(self.slots)} left)")
 
-    def _ignore_while_booting(self, now: float) -> None:
-        self._log("warning", "signal ignored: the server is still booting")
+    def _defer(self, sig: Sig) -> None:
+        """USR1/HUP/USR2 while booting: run once every worker is ready (at most once each)."""
+        if sig not in self.deferred:
+            self.deferred.append(sig)
+        self._log("info", f"SIG{sig.value} received while booting: it will run once ready")
 
 
 Handler = Callable[[SignalHandlers, float], None]
@@ -129,9 +139,9 @@ SIGNAL_TABLE: dict[tuple[Phase, Sig], Handler] = {
     **{(p, Sig.QUIT): SignalHandlers._quick_stop for p in _ACTIVE},
     **{(p, Sig.TTIN): SignalHandlers._add_worker for p in _ACTIVE},
     **{(p, Sig.TTOU): SignalHandlers._remove_worker for p in _ACTIVE},
-    (Phase.BOOTING, Sig.USR1): SignalHandlers._ignore_while_booting,
-    (Phase.BOOTING, Sig.HUP): SignalHandlers._ignore_while_booting,
-    (Phase.BOOTING, Sig.USR2): SignalHandlers._ignore_while_booting,
+    (Phase.BOOTING, Sig.USR1): lambda core, now: core._defer(Sig.USR1),
+    (Phase.BOOTING, Sig.HUP): lambda core, now: core._defer(Sig.HUP),
+    (Phase.BOOTING, Sig.USR2): lambda core, now: core._defer(Sig.USR2),
     (Phase.RUNNING, Sig.USR1): SignalHandlers._roll,
     (Phase.ROLLING, Sig.USR1): SignalHandlers._roll,
     (Phase.RUNNING, Sig.HUP): SignalHandlers._reload,

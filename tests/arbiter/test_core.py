@@ -444,6 +444,32 @@ def test_hup_reloads_then_rolls_and_resizes() -> None:
     assert h.core.phase is Phase.ROLLING
 
 
+def test_hup_resize_says_so_without_naming_signals_nobody_sent() -> None:
+    h = Harness()
+    h.booted()
+    h.signal(Sig.HUP)
+    new = CoreSettings(**{**SETTINGS.__dict__, "workers": 3})
+    messages = [c.message for c in of(h.feed(ConfigReloaded(new)), Log)]
+    assert "configuration: workers: 3 (was 2)" in messages
+    assert not any("SIGTT" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("sig", "expected"), [(Sig.USR1, Spawn), (Sig.HUP, ReloadConfig), (Sig.USR2, Reexec)]
+)
+def test_restart_signals_while_booting_run_once_ready(sig: Sig, expected: type) -> None:
+    h = Harness()
+    h.start()
+    cmds = h.signal(sig) + h.signal(sig)  # twice: still once
+    assert of(cmds, expected) == []
+    assert any("will run once ready" in c.message for c in of(cmds, Log))
+    h.feed(WorkerReady(1))
+    cmds = h.feed(WorkerReady(2))
+    assert notified(cmds)[0] == "READY=1"
+    assert len(of(cmds, expected)) == 1
+    assert cmds.index(of(cmds, Booted)[0]) < cmds.index(of(cmds, expected)[0])
+
+
 def test_hup_with_a_bad_file_keeps_the_config_and_still_rolls() -> None:
     h = Harness()
     h.booted()

@@ -360,3 +360,22 @@ def _status_says(server: HypercornProcess, text: str) -> bool:
         notify.sock.setblocking(True)
     lines = [line for message in notify.messages for line in message.split("\n")]
     return any(line.startswith("STATUS=") and text in line for line in lines)
+
+
+# ------------------------------------------------------------------------------ cosmetics
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP])
+def test_a_restart_asked_for_while_booting_runs_once_ready(
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+) -> None:
+    (app_dir / "boot_delay").write_text("1.0")
+    with running(["-w", "1", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        assert server.notify is not None
+        (booting,) = server.wait_workers(lambda pids: len(pids) == 1)
+        server.signal(sig)
+        server.notify.wait_for("READY=1")  # the first boot
+        server.notify.wait_for("RELOADING=1")  # then the restart asked for
+        server.notify.wait_for("READY=1", 20)
+        server.wait_workers(lambda pids: len(pids) == 1 and booting not in pids, 20)
+        assert "will run once" in server.stderr()

@@ -348,6 +348,8 @@ def test_hup_rereads_the_config_file_and_keeps_the_old_one_when_bad(
         server.notify.wait_for("RELOADING=1")
         server.notify.wait_for("READY=1")
         new = server.wait_workers(lambda pids: len(pids) == 3 and not pids & old)
+        assert "SIGTTIN" not in server.stderr()  # no signal was sent: the file changed
+        assert "workers: 3 (was 2)" in server.stderr()
 
         conf.write_text("workers = 'many'\n")
         server.signal(signal.SIGHUP)
