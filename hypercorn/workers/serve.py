@@ -7,9 +7,11 @@
    report ready and beat from inside the loop (``WorkerHooks``);
 3. on a stop request - signal, ``shutdown_trigger``, ``max_requests`` (without an arbiter;
    under one the worker asks for a replacement and serves on until it is stopped) or a beat
-   answering False - stop accepting, let in-flight requests finish within ``graceful_timeout``
-   (answering them with ``Connection: close``; idle keep-alive connections close at once),
-   then abort what is left and run lifespan shutdown. A fast stop (SIGQUIT) skips the wait.
+   answering False - stop accepting and close the listeners, let in-flight requests finish
+   within ``graceful_timeout`` (answering them with ``Connection: close``; an idle keep-alive
+   connection stays open a short grace, so a request its client is sending right now is
+   answered, with ``Connection: close``, rather than reset), then abort what is left and run
+   lifespan shutdown. A fast stop (SIGQUIT) skips the wait.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.procs import (
     HypercornProcess,
+    KeepAliveLoad,
     children_of,
     cpu_seconds,
     http_get,
@@ -379,3 +380,43 @@ def test_a_restart_asked_for_while_booting_runs_once_ready(
         server.notify.wait_for("READY=1", 20)
         server.wait_workers(lambda pids: len(pids) == 1 and booting not in pids, 20)
         assert "will run once" in server.stderr()
+
+
+# ------------------------------------------------------------------------------ keep-alive
+
+
+def test_keep_alive_clients_lose_no_request_across_max_requests_recycles(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    """Two keep-alive clients that never retry, 20 recycles: zero failed requests."""
+    args = ["-w", "1", "--max-requests", "100", *FAST, "app:app"]
+    with running(args, cwd=app_dir, sock=bound_socket) as server:
+        server.wait_ready()
+        with KeepAliveLoad(server.port, clients=2) as load:
+            wait_for(
+                lambda: server.stderr().count("ready; stopping worker") >= 20,
+                90,
+                "20 recycles",
+                interval=0.1,
+            )
+            load.stop()
+    assert load.ok > 2000
+    assert load.failures == [], f"{len(load.failures)} of {load.ok}: {load.failures[:5]}"
+
+
+def test_keep_alive_clients_lose_no_request_across_usr1(
+    app_dir: Path, bound_socket: socket.socket
+) -> None:
+    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+        assert server.notify is not None
+        workers = server.wait_ready()
+        with KeepAliveLoad(server.port, clients=2) as load:
+            for _ in range(4):
+                wait_for(lambda: load.ok > 0, 10, "requests")
+                server.signal(signal.SIGUSR1)
+                server.notify.wait_for("RELOADING=1")
+                server.notify.wait_for("READY=1", 30)
+                old = workers
+                workers = server.wait_workers(lambda p, old=old: len(p) == 2 and not p & old, 30)
+            load.stop()
+    assert load.failures == [], f"{len(load.failures)} of {load.ok}: {load.failures[:5]}"

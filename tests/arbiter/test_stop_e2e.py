@@ -66,6 +66,7 @@ def test_rolling_restart_holds_at_most_one_extra_worker(
         for thread in threads:
             thread.join(10)
     assert result.failures == []
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in lingering), lingering
     assert census.most_alive <= 3, census.samples
     assert census.fewest_serving >= 2, census.samples
 

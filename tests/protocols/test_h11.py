@@ -8,6 +8,7 @@ import h11
 import pytest
 
 from hypercorn.protocols.errors import AppProtocolError
+from hypercorn.protocols.http1.connection import SHUTDOWN_IDLE_GRACE
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.pairs import PARSERS, SPLITS, H1Pair, parse_responses
 
@@ -691,12 +692,45 @@ def test_response_before_body_read_closes_after() -> None:
 # -- shutdown ----------------------------------------------------------------------------------
 
 
-def test_shutdown_idle_closes_now() -> None:
+def test_shutdown_keeps_an_idle_connection_for_a_grace_then_closes() -> None:
     pair = H1Pair()
     pair.request()
     pair.respond(200, [], b"")
     pair.server.start_shutdown(pair.now)
+    # The client may be sending its next request right now: closing would fail it.
+    assert not pair.sink.closed
+    assert pair.server.next_deadline() == pair.now + SHUTDOWN_IDLE_GRACE
+    pair.advance(SHUTDOWN_IDLE_GRACE - 0.01)
+    assert not pair.sink.closed
+    pair.advance(0.01)
     assert pair.sink.closed
+
+
+def test_shutdown_answers_a_request_arriving_in_the_grace_with_close() -> None:
+    pair = H1Pair()
+    pair.request()
+    pair.respond(200, [], b"first")
+    pair.client_events()
+    pair.next_cycle()
+    pair.server.start_shutdown(pair.now)
+    pair.advance(SHUTDOWN_IDLE_GRACE / 2)
+    pair.request()
+    pair.respond(200, [], b"second")
+    events = pair.client_events()
+    assert headers_of(events[0])[b"connection"] == b"close"
+    assert body_of(events) == b"second"
+    assert pair.sink.closed
+
+
+def test_shutdown_grace_never_outlasts_the_keep_alive_timeout() -> None:
+    pair = H1Pair()
+    pair.request()
+    pair.respond(200, [], b"")
+    keep_alive_end = pair.server.next_deadline()
+    assert keep_alive_end is not None
+    pair.advance(keep_alive_end - pair.now - 0.1)
+    pair.server.start_shutdown(pair.now)
+    assert pair.server.next_deadline() == keep_alive_end
 
 
 def test_shutdown_mid_request_finishes_with_close() -> None:

@@ -221,9 +221,11 @@ class KeepAliveClient:
     any response byte arrived is retried once on a fresh connection: RFC 9112 §9.3.1 allows
     that for idempotent requests, and it is what every keep-alive client does."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, *, retry: bool = True) -> None:
         self.port = port
         self.timeout = timeout
+        #: False: a client that never retries (nginx's upstream keepalive with a POST, httpx).
+        self.retry = retry
         self.sock: socket.socket | None = None
         self.conn: h11.Connection | None = None
         self.retries = 0
@@ -247,7 +249,7 @@ class KeepAliveClient:
                 status, body, got_bytes = _read_response(self.sock, self.conn)
             except (OSError, h11.RemoteProtocolError) as exc:
                 self.close()
-                if reused and not got_bytes:
+                if reused and not got_bytes and self.retry:
                     self.retries += 1
                     continue
                 raise RequestFailed(f"{type(exc).__name__}: {exc}") from exc
@@ -257,6 +259,56 @@ class KeepAliveClient:
                 self.conn.start_next_cycle()
             return status, body.decode()
         raise RequestFailed("retry failed")
+
+
+class KeepAliveLoad:
+    """``clients`` threads, each one keep-alive connection that never retries a request
+    (reconnecting only after a ``Connection: close`` answer), bounded in count and time."""
+
+    def __init__(self, port: int, clients: int = 2, max_requests: int = 200_000) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self._budget = max_requests
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> KeepAliveLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def _run(self) -> None:
+        client = KeepAliveClient(self.port, retry=False)
+        deadline = time.monotonic() + 120
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if self._budget <= 0:
+                        return
+                    self._budget -= 1
+                try:
+                    status, _ = client.get("/")
+                except (OSError, RequestFailed, h11.ProtocolError) as exc:
+                    with self._lock:
+                        self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                with self._lock:
+                    if status == 200:
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"status {status}")
+        finally:
+            client.close()
 
 
 @dataclass

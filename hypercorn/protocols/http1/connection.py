@@ -29,6 +29,8 @@ phase                 deadline                                 on expiry
 ====================  ======================================  ==================================
 IDLE (new conn)       accept + header_read_timeout             close
 IDLE (keep-alive)     end of last response + keep_alive_timeout  close
+IDLE, shutting down   shutdown + SHUTDOWN_IDLE_GRACE (if       close (a request arriving
+                      earlier)                                 first: Connection: close)
 HEAD                  first byte + header_read_timeout         408, close
 BODY                  last body byte + read_timeout (reading,  408 (if no response yet), close
                       not waiting for 100-continue)
@@ -63,8 +65,11 @@ from hypercorn.protocols.ws_handshake import judge_handshake
 
 __all__ = ["H1Connection", "H1Phase"]
 
-# Seconds a never-used connection gets at shutdown for its first request to arrive.
-_UNUSED_SHUTDOWN_GRACE = 0.5
+# Seconds an idle connection stays open once a graceful stop began: the client may be
+# sending its next request right now (a never-used connection its first), and closing would
+# fail it on a client that never retries (nginx's upstream keepalive with a POST, httpx).
+# What arrives is answered with ``Connection: close``; then the connection closes.
+SHUTDOWN_IDLE_GRACE = 1.0
 
 
 class H1Phase(Enum):
@@ -260,14 +265,12 @@ class H1Connection(ResponseWriter):
         self._shutting_down = True
         self._keep_alive = False
         if self._stream is None and self._phase is _PHASE_IDLE:
-            if self._used:
-                self._close()
-            else:
-                # Accepted just before the stop, its first request may still be on the way:
-                # closing now would reset a client that did nothing wrong. Give it a moment.
-                grace = now + _UNUSED_SHUTDOWN_GRACE
-                if self.deadline is None or grace < self.deadline:
-                    self.deadline = grace
+            # Idle (kept alive, or accepted just before the stop): its next request may be
+            # on the way. Closing now would race it; answer it with Connection: close
+            # instead, and close if nothing comes within the grace (or the keep-alive).
+            grace = now + SHUTDOWN_IDLE_GRACE
+            if self.deadline is None or grace < self.deadline:
+                self.deadline = grace
 
     def connection_lost(self) -> None:
         self._closed = True
