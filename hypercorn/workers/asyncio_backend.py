@@ -11,26 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import errno
 import functools
 import logging
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hypercorn.workers.backend import (
+    ACCEPT_EXHAUSTION,
+    EXHAUSTION_BACKOFF,
     BackendName,
     ConnectionHandler,
     ConnectionInfo,
     ExceptionMapping,
+    ExhaustionLog,
     Listener,
     OnConnection,
     ServeOptions,
+    TaskStarter,
     TransportClosed,
     TransportTimeout,
     map_exceptions,
+    peer_address,
+    tls_connection_info,
 )
 
 if TYPE_CHECKING:
@@ -44,10 +49,6 @@ T = TypeVar("T")
 
 _logger = logging.getLogger("hypercorn.error")
 
-_EXHAUSTION = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-#: Seconds between accept retries after resource exhaustion, and between log lines about it.
-_EXHAUSTION_BACKOFF = 0.1
-_EXHAUSTION_LOG_INTERVAL = 1.0
 
 EXCEPTIONS: ExceptionMapping = {
     asyncio.TimeoutError: TransportTimeout,
@@ -56,12 +57,6 @@ EXCEPTIONS: ExceptionMapping = {
     ssl.SSLError: TransportClosed,
     OSError: TransportClosed,
 }
-
-
-def _address(addr: Any) -> tuple[str, int] | None:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return (str(addr[0]), int(addr[1]))
-    return None
 
 
 class _StreamProtocol(asyncio.Protocol):
@@ -128,24 +123,13 @@ class _StreamProtocol(asyncio.Protocol):
                 None,
             )
         else:
-            client = _address(transport.get_extra_info("peername"))
-            server = _address(transport.get_extra_info("sockname"))
-        alpn = None
-        tls_info: dict[str, Any] | None = None
+            client = peer_address(transport.get_extra_info("peername"))
+            server = peer_address(transport.get_extra_info("sockname"))
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
-            alpn = ssl_object.selected_alpn_protocol()
-            tls_info = {
-                "server_cert": None,
-                "client_cert_chain": [],
-                "client_cert_name": None,
-                "client_cert_error": None,
-                "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
-                "cipher_suite": None,
-            }
-        self._info = ConnectionInfo(
-            client=client, server=server, ssl=self._tls, alpn_protocol=alpn, tls=tls_info
-        )
+            self._info = tls_connection_info(ssl_object, client, server)
+        else:
+            self._info = ConnectionInfo(client=client, server=server)
         try:
             self._handler = handler = self._on_connection(self)
         except Exception:
@@ -279,8 +263,6 @@ class _Event:
 
 _TASK_NAME = "hypercorn-request"
 
-_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
-
 
 class AsyncioBackend:
     """``Backend`` on the running asyncio (or uvloop) event loop."""
@@ -301,20 +283,19 @@ class AsyncioBackend:
     def event(self) -> AsyncEvent:
         return _Event(self._loop)
 
-    def task_starter(
-        self,
-    ) -> tuple[Callable[[Coroutine[Any, Any, object]], asyncio.Task[Any]], bool]:
+    def task_starter(self) -> TaskStarter:
         # No done callback and no set: the caller holds the task (one per request, so the
         # bookkeeping would cost a loop callback each). Built directly with a fixed name
         # (an unnamed Task formats "Task-<n>", and create_task adds a layer), through a
         # partial: a C-level callable, no Python frame per request.
         loop = self._loop
         if loop.get_task_factory() is not None:
-            return loop.create_task, True  # (a factory may start tasks eagerly)
+            return TaskStarter(loop.create_task, True)  # (a factory may start tasks eagerly)
         if _EAGER:
             eager: dict[str, Any] = {"eager_start": True}  # (3.12+; not in 3.11's stubs)
-            return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME, **eager), True
-        return functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME), False
+            start = functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME, **eager)
+            return TaskStarter(start, True)
+        return TaskStarter(functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME), False)
 
     def spawn(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
@@ -400,7 +381,7 @@ class _Acceptor:
         self._reading = False
         self._stopped = False
         self._retry: asyncio.TimerHandle | None = None
-        self._last_log = -_EXHAUSTION_LOG_INTERVAL
+        self._exhaustion = ExhaustionLog()
         self._handshakes: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -444,7 +425,7 @@ class _Acceptor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in _EXHAUSTION:
+                if exc.errno in ACCEPT_EXHAUSTION:
                     self._exhausted(exc)
                     return
                 # ECONNABORTED and friends: that one connection is gone; keep accepting.
@@ -456,12 +437,9 @@ class _Acceptor:
             self._connect(conn, listener.ssl_context)
 
     def _exhausted(self, exc: OSError) -> None:
-        now = self._loop.time()
-        if now - self._last_log >= _EXHAUSTION_LOG_INTERVAL:
-            self._last_log = now
-            _logger.error("Out of resources accepting connections (%s); backing off", exc.strerror)
+        self._exhaustion.report(self._loop.time(), exc)
         self._set_reading(False)
-        self._retry = self._loop.call_later(_EXHAUSTION_BACKOFF, self._resume)
+        self._retry = self._loop.call_later(EXHAUSTION_BACKOFF, self._resume)
 
     def _resume(self) -> None:
         self._retry = None

@@ -35,9 +35,11 @@ around an ASGI app) never swallows a cancellation by accident.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import socket
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     Ts = TypeVarTuple("Ts")
 
 T = TypeVar("T")
+
+_logger = logging.getLogger("hypercorn.error")
 
 BackendName = Literal["asyncio", "uvloop", "trio"]
 
@@ -102,6 +106,55 @@ class ConnectionInfo:
     #: The contents of the ASGI ``tls`` scope extension (``server_cert``,
     #: ``client_cert_chain``, ``tls_version``, ``cipher_suite``) or None without TLS.
     tls: Mapping[str, Any] | None = None
+
+
+def peer_address(addr: Any) -> tuple[str, int] | None:
+    """An ``(host, port)`` from a socket address, None for anything else (Unix sockets)."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (str(addr[0]), int(addr[1]))
+    return None
+
+
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
+
+
+def tls_connection_info(
+    tls: Any, client: tuple[str, int] | None, server: tuple[str, int | None] | None
+) -> ConnectionInfo:
+    """``ConnectionInfo`` for a finished TLS handshake; ``tls`` is an ``ssl.SSLObject`` or
+    anything with its ``selected_alpn_protocol()`` and ``version()`` (``trio.SSLStream``)."""
+    return ConnectionInfo(
+        client=client,
+        server=server,
+        ssl=True,
+        alpn_protocol=tls.selected_alpn_protocol(),
+        tls={
+            "server_cert": None,
+            "client_cert_chain": [],
+            "client_cert_name": None,
+            "client_cert_error": None,
+            "tls_version": _TLS_VERSIONS.get(tls.version() or ""),
+            "cipher_suite": None,
+        },
+    )
+
+
+#: ``accept()`` errors meaning the process or the machine ran out of something: the accept
+#: loop backs off for ``EXHAUSTION_BACKOFF`` seconds and tries again, never ends.
+ACCEPT_EXHAUSTION = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+EXHAUSTION_BACKOFF = 0.1
+
+
+class ExhaustionLog:
+    """Says that accepting ran out of resources, at most once a second (no traceback)."""
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+
+    def report(self, now: float, exc: OSError) -> None:
+        if now - self._last >= 1.0:
+            self._last = now
+            _logger.error("Out of resources accepting connections (%s); backing off", exc.strerror)
 
 
 class ConnectionHandler(Protocol):
@@ -241,6 +294,25 @@ class ServeOptions:
     write_low_water: int = 16 * 1024
 
 
+class TaskStarter(NamedTuple):
+    """``Backend.task_starter()``: the per-request variant of ``spawn``, as cheap as the loop
+    allows (it runs once per request).
+
+    ``start(coro)`` runs the coroutine as if in a task of its own: concurrently with the
+    caller, in a fresh copy of the caller's context, stopped alone by the handle's
+    ``cancel`` (the coroutine never runs if cancelled before it started, unless it is
+    ``eager``). Whether that is a new task is the backend's business: on asyncio it is (an
+    ``asyncio.Task`` made by a C-level callable), trio reuses parked tasks (a new trio task
+    and cancel scope per request would cost more). The caller keeps the handle (the loop may
+    not), and the coroutine must catch its own exceptions: none is logged here.
+    """
+
+    start: Callable[[Coroutine[Any, Any, object]], TaskHandle]
+    #: The coroutine may run up to its first suspension before ``start`` returns (asyncio
+    #: 3.12+, or a task factory installed on the loop); never on trio.
+    eager: bool
+
+
 #: Builds the handler for a freshly accepted connection; called synchronously by the backend.
 OnConnection = Callable[[Transport], ConnectionHandler]
 
@@ -270,13 +342,9 @@ class Backend(Protocol):
     def spawn(self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]) -> TaskHandle:
         """Start ``fn(*args)`` as a new task (see the class docstring)."""
 
-    def task_starter(self) -> tuple[Callable[[Coroutine[Any, Any, object]], TaskHandle], bool]:
-        """``(start, eager)``: ``start`` starts a coroutine as a per-request app task,
-        ``spawn`` without the bookkeeping. The caller keeps the handle (the loop may not),
-        and the coroutine must catch its own exceptions, because none is logged here.
-        ``eager`` says whether the task may run up to its first suspension before ``start``
-        returns (asyncio 3.12+, or a task factory installed on the loop). Fetched once per
-        connection: on asyncio ``start`` is a C-level callable."""
+    def task_starter(self) -> TaskStarter:
+        """How per-request app coroutines start; fetched once per connection (see
+        ``TaskStarter``)."""
 
     def call_at(self, deadline: float, fn: Callable[[], object]) -> TimerHandle:
         """Run ``fn()`` from the loop once ``now() >= deadline`` (at once if already due).
@@ -308,7 +376,11 @@ class Backend(Protocol):
         """
 
     def remove_signal_handler(self, signum: int) -> None:
-        """Restore the default disposition for ``signum``. Idempotent."""
+        """Undo ``add_signal_handler``. Idempotent.
+
+        asyncio restores the default disposition; trio the one the signal had before (the
+        default, unless trio itself or the program had set one: trio's SIGINT handler).
+        """
 
     async def serve(
         self,
