@@ -33,11 +33,12 @@ def run_with_backend(worker_class: str, main: Callable[[Backend], Awaitable[T]])
         return uvloop_backend.run(main)
     if worker_class == "trio":
         try:
-            from hypercorn.workers import trio_backend  # type: ignore[attr-defined, unused-ignore]
+            from hypercorn.workers import trio_backend
         except ImportError as exc:
-            raise ImportError("the trio worker class is not available in this build") from exc
-        result: T = trio_backend.run(main)
-        return result
+            raise ImportError(
+                "the trio worker class needs trio: pip install 'hypercorn[trio]'"
+            ) from exc
+        return trio_backend.run(main)
     raise ValueError(f"unknown worker class {worker_class!r}; expected one of {WORKER_CLASSES}")
 
 
@@ -73,7 +74,7 @@ def unavailable_reason(worker_class: str) -> str | None:
 
 
 def current_backend(worker_class: str = "asyncio") -> Backend:
-    """The backend for the loop running in this thread (for ``hypercorn.asyncio.serve``).
+    """The backend for the loop running in this thread (for serve() and the middleware).
 
     Must be called from inside that running loop.
     """
@@ -84,8 +85,7 @@ def current_backend(worker_class: str = "asyncio") -> Backend:
             name="uvloop" if worker_class == "uvloop" else "asyncio"
         )
     if worker_class == "trio":
-        from hypercorn.workers import trio_backend  # type: ignore[attr-defined, unused-ignore]
+        from hypercorn.workers import trio_backend
 
-        backend: Backend = trio_backend.TrioBackend()
-        return backend
+        return trio_backend.current()
     raise ValueError(f"unknown worker class {worker_class!r}; expected one of {WORKER_CLASSES}")

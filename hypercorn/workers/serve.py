@@ -33,7 +33,7 @@ from hypercorn.workers.driver import WorkerContext, limits_from_config
 if TYPE_CHECKING:
     from hypercorn.arbiter.sockets import Sockets
     from hypercorn.config import Config
-    from hypercorn.workers.backend import Backend
+    from hypercorn.workers.backend import AsyncEvent, Backend
 
 _logger = logging.getLogger("hypercorn.error")
 
@@ -92,12 +92,14 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     mode: Literal["asgi", "wsgi"] | None = None,
     hooks: WorkerHooks | None = None,
+    stop_event: AsyncEvent | None = None,
 ) -> None:
     """Serve ``app`` on ``sockets`` until shut down; see the module docstring.
 
     ``shutdown_trigger is None`` installs SIGTERM/SIGINT (graceful) and SIGQUIT (fast)
-    handlers for the duration (upstream semantics). The stream listeners are closed when the
-    stop begins (closing them again is harmless).
+    handlers for the duration (upstream semantics). Setting ``stop_event`` also stops
+    gracefully, whichever of the two is in use. The stream listeners are closed when the stop
+    begins (closing them again is harmless).
     """
     from hypercorn.apps import wrap_app
     from hypercorn.preflight import refuse_quic
@@ -169,6 +171,8 @@ async def serve(
             installed.append(signum)
     else:
         backend.spawn(_await_trigger, shutdown_trigger, stopper)
+    if stop_event is not None:
+        backend.spawn(_await_trigger, stop_event.wait, stopper)
     backend.spawn(_beat, ctx, stopper, hooks)
 
     options = ServeOptions(

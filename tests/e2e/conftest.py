@@ -91,7 +91,7 @@ def start_server(
     return server
 
 
-@pytest.fixture(params=["uvloop", "asyncio"])
+@pytest.fixture(params=["uvloop", "asyncio", "trio"])
 def worker_class(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -136,7 +136,7 @@ def _exhaustion_lines(path: Path) -> list[str]:
     return [line for line in text.splitlines() if "accept" in line.lower()]
 
 
-@pytest.mark.parametrize("worker_class", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("worker_class", ["asyncio", "uvloop", "trio"])
 def test_emfile_is_logged_once_and_the_server_recovers(
     tmp_path: Path, bound_socket: socket.socket, worker_class: str
 ) -> None:

@@ -1,8 +1,9 @@
 """Real frameworks over a real socket: Starlette and FastAPI (ASGI), Flask (WSGI), with httpx.
 
-The server runs ``hypercorn.workers.serve.serve`` on the asyncio backend in a background
-thread (``tests.e2e.conftest.start_server``), on the pre-bound port-0 socket from the
-``bound_socket`` fixture.
+The server runs ``hypercorn.workers.serve.serve`` on each backend (asyncio, uvloop, trio: the
+``worker_class`` fixture) in a background thread (``tests.e2e.conftest.start_server``), on the
+pre-bound port-0 socket from the ``bound_socket`` fixture. Starlette and FastAPI run on trio
+through anyio.
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ from starlette.routing import Route  # noqa: E402
 
 @contextmanager
 def serving(
-    app: object, sock: socket.socket, config: Config | None = None, mode: Any = None
+    app: object,
+    sock: socket.socket,
+    worker_class: str,
+    config: Config | None = None,
+    mode: Any = None,
 ) -> Iterator[str]:
-    """Serve ``app`` on ``sock`` in a background thread (asyncio); yields the base URL."""
+    """Serve ``app`` on ``sock`` in a background thread; yields the base URL."""
     if mode is not None:
         app = ModedApp(app, mode)
-    server = start_server(app, sock, worker_class="asyncio", config=config)
+    server = start_server(app, sock, worker_class=worker_class, config=config)
     try:
         yield server.url
     finally:
@@ -95,9 +100,12 @@ def starlette_app(events: list[str]) -> Starlette:
     )
 
 
-def test_starlette(bound_socket: socket.socket) -> None:
+def test_starlette(bound_socket: socket.socket, worker_class: str) -> None:
     events: list[str] = []
-    with serving(starlette_app(events), bound_socket) as url, httpx.Client(base_url=url) as client:
+    with (
+        serving(starlette_app(events), bound_socket, worker_class) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         assert events == ["startup"]
         response = client.get("/")
         assert (response.status_code, response.text) == (200, "home")
@@ -144,8 +152,11 @@ def fastapi_app() -> FastAPI:
     return app
 
 
-def test_fastapi(bound_socket: socket.socket) -> None:
-    with serving(fastapi_app(), bound_socket) as url, httpx.Client(base_url=url) as client:
+def test_fastapi(bound_socket: socket.socket, worker_class: str) -> None:
+    with (
+        serving(fastapi_app(), bound_socket, worker_class) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         assert client.get("/items/7", params={"q": "a"}).json() == {"item_id": 7, "q": "a"}
         response = client.post("/items", json={"name": "pen", "price": 10})
         assert response.json() == {"name": "pen", "price_with_tax": 12.0}
@@ -196,11 +207,11 @@ def flask_app() -> Flask:
     return app
 
 
-def test_flask(bound_socket: socket.socket) -> None:
+def test_flask(bound_socket: socket.socket, worker_class: str) -> None:
     config = Config()
     config.wsgi_max_body_size = 1_000_000
     with (
-        serving(flask_app(), bound_socket, config) as url,
+        serving(flask_app(), bound_socket, worker_class, config) as url,
         httpx.Client(base_url=url) as client,
     ):
         response = client.get("/")
@@ -230,11 +241,11 @@ def test_flask(bound_socket: socket.socket) -> None:
         assert client.get("/").status_code == 200  # still serving after errors
 
 
-def test_flask_root_path(bound_socket: socket.socket) -> None:
+def test_flask_root_path(bound_socket: socket.socket, worker_class: str) -> None:
     config = Config()
     config.root_path = "/prefix"
     with (
-        serving(flask_app(), bound_socket, config) as url,
+        serving(flask_app(), bound_socket, worker_class, config) as url,
         httpx.Client(base_url=url) as client,
     ):
         data = client.get("/prefix/where").json()
@@ -243,10 +254,13 @@ def test_flask_root_path(bound_socket: socket.socket) -> None:
         assert data["url"].endswith("/prefix/where")
 
 
-def test_forced_wsgi_mode(bound_socket: socket.socket) -> None:
+def test_forced_wsgi_mode(bound_socket: socket.socket, worker_class: str) -> None:
     def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps({"method": environ["REQUEST_METHOD"]}).encode()]
 
-    with serving(wsgi, bound_socket, mode="wsgi") as url, httpx.Client(base_url=url) as client:
+    with (
+        serving(wsgi, bound_socket, worker_class, mode="wsgi") as url,
+        httpx.Client(base_url=url) as client,
+    ):
         assert client.delete("/").json() == {"method": "DELETE"}

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RunningServer, start_server
+from tests.support.apps import loop_yield
 from tests.support.pairs import parse_responses
 
 Scope = dict[str, Any]
@@ -336,7 +337,7 @@ def test_graceful_shutdown_finishes_in_flight_request(run_server: RunServer) -> 
             return
         started.append(True)
         while not gate.is_set():
-            await _yield()
+            await loop_yield()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"finished"})
 
@@ -362,16 +363,6 @@ def test_max_requests_stops_the_worker(bound_socket: socket.socket, worker_class
         client.get(server.url)
     server.thread.join(DEADLINE)
     assert not server.thread.is_alive()
-
-
-async def _yield() -> None:
-    """Give the loop a turn without importing a loop library (works on every backend)."""
-
-    class _Yield:
-        def __await__(self) -> Any:
-            yield None
-
-    await _Yield()
 
 
 @pytest.mark.parametrize("parser", ["h11", "httptools"])

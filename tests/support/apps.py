@@ -5,13 +5,22 @@ They only use the ASGI/WSGI interfaces (no event-loop library), so every backend
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import sniffio
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
+
+
+async def loop_yield() -> None:
+    """Give the loop a turn, whichever loop runs the app (asyncio, uvloop or trio)."""
+    library = importlib.import_module(sniffio.current_async_library())
+    await library.sleep(0)
 
 
 async def read_body(receive: Receive) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import contextvars
 import ssl
 import tempfile
 import threading
@@ -30,7 +31,7 @@ from hypercorn.workers.backend import (
 
 T = TypeVar("T")
 
-_TRIO_READY = importlib.util.find_spec("hypercorn.workers.trio_backend") is not None
+_TRIO_READY = importlib.util.find_spec("trio") is not None
 
 TIMEOUT = 5.0
 
@@ -565,8 +566,10 @@ def test_spawn_cancel_and_events(worker_class: str) -> None:
     async def main(backend: Backend) -> None:
         event = backend.event()
         log: list[str] = []
+        started: list[str] = []
 
         async def waiter(tag: str) -> None:
+            started.append(tag)
             try:
                 await event.wait()
                 log.append(tag)
@@ -576,7 +579,8 @@ def test_spawn_cancel_and_events(worker_class: str) -> None:
 
         handle = backend.spawn(waiter, "a")
         backend.spawn(waiter, "b")
-        await backend.sleep(0)
+        # (No fixed number of loop passes: trio runs new tasks in a random order.)
+        await until(backend, lambda: len(started) == 2)
         handle.cancel()
         await until(backend, handle.done)
         handle.cancel()  # idempotent once done
@@ -587,6 +591,58 @@ def test_spawn_cancel_and_events(worker_class: str) -> None:
         assert await backend.wait_event(event, None)
         await until(backend, lambda: "b" in log)
         assert log == ["a-cancelled", "b"]
+
+    run(worker_class, main)
+
+
+def test_task_starter_runs_cancels_and_isolates_context(worker_class: str) -> None:
+    """Request tasks: each runs to completion, in a context of its own (trio reuses the
+    tasks that run them), and ``cancel`` stops only its own, including before it starts."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request")
+
+    async def main(backend: Backend) -> None:
+        start, eager = backend.task_starter()
+        assert eager in (True, False)
+        seen: list[str] = []
+
+        async def request(tag: str) -> None:
+            seen.append(f"{tag}:{var.get('unset')}")
+            var.set(tag)
+            await backend.sleep(0)
+
+        for tag in ("a", "b", "c"):
+            handle = start(request(tag))
+            await until(backend, handle.done)
+        assert seen == ["a:unset", "b:unset", "c:unset"]  # no value leaks to the next one
+
+        gate = backend.event()
+        log: list[str] = []
+
+        async def blocked(tag: str) -> None:
+            log.append(f"{tag}-started")
+            try:
+                await gate.wait()
+                log.append(tag)
+            except BaseException:
+                log.append(f"{tag}-cancelled")
+                raise
+
+        first, second = start(blocked("x")), start(blocked("y"))
+        await until(backend, lambda: len(log) == 2)
+        first.cancel()
+        await until(backend, first.done)
+        first.cancel()  # idempotent once done
+        gate.set()
+        await until(backend, second.done)
+        assert sorted(log) == ["x-cancelled", "x-started", "y", "y-started"]
+
+        if not eager:  # a task cancelled before it ran never runs
+            late = start(blocked("z"))
+            late.cancel()
+            await until(backend, late.done)
+            assert "z-started" not in log
+        start(request("d"))  # the starter still works after cancellations
+        await until(backend, lambda: len(seen) == 4)
 
     run(worker_class, main)
 

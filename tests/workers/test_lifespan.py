@@ -18,7 +18,7 @@ from tests.support.apps import LifespanApp, hello_app, wsgi_hello
 
 T = TypeVar("T")
 
-_TRIO_READY = importlib.util.find_spec("hypercorn.workers.trio_backend") is not None
+_TRIO_READY = importlib.util.find_spec("trio") is not None
 
 
 @pytest.fixture(
