@@ -16,6 +16,8 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions   # per echoed WS message
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions --ws-reference  # wsproto only
     .venv/bin/python bench/hotpath.py --instructions --python 3.13  # on another CPython
+    .venv/bin/python bench/hotpath.py --instructions --loop trio       # over real sockets
+    .venv/bin/python bench/hotpath.py --instructions --sockets         # uvloop, the same way
 
 ``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
 ``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
@@ -26,6 +28,12 @@ three rounds) and divides the difference, so start-up and imports cancel out.
 
 ``--python 3.13`` runs it all on that CPython, from the venv ``run.py --python 3.13`` uses
 for the server (``bench/.peers/this-py3.13`` or ``uvicorn-py3.13``, made here if missing).
+
+``--sockets`` (implied by ``--loop trio``, whose transports own their sockets) measures the
+whole user-space path instead, on any backend: the real accept loop and transports over
+``connections`` loopback connections, the loop's own I/O and scheduling included; the
+harness sends each round's requests and reads the responses without blocking (hello only).
+Compare ``--sockets`` numbers only with ``--sockets`` numbers.
 """
 
 from __future__ import annotations
@@ -208,6 +216,79 @@ def _reexec(args: argparse.Namespace) -> None:
     os.execv(python, [python, os.path.abspath(__file__), *argv])
 
 
+def _over_sockets(args: argparse.Namespace) -> list[float]:
+    """One round = every connection sends a GET and reads its whole response."""
+    import socket
+
+    from hypercorn.config import Config
+    from hypercorn.workers import run_with_backend
+    from hypercorn.workers.backend import Listener, ServeOptions
+    from hypercorn.workers.driver import WorkerContext, limits_from_config
+
+    config = Config()
+    config.http1_parser = args.parser
+    listener = socket.create_server(("127.0.0.1", 0), backlog=args.connections)
+
+    async def main(backend: Any) -> list[float]:
+        ctx = WorkerContext(
+            app=_app(args.app),
+            backend=backend,
+            limits=limits_from_config(config),
+            parser_kind=config.http1_parser,
+        )
+        stop = backend.event()
+        done = backend.event()
+
+        async def serve() -> None:
+            await backend.serve([Listener(listener)], ctx.on_connection, stop, ServeOptions())
+            done.set()
+
+        backend.spawn(serve)
+        clients = []
+        for _ in range(args.connections):
+            client = socket.create_connection(listener.getsockname())
+            client.setblocking(False)
+            clients.append(client)
+        while len(ctx.connections) < args.connections:
+            await backend.sleep(0.001)
+        size = 0
+
+        async def one_round() -> float:
+            nonlocal size
+            start = time.perf_counter()
+            for _ in range(args.requests):
+                for client in clients:
+                    client.send(REQUEST)
+                pending = list(clients)
+                got = dict.fromkeys(clients, 0)
+                while pending:
+                    await backend.sleep(0)
+                    for client in list(pending):
+                        try:
+                            got[client] += len(client.recv(1 << 20))
+                        except BlockingIOError:
+                            continue
+                        if size and got[client] >= size:
+                            pending.remove(client)
+                        elif not size and got[client]:
+                            size = got[client]  # (the first whole response sets the size)
+                            pending.remove(client)
+            return time.perf_counter() - start
+
+        times = [await one_round() for _ in range(args.rounds + 1)]  # the first warms up
+        for client in clients:
+            client.close()
+        stop.set()
+        await done.wait()
+        ctx.abort_all()
+        return [t / (args.requests * args.connections) * 1e6 for t in times[1:]]
+
+    try:
+        return run_with_backend(args.loop, main)
+    finally:
+        listener.close()
+
+
 def _instructions(args: argparse.Namespace) -> None:
     """Re-run this script under callgrind with 1 and 3 rounds; print the per-request cost."""
     if shutil.which("valgrind") is None:
@@ -238,6 +319,7 @@ def _instructions(args: argparse.Namespace) -> None:
             f"--rounds={rounds}",
             *(["--no-gc"] if args.no_gc else []),
             *(["--ws-reference"] if args.ws_reference else []),
+            *(["--sockets"] if args.sockets else []),
         ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
         match = re.search(r"Collected : (\d+)", result.stderr)
@@ -247,7 +329,8 @@ def _instructions(args: argparse.Namespace) -> None:
     per_request = (counts[1] - counts[0]) / (2 * requests * args.connections)
     print(
         f"{per_request:,.0f} instructions/request "
-        f"({args.server}, {args.app}, {args.loop}, Python {version})"
+        f"({args.server}, {args.app}, {args.loop}{', sockets' if args.sockets else ''}, "
+        f"Python {version})"
     )
 
 
@@ -255,7 +338,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("this", "uvicorn"), default="this")
     parser.add_argument("--app", choices=("hello", "stream", "ws_echo"), default="hello")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
+    parser.add_argument("--sockets", action="store_true", help="real sockets (see above)")
     parser.add_argument("--parser", choices=("auto", "h11", "httptools"), default="auto")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--requests", type=int, default=300, help="per connection per round")
@@ -268,6 +352,10 @@ def main() -> None:
     )
     parser.add_argument("--python", metavar="X.Y", help="measure on this CPython (see above)")
     args = parser.parse_args()
+    if args.loop == "trio":
+        args.sockets = True
+    if args.sockets and (args.server != "this" or args.app != "hello"):
+        parser.error("--sockets (and --loop trio) measure this server's hello only")
     if args.instructions:
         _instructions(args)
         return
@@ -279,6 +367,18 @@ def main() -> None:
         from hypercorn.workers.process import settle_gc
 
         settle_gc()  # as a worker does once it is ready
+    if args.sockets:
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            per_request = _over_sockets(args)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        else:
+            per_request = _over_sockets(args)
+        rounds = ", ".join(f"{t:.2f}" for t in per_request)
+        print(f"{min(per_request):.2f} µs/request (best of {args.rounds}; rounds: {rounds})")
+        return
     if args.loop == "uvloop":
         import uvloop
 
