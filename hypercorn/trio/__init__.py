@@ -61,6 +61,7 @@ async def serve(
         on_ready=lambda: task_status.started(binds),
         on_beat=lambda: True,
         beat_interval=10.0,
+        announce=True,
     )
     error: BaseException | None = None
     try:

@@ -66,6 +66,8 @@ class WorkerHooks:
     on_lifespan_shutdown: Callable[[], None] = _no_op
     #: SIGUSR1: reopen the log files (None: the config's logger reopens its own).
     on_reopen_logs: Callable[[], None] | None = None
+    #: Log "Running on ..." as a server on its own does (the arbiter announces its workers).
+    announce: bool = False
 
 
 class _Stopper:
@@ -143,8 +145,8 @@ async def serve(
         on_request=on_request,
     )
     listeners = _listeners(config, sockets)
-    if hooks is None:
-        # Serving on its own (-w 0, hypercorn.asyncio.serve): announce, as upstream does,
+    if hooks is None or hooks.announce:
+        # Serving on its own (-w 0, hypercorn.asyncio/trio.serve): announce, as upstream does,
         # now that the app has started and the certificate loaded. Under an arbiter the
         # master announces once every worker is ready.
         from hypercorn.arbiter.sockets import running_messages

@@ -354,15 +354,24 @@ def _call_logged(fn: Callable[[], object]) -> None:
 
 @contextlib.asynccontextmanager
 async def open_backend() -> AsyncIterator[TrioBackend]:
-    """A ``TrioBackend`` whose tasks live in a nursery that is cancelled on exit."""
+    """A ``TrioBackend`` whose tasks live in a nursery that is cancelled on exit.
+
+    An exception from the body comes out as itself, not wrapped in an exception group (as
+    trio's nursery would): callers tell ``BootError`` from ``AppLoadError`` by type.
+    """
+    error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         backend = TrioBackend(nursery)
         token = _CURRENT.set(backend)
         try:
             yield backend
+        except BaseException as exc:
+            error = exc
         finally:
             _CURRENT.reset(token)
             nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 def current() -> TrioBackend:
