@@ -14,3 +14,9 @@ def app_dir(tmp_path: Path) -> Path:
     """A directory holding ``app.py`` (see ``tests.support.procs.APP_SOURCE``)."""
     write_app(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def worker_args(request: pytest.FixtureRequest) -> list[str]:
+    """``-k`` for the tests that run on each worker class (the default is asyncio)."""
+    return ["-k", str(request.param)]

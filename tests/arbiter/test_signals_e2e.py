@@ -28,9 +28,11 @@ FAST = ["--graceful-timeout", "2", "-t", "5"]
 
 
 def test_term_lets_an_inflight_request_finish_then_exits_zero(
-    app_dir: Path, bound_socket: socket.socket
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
 ) -> None:
-    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+    with running(
+        [*worker_args, "-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket
+    ) as server:
         server.wait_ready()
         result: list[object] = []
 
@@ -42,7 +44,8 @@ def test_term_lets_an_inflight_request_finish_then_exits_zero(
 
         thread = threading.Thread(target=slow_request, daemon=True)
         thread.start()
-        wait_for(lambda: _inflight(server.port), 5, "request in flight")
+        # (Not _inflight: with two workers, another connection's answer proves nothing.)
+        wait_for(lambda: (app_dir / "slow_started").exists(), 5, "request in flight")
         server.signal(signal.SIGTERM)
         assert server.notify is not None
         server.notify.wait_for("STOPPING=1")
@@ -80,8 +83,10 @@ def test_request_longer_than_graceful_timeout_does_not_delay_exit(
         client.close()
 
 
-def test_second_sigint_stops_at_once(app_dir: Path, bound_socket: socket.socket) -> None:
-    args = ["-w", "1", "--graceful-timeout", "20", "app:app"]
+def test_second_sigint_stops_at_once(
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
+) -> None:
+    args = [*worker_args, "-w", "1", "--graceful-timeout", "20", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
         client = _slow_request_in_flight(server.port)
@@ -95,8 +100,10 @@ def test_second_sigint_stops_at_once(app_dir: Path, bound_socket: socket.socket)
         client.close()
 
 
-def test_quit_stops_quickly(app_dir: Path, bound_socket: socket.socket) -> None:
-    args = ["-w", "2", "--graceful-timeout", "20", "app:app"]
+def test_quit_stops_quickly(
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
+) -> None:
+    args = [*worker_args, "-w", "2", "--graceful-timeout", "20", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
         client = _slow_request_in_flight(server.port)
@@ -109,9 +116,11 @@ def test_quit_stops_quickly(app_dir: Path, bound_socket: socket.socket) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP])
 def test_rolling_restart_under_load_fails_no_request(
-    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals
+    app_dir: Path, bound_socket: socket.socket, sig: signal.Signals, worker_args: list[str]
 ) -> None:
-    with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
+    with running(
+        [*worker_args, "-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket
+    ) as server:
         old = server.wait_ready()
         assert len(old) == 2
         assert server.notify is not None
@@ -187,9 +196,9 @@ def test_worker_killed_mid_request_loses_only_that_request(
 
 
 def test_hung_worker_dumps_its_stack_and_is_replaced(
-    app_dir: Path, bound_socket: socket.socket
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
 ) -> None:
-    args = ["-w", "1", "-t", "1", "--graceful-timeout", "1", "app:app"]
+    args = [*worker_args, "-w", "1", "-t", "1", "--graceful-timeout", "1", "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         (old,) = server.wait_ready()
         client = socket.create_connection(("127.0.0.1", server.port))
@@ -217,14 +226,18 @@ def test_app_that_fails_to_import_halts_with_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in err
 
 
-def test_lifespan_startup_failure_halts_with_boot_error(tmp_path: Path) -> None:
+def test_lifespan_startup_failure_halts_with_boot_error(
+    tmp_path: Path, worker_args: list[str]
+) -> None:
     (tmp_path / "badstart.py").write_text(
         "async def app(scope, receive, send):\n"
         "    if scope['type'] == 'lifespan':\n"
         "        await receive()\n"
         "        await send({'type': 'lifespan.startup.failed', 'message': 'db is down'})\n"
     )
-    with running(["-w", "2", "-b", "127.0.0.1:0", "badstart:app"], cwd=tmp_path) as server:
+    with running(
+        [*worker_args, "-w", "2", "-b", "127.0.0.1:0", "badstart:app"], cwd=tmp_path
+    ) as server:
         assert server.wait_exit(15) == 3
         err = server.stderr()
         assert len([line for line in err.splitlines() if "db is down" in line]) == 1, err
@@ -362,9 +375,9 @@ def test_hup_rereads_the_config_file_and_keeps_the_old_one_when_bad(
 
 
 def test_max_requests_recycles_workers_without_failures(
-    app_dir: Path, bound_socket: socket.socket
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
 ) -> None:
-    args = ["-w", "1", "--max-requests", "5", *FAST, "app:app"]
+    args = [*worker_args, "-w", "1", "--max-requests", "5", *FAST, "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
         pids: set[int] = set()

@@ -142,17 +142,12 @@ def test_errors_that_would_show_in_workers_are_one_line_from_the_master(
     assert line.startswith(f"hypercorn: error: {message}")
 
 
-def test_trio_is_refused_until_its_worker_exists(tmp_path: Path) -> None:
+def test_trio_worker_class_is_accepted() -> None:
+    """The master's check lets -k trio through now that its backend exists (with trio)."""
+    pytest.importorskip("trio")
     from hypercorn.workers import unavailable_reason
 
-    if unavailable_reason("trio") is None:
-        pytest.skip("the trio worker class exists in this build")
-    write_app(tmp_path)
-    result = hypercorn_cli(["-k", "trio", "-b", "127.0.0.1:0", "app:app"], cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "hypercorn: error: worker_class: the trio worker class is not available in this build"
-    ]
+    assert unavailable_reason("trio") is None
 
 
 def test_serve_refuses_quic_until_http3_lands() -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RunningServer, start_server
-from tests.support.apps import loop_yield
+from tests.support.apps import loop_sleep
 from tests.support.pairs import parse_responses
 
 Scope = dict[str, Any]
@@ -337,7 +337,7 @@ def test_graceful_shutdown_finishes_in_flight_request(run_server: RunServer) -> 
             return
         started.append(True)
         while not gate.is_set():
-            await loop_yield()
+            await loop_sleep()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"finished"})
 

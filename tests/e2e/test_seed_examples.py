@@ -656,7 +656,8 @@ class Running:
     def refused(self) -> bool:
         try:
             socket.create_connection((self.host, self.port), timeout=5).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # (reset: the listener closed while this connection sat in its backlog)
             return True
         return False
 

@@ -1,5 +1,5 @@
 """WebSockets end to end: the ``websockets`` client library, Starlette endpoints and raw frames
-against ``serve()`` on a real socket (asyncio and uvloop workers).
+against ``serve()`` on a real socket (asyncio, uvloop and trio workers).
 
 Each test runs the server in a background thread (``tests.e2e.conftest``) and drives the
 clients with ``asyncio.run`` in the test's thread.
@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.conftest import RunningServer
-from tests.support.apps import handle_lifespan
+from tests.support.apps import handle_lifespan, loop_sleep
 
 pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
 
@@ -252,7 +252,7 @@ def test_send_after_the_client_left_raises_oserror(
         try:
             while True:
                 await send({"type": "websocket.send", "text": "tick"})
-                await asyncio.sleep(0.001)
+                await loop_sleep(0.001)
         except OSError as exc:
             outcome.append(exc)
 
@@ -492,7 +492,7 @@ def test_an_app_that_does_not_receive_stops_the_server_reading(
         await receive()
         await send({"type": "websocket.accept"})
         while True:  # never receives again; ends when the client leaves (send raises)
-            await asyncio.sleep(0.05)
+            await loop_sleep(0.05)
             await send({"type": "websocket.send", "text": "."})
 
     server = run_server(app)

@@ -17,10 +17,11 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
-async def loop_yield() -> None:
-    """Give the loop a turn, whichever loop runs the app (asyncio, uvloop or trio)."""
+async def loop_sleep(seconds: float = 0.0) -> None:
+    """Sleep (or just give the loop a turn) on whichever loop runs the app: asyncio, uvloop
+    or trio, so that test apps run on every backend."""
     library = importlib.import_module(sniffio.current_async_library())
-    await library.sleep(0)
+    await library.sleep(seconds)
 
 
 async def read_body(receive: Receive) -> bytes:

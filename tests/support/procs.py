@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 #: An ASGI app used by the process tests. Paths:
 #:   /            -> the worker's pid
-#:   /slow?S      -> sleeps S seconds on the loop (asyncio.sleep), then the pid; a line goes
-#:                   into ``slow_started`` in the app's directory as it starts
+#:   /slow?S      -> sleeps S seconds on the loop (asyncio's or trio's sleep), then the pid;
+#:                   appends the pid to ``slow_started`` first (the request is in the app)
 #:   /block?S     -> blocks the event loop with time.sleep(S) (a hung worker)
 #:   /gc          -> gc.get_freeze_count() and the young-generation threshold in the worker
 #: Files in the app's directory change how workers that start later behave (see ``knob``):
@@ -41,10 +41,12 @@ T = TypeVar("T")
 #:   shutdown_delay  -> seconds lifespan shutdown takes; then the pid goes into shutdown_done
 APP_SOURCE = textwrap.dedent(
     """
-    import asyncio
     import gc
+    import importlib
     import os
     import time
+
+    import sniffio
 
     VERSION = "v1"
 
@@ -55,6 +57,11 @@ APP_SOURCE = textwrap.dedent(
                 return file.read().strip() or "0"
         except FileNotFoundError:
             return None
+
+
+    async def sleep(seconds):
+        # On whichever loop runs the worker: asyncio, uvloop or trio (-k).
+        await importlib.import_module(sniffio.current_async_library()).sleep(seconds)
 
 
     if knob("broken") is not None:
@@ -73,7 +80,7 @@ APP_SOURCE = textwrap.dedent(
             elif message["type"] == "lifespan.shutdown":
                 delay = knob("shutdown_delay")
                 if delay is not None:
-                    await asyncio.sleep(float(delay))
+                    await sleep(float(delay))
                     with open("shutdown_done", "a") as file:
                         file.write(f"{os.getpid()}\\n")
                 await send({"type": "lifespan.shutdown.complete"})
@@ -89,7 +96,7 @@ APP_SOURCE = textwrap.dedent(
         if path == "/slow":
             with open("slow_started", "a") as file:
                 file.write(f"{os.getpid()}\\n")
-            await asyncio.sleep(seconds)
+            await sleep(seconds)
         elif path == "/block":
             time.sleep(seconds)
         body = f"{os.getpid()} {VERSION}".encode()

@@ -6,10 +6,10 @@ Loop-agnostic on purpose: the peer is a plain blocking socket driven from a work
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import os
 import socket
-import contextvars
 import ssl
 import tempfile
 import threading

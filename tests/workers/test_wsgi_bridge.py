@@ -29,6 +29,12 @@ T = TypeVar("T")
 Message = dict[str, Any]
 
 
+@pytest.fixture(params=["asyncio", "uvloop", "trio"])
+def worker_class(request: pytest.FixtureRequest) -> str:
+    """The bridge is written once against Backend: it runs on every backend."""
+    return str(request.param)
+
+
 def scope(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "type": "http",
@@ -106,6 +112,7 @@ class Client:
 
 
 def call(
+    worker_class: str,
     app: Any,
     request_scope: dict[str, Any] | None = None,
     client: Client | None = None,
@@ -122,7 +129,7 @@ def call(
         bridge = WSGIBridge(app, backend, max_body_size)
         await bridge(request_scope or scope(), client.receive, client.send)
 
-    run_with_backend("asyncio", main)
+    run_with_backend(worker_class, main)
     return client
 
 
@@ -241,11 +248,11 @@ def test_encode_headers_rejects(headers: object) -> None:
         encode_response_headers(headers)
 
 
-# -- the bridge on the asyncio backend ----------------------------------------------------------
+# -- the bridge on every backend --------------------------------------------------------------
 
 
-def test_fast_path_adds_content_length() -> None:
-    client = call(wsgi_hello)
+def test_fast_path_adds_content_length(worker_class: str) -> None:
+    client = call(worker_class, wsgi_hello)
     assert client.status == 200
     assert client.headers[b"content-length"] == b"13"
     assert client.headers[b"content-type"] == b"text/plain"
@@ -257,20 +264,21 @@ def test_fast_path_adds_content_length() -> None:
     }
 
 
-def test_no_content_length_for_head_and_304() -> None:
-    assert b"content-length" not in call(wsgi_hello, scope(method="HEAD")).headers
+def test_no_content_length_for_head_and_304(worker_class: str) -> None:
+    assert b"content-length" not in call(worker_class, wsgi_hello, scope(method="HEAD")).headers
 
     def not_modified(environ: Any, start_response: Any) -> list[bytes]:
         start_response("304 Not Modified", [])
         return []
 
-    assert b"content-length" not in call(not_modified).headers
+    assert b"content-length" not in call(worker_class, not_modified).headers
 
 
-def test_request_body_and_environ_reach_the_app() -> None:
+def test_request_body_and_environ_reach_the_app(worker_class: str) -> None:
     import json
 
     client = call(
+        worker_class,
         wsgi_echo,
         scope(method="PUT", path="/p", query_string=b"x=1"),
         Client([b"hello ", b"world"]),
@@ -282,8 +290,9 @@ def test_request_body_and_environ_reach_the_app() -> None:
     assert payload["QUERY_STRING"] == "x=1"
 
 
-def test_body_too_large_by_content_length() -> None:
+def test_body_too_large_by_content_length(worker_class: str) -> None:
     client = call(
+        worker_class,
         wsgi_echo,
         scope(method="POST", headers=[(b"content-length", b"2048")]),
         Client([b"x" * 2048]),
@@ -291,31 +300,31 @@ def test_body_too_large_by_content_length() -> None:
     assert client.status == 413
 
 
-def test_body_too_large_while_streaming() -> None:
-    client = call(wsgi_echo, scope(method="POST"), Client([b"x" * 600, b"y" * 600]))
+def test_body_too_large_while_streaming(worker_class: str) -> None:
+    client = call(worker_class, wsgi_echo, scope(method="POST"), Client([b"x" * 600, b"y" * 600]))
     assert client.status == 413
     assert client.headers[b"connection"] == b"close"
 
 
-def test_disconnect_before_body_sends_nothing() -> None:
+def test_disconnect_before_body_sends_nothing(worker_class: str) -> None:
     called = []
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
         called.append(True)
         return []
 
-    client = call(app, client=Client(disconnect=True))
+    client = call(worker_class, app, client=Client(disconnect=True))
     assert client.sent == []
     assert called == []
 
 
-def test_path_outside_root_path_is_404() -> None:
-    client = call(wsgi_hello, scope(path="/elsewhere", root_path="/app"))
+def test_path_outside_root_path_is_404(worker_class: str) -> None:
+    client = call(worker_class, wsgi_hello, scope(path="/elsewhere", root_path="/app"))
     assert client.status == 404
 
 
-def test_websocket_is_refused() -> None:
-    client = call(wsgi_hello, scope(type="websocket"))
+def test_websocket_is_refused(worker_class: str) -> None:
+    client = call(worker_class, wsgi_hello, scope(type="websocket"))
     assert client.sent == [{"type": "websocket.close", "code": 1000}]
 
 
@@ -334,18 +343,18 @@ class ClosingBody:
         self.closed.set()
 
 
-def test_close_is_called() -> None:
+def test_close_is_called(worker_class: str) -> None:
     body = ClosingBody([b"a", b"b"])
 
     def app(environ: Any, start_response: Any) -> ClosingBody:
         start_response("200 OK", [])
         return body
 
-    assert call(app).body == b"ab"
+    assert call(worker_class, app).body == b"ab"
     assert body.closed.is_set()
 
 
-def test_close_is_called_when_iteration_raises() -> None:
+def test_close_is_called_when_iteration_raises(worker_class: str) -> None:
     body = ClosingBody([b"a"], fail=True)
 
     def app(environ: Any, start_response: Any) -> ClosingBody:
@@ -353,17 +362,17 @@ def test_close_is_called_when_iteration_raises() -> None:
         return body
 
     with pytest.raises(RuntimeError, match="broken generator"):
-        call(app)
+        call(worker_class, app)
     assert body.closed.is_set()
 
 
-def test_app_exception_propagates_before_response() -> None:
+def test_app_exception_propagates_before_response(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         raise KeyError("oops")
 
     client = Client()
     with pytest.raises(KeyError):
-        call(app, client=client)
+        call(worker_class, app, client=client)
     assert client.sent == []  # the driver answers 500
 
 
@@ -371,51 +380,51 @@ def test_app_exception_propagates_before_response() -> None:
     ("status", "headers"),
     [("OK", []), ("200 OK", {"a": "b"}), ("200 OK", [("x", "a\nb")])],
 )
-def test_invalid_start_response_raises(status: str, headers: Any) -> None:
+def test_invalid_start_response_raises(status: str, headers: Any, worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response(status, headers)
         return [b""]
 
     with pytest.raises(WSGIResponseError):
-        call(app)
+        call(worker_class, app)
 
 
-def test_missing_start_response() -> None:
+def test_missing_start_response(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         return []
 
     with pytest.raises(WSGIResponseError, match="did not call start_response"):
-        call(app)
+        call(worker_class, app)
 
 
-def test_body_before_start_response() -> None:
+def test_body_before_start_response(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         return [b"early"]
 
     with pytest.raises(WSGIResponseError, match="before start_response"):
-        call(app)
+        call(worker_class, app)
 
 
-def test_str_chunk_is_refused() -> None:
+def test_str_chunk_is_refused(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[str]:
         start_response("200 OK", [])
         return ["text"]
 
     with pytest.raises(TypeError, match="must produce bytes, got str"):
-        call(app)
+        call(worker_class, app)
 
 
-def test_second_start_response_needs_exc_info() -> None:
+def test_second_start_response_needs_exc_info(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [])
         start_response("500 Error", [])
         return []
 
     with pytest.raises(WSGIResponseError, match="second time"):
-        call(app)
+        call(worker_class, app)
 
 
-def test_exc_info_before_headers_sent_replaces_the_response() -> None:
+def test_exc_info_before_headers_sent_replaces_the_response(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [("X-First", "1")])
         try:
@@ -424,7 +433,7 @@ def test_exc_info_before_headers_sent_replaces_the_response() -> None:
             start_response("500 Internal Server Error", [("X-Second", "2")], sys.exc_info())
         return [b"error page"]
 
-    client = call(app)
+    client = call(worker_class, app)
     assert client.status == 500
     assert b"x-second" in client.headers
     assert b"x-first" not in client.headers
@@ -432,7 +441,7 @@ def test_exc_info_before_headers_sent_replaces_the_response() -> None:
 
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "one-hop"])
-def test_exc_info_after_a_chunk_reraises(streamed: bool) -> None:
+def test_exc_info_after_a_chunk_reraises(streamed: bool, worker_class: str) -> None:
     # PEP 3333: the first non-empty chunk commits the response. Streamed: the error waits
     # until that chunk was sent. One-hop: it comes before the streaming timer, when nothing
     # is on the wire yet; the outcome must be the same.
@@ -458,22 +467,22 @@ def test_exc_info_after_a_chunk_reraises(streamed: bool) -> None:
 
     client.on_send = on_send
     with pytest.raises(ValueError, match="too late"):
-        call(app, client=client)
+        call(worker_class, app, client=client)
     assert client.status == 200
     assert client.body == b"first"
     assert client.sent[-1].get("more_body") is True  # the driver aborts: no clean end
 
 
-def test_write_callable() -> None:
+def test_write_callable(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         write = start_response("200 OK", [])
         write(b"written ")
         return [b"returned"]
 
-    assert call(app).body == b"written returned"
+    assert call(worker_class, app).body == b"written returned"
 
 
-def test_streaming_sends_chunks_before_the_app_finishes() -> None:
+def test_streaming_sends_chunks_before_the_app_finishes(worker_class: str) -> None:
     """A generator that blocks after its first chunk: the chunk must still reach the client."""
     release = threading.Event()
 
@@ -490,19 +499,19 @@ def test_streaming_sends_chunks_before_the_app_finishes() -> None:
             release.set()
 
     client.on_send = on_send
-    call(app, client=client)
+    call(worker_class, app, client=client)
     bodies = [m for m in client.sent if m["type"] == "http.response.body"]
     assert [m["body"] for m in bodies] == [b"first", b"second", b""]
     assert [m["more_body"] for m in bodies] == [True, True, False]
     assert b"content-length" not in client.headers
 
 
-def test_many_chunks_stream_in_order() -> None:
-    client = call(wsgi_streaming(chunks=200, size=100))
+def test_many_chunks_stream_in_order(worker_class: str) -> None:
+    client = call(worker_class, wsgi_streaming(chunks=200, size=100))
     assert client.body == b"".join(bytes([97 + i % 26]) * 100 for i in range(200))
 
 
-def test_back_pressure_stops_the_thread() -> None:
+def test_back_pressure_stops_the_thread(worker_class: str) -> None:
     """While the client does not read, the app thread is held near HIGH_WATER."""
     produced: list[int] = []
     chunk = b"x" * 64 * 1024
@@ -528,13 +537,13 @@ def test_back_pressure_stops_the_thread() -> None:
             stalled.append(len(produced))
 
     client.on_send = on_send
-    call(app, client=client, setup=lambda backend, _: backends.append(backend))
+    call(worker_class, app, client=client, setup=lambda backend, _: backends.append(backend))
     assert len(client.body) == total_chunks * len(chunk)
     assert stalled[0] < total_chunks
     assert stalled[0] * len(chunk) <= HIGH_WATER + 2 * len(chunk)
 
 
-def test_client_gone_stops_iteration_and_closes() -> None:
+def test_client_gone_stops_iteration_and_closes(worker_class: str) -> None:
     body_closed = threading.Event()
     produced: list[int] = []
 
@@ -560,24 +569,24 @@ def test_client_gone_stops_iteration_and_closes() -> None:
             client.disconnect()
 
     client.on_send = on_send
-    call(app, client=client)
+    call(worker_class, app, client=client)
     assert body_closed.is_set()
     assert len(produced) < 100_000
 
 
-def test_slow_app_switches_to_streaming_and_completes() -> None:
+def test_slow_app_switches_to_streaming_and_completes(worker_class: str) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         threading.Event().wait(STREAM_AFTER * 4)  # slower than the fast-path window
         start_response("200 OK", [("Content-Length", "4")])
         return [b"slow"]
 
-    client = call(app)
+    client = call(worker_class, app)
     assert client.status == 200
     assert client.body == b"slow"
     assert client.sent[-1]["more_body"] is False
 
 
-def test_wrap_app_detects_wsgi_and_uses_config_limit() -> None:
+def test_wrap_app_detects_wsgi_and_uses_config_limit(worker_class: str) -> None:
     config = Config()
     config.wsgi_max_body_size = 5
     client = Client([b"too long"])
@@ -588,11 +597,11 @@ def test_wrap_app_detects_wsgi_and_uses_config_limit() -> None:
         assert isinstance(app, WSGIBridge)
         await app(scope(method="POST"), client.receive, client.send)
 
-    run_with_backend("asyncio", main)
+    run_with_backend(worker_class, main)
     assert client.status == 413
 
 
-def test_wsgi_errors_is_a_text_stream() -> None:
+def test_wsgi_errors_is_a_text_stream(worker_class: str) -> None:
     seen: list[Any] = []
 
     def app(environ: Any, start_response: Any) -> list[bytes]:
@@ -600,5 +609,5 @@ def test_wsgi_errors_is_a_text_stream() -> None:
         start_response("200 OK", [])
         return []
 
-    call(app)
+    call(worker_class, app)
     assert isinstance(seen[0], io.TextIOBase) or hasattr(seen[0], "write")
