@@ -66,7 +66,7 @@ PIP_TIMEOUT = 900.0
 # --------------------------------------------------------------------------------------------
 
 PEERS: dict[str, tuple[str, ...]] = {
-    "hypercorn": ("hypercorn==0.18.0", "uvloop==0.23.0"),
+    "hypercorn": ("hypercorn==0.18.0", "uvloop==0.23.0", "trio==0.35.0"),
     "uvicorn": (
         "uvicorn==0.54.0",
         "h11==0.16.0",
@@ -184,6 +184,8 @@ class Target:
     protocols: frozenset[str] = frozenset({"h1"})
     workloads: frozenset[str] | None = None  # restrict to these workloads (None: all it can)
     default: bool = True
+    #: A peer on the same event loop: the "same loop" table gives this target ÷ that one.
+    versus: str | None = None
 
     def supports(self, workload: Workload) -> bool:
         return (
@@ -302,12 +304,29 @@ TARGETS: list[Target] = [
         default=False,
     ),
     Target(
+        "this-trio",
+        "this server (trio)",
+        "this",
+        ASGI_WSGI,
+        _hypercorn("trio"),
+        default=False,
+        versus="hypercorn-trio",
+    ),
+    Target(
         "hypercorn",
         "hypercorn 0.18 (uvloop)",
         "hypercorn",
         ASGI_WSGI,
         _hypercorn("uvloop"),
         protocols=H1_WS,
+    ),
+    Target(
+        "hypercorn-trio",
+        "hypercorn 0.18 (trio)",
+        "hypercorn",
+        ASGI_WSGI,
+        _hypercorn("trio"),
+        default=False,
     ),
     Target(
         "uvicorn-h11",
@@ -1196,6 +1215,23 @@ def render(
                     row.append(_fmt_ratio(this.rate if this else None, peer.rate if peer else None))
                 if any(r != "—" for r in row):
                     lines.append(f"| {t.label} | {py} | " + " | ".join(row) + " |")
+    pairs = [
+        (t, v) for t in targets for v in targets if t.versus is not None and v.name == t.versus
+    ]
+    if pairs:
+        lines += ["", "Same event loop: this server's rate ÷ the peer's (on the same Python):", ""]
+        lines.append("| pair | python | " + " | ".join(w.name for w in workloads) + " |")
+        lines.append("|---|---|" + "--:|" * len(workloads))
+        for t, v in pairs:
+            for py in pythons:
+                row = []
+                for w in workloads:
+                    ours, theirs = cells.get((w.name, t.name, py)), cells.get((w.name, v.name, py))
+                    row.append(
+                        _fmt_ratio(ours.rate if ours else None, theirs.rate if theirs else None)
+                    )
+                if any(r != "—" for r in row):
+                    lines.append(f"| {t.label} ÷ {v.label} | {py} | " + " | ".join(row) + " |")
     if len(pythons) > 1:
         first = pythons[0]
         lines += ["", f"Each server's rate on another Python ÷ its rate on Python {first}:", ""]
