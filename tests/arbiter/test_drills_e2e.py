@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.procs import (
     HypercornProcess,
-    KeepAliveLoad,
+    LoadLoop,
     children_of,
     cpu_seconds,
     http_get,
@@ -392,16 +392,16 @@ def test_keep_alive_clients_lose_no_request_across_max_requests_recycles(
     args = ["-w", "1", "--max-requests", "100", *FAST, "app:app"]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         server.wait_ready()
-        with KeepAliveLoad(server.port, clients=2) as load:
+        with _keep_alive_clients(server.port) as load:
             wait_for(
                 lambda: server.stderr().count("ready; stopping worker") >= 20,
                 90,
                 "20 recycles",
                 interval=0.1,
             )
-            load.stop()
-    assert load.ok > 2000
-    assert load.failures == [], f"{len(load.failures)} of {load.ok}: {load.failures[:5]}"
+            result = load.stop()
+    assert result.ok > 2000
+    assert result.failures == [], f"{len(result.failures)} of {result.ok}: {result.failures[:5]}"
 
 
 def test_keep_alive_clients_lose_no_request_across_usr1(
@@ -410,13 +410,18 @@ def test_keep_alive_clients_lose_no_request_across_usr1(
     with running(["-w", "2", *FAST, "app:app"], cwd=app_dir, sock=bound_socket) as server:
         assert server.notify is not None
         workers = server.wait_ready()
-        with KeepAliveLoad(server.port, clients=2) as load:
+        with _keep_alive_clients(server.port) as load:
             for _ in range(4):
-                wait_for(lambda: load.ok > 0, 10, "requests")
+                wait_for(lambda: load.result.ok > 0, 10, "requests")
                 server.signal(signal.SIGUSR1)
                 server.notify.wait_for("RELOADING=1")
                 server.notify.wait_for("READY=1", 30)
                 old = workers
                 workers = server.wait_workers(lambda p, old=old: len(p) == 2 and not p & old, 30)
-            load.stop()
-    assert load.failures == [], f"{len(load.failures)} of {load.ok}: {load.failures[:5]}"
+            result = load.stop()
+    assert result.failures == [], f"{len(result.failures)} of {result.ok}: {result.failures[:5]}"
+
+
+def _keep_alive_clients(port: int) -> LoadLoop:
+    """Two keep-alive clients that never retry a request."""
+    return LoadLoop(port, threads=2, max_requests=200_000, fresh=False, retry=False, seconds=120)

@@ -59,9 +59,9 @@ def test_rolling_restart_holds_at_most_one_extra_worker(
                     if count > replaced:
                         replaced = count
                         linger()
-                    return count >= 4
+                    return count >= 3
 
-                wait_for(recycled, 40, "four recycles", interval=0.05)
+                wait_for(recycled, 40, "three recycles", interval=0.05)
             result = load.stop()
         for thread in threads:
             thread.join(10)

@@ -268,56 +268,6 @@ class KeepAliveClient:
         raise RequestFailed("retry failed")
 
 
-class KeepAliveLoad:
-    """``clients`` threads, each one keep-alive connection that never retries a request
-    (reconnecting only after a ``Connection: close`` answer), bounded in count and time."""
-
-    def __init__(self, port: int, clients: int = 2, max_requests: int = 200_000) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self._budget = max_requests
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> KeepAliveLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def _run(self) -> None:
-        client = KeepAliveClient(self.port, retry=False)
-        deadline = time.monotonic() + 120
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                with self._lock:
-                    if self._budget <= 0:
-                        return
-                    self._budget -= 1
-                try:
-                    status, _ = client.get("/")
-                except (OSError, RequestFailed, h11.ProtocolError) as exc:
-                    with self._lock:
-                        self.failures.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                with self._lock:
-                    if status == 200:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"status {status}")
-        finally:
-            client.close()
-
-
 @dataclass
 class LoadResult:
     ok: int = 0
@@ -327,17 +277,30 @@ class LoadResult:
 
 
 class LoadLoop:
-    """Threads sending requests (fresh and keep-alive connections) until stopped, bounded in
-    count and in time."""
+    """Threads sending requests until stopped, bounded in count and in time: half on fresh
+    connections and half keep-alive, or (``fresh=False``) all keep-alive. ``retry=False``
+    makes the keep-alive clients never retry (nginx's upstream keepalive with a POST,
+    httpx): a request a closing connection loses is a failure."""
 
-    def __init__(self, port: int, threads: int = 4, max_requests: int = 20000) -> None:
+    def __init__(
+        self,
+        port: int,
+        threads: int = 4,
+        max_requests: int = 20000,
+        *,
+        fresh: bool = True,
+        retry: bool = True,
+        seconds: float = 45.0,
+    ) -> None:
         self.port = port
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._budget = max_requests
+        self._retry = retry
+        self._seconds = seconds
         self._threads = [
-            threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
+            threading.Thread(target=self._run, args=(not fresh or i % 2 == 0,), daemon=True)
             for i in range(threads)
         ]
 
@@ -383,8 +346,8 @@ class LoadLoop:
             self._record(status, body, None)
 
     def _run(self, keep_alive: bool) -> None:
-        client = KeepAliveClient(self.port)
-        deadline = time.monotonic() + 45
+        client = KeepAliveClient(self.port, retry=self._retry)
+        deadline = time.monotonic() + self._seconds
         try:
             while not self._stop.is_set() and time.monotonic() < deadline and self._take():
                 self._one(client, keep_alive)
