@@ -521,7 +521,13 @@ class _AppStream(AsgiHttpStream):
             raise ClientDisconnected("the client has gone away")
         driver = self._driver
         now = driver._now
-        self.app_send(message, now())
+        try:
+            self.app_send(message, now())
+        except AppProtocolError:
+            # The core answered (a refused head's 500 may have recycled the connection and
+            # started a pipelined request): carry that out before the app hears of it.
+            driver._after_app()
+            raise
         # Only a completed response can move a deadline earlier or start a pipelined
         # request's app: skip the driver pass for the other messages, and for a completed
         # response whose keep-alive deadline is no earlier than the armed timer.

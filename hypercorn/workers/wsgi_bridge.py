@@ -32,6 +32,7 @@ how fast the loop was.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from hypercorn.workers.backend import AsyncEvent, Backend, TaskHandle, TimerHandle
 
 __all__ = ["HIGH_WATER", "LOW_WATER", "STREAM_AFTER", "WSGIBridge"]
+
+_error_logger = logging.getLogger("hypercorn.error")
 
 #: Seconds an application may run (in its thread, not counting time queued for a thread)
 #: before its output is streamed chunk by chunk. Well above the GIL switch interval (5 ms),
@@ -230,7 +233,7 @@ class _Exchange:
         self.timer = backend.call_at(backend.now() + STREAM_AFTER, self._on_timer)
         try:
             await backend.run_sync(self._call_app)
-        except Exception:
+        except Exception as exc:
             # A committed response goes out as far as it got, then the driver aborts the
             # connection (the response has started); otherwise the driver answers 500.
             self.timer.cancel()
@@ -239,6 +242,14 @@ class _Exchange:
             await self._stop_streaming(abort=False)
             if self.committed and not self.aborted:
                 await self._send_committed()
+            elif isinstance(exc, WSGIResponseError) and not self.headers_sent:
+                # The application broke PEP 3333 before anything was sent (a header that is
+                # not safe to send, no start_response): one line says what, and the 500 is
+                # an ordinary response, so the connection serves the next request.
+                _error_logger.error("WSGI app error: %s", exc)
+                await self.send({"type": "http.response.start", "status": 500, "headers": []})
+                await self.send({"type": "http.response.body", "body": b""})
+                return
             raise
         except BaseException:
             self.timer.cancel()

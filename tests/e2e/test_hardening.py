@@ -125,6 +125,13 @@ BAD_HEADERS = {
     "lf-in-name": (b"x-evil\nSet-Cookie", b"pwned=1"),
     "nul-in-name": (b"x-evil\x00pwned", b"v"),
     "colon-in-name": (b"x-evil: pwned\r\nx", b"v"),
+    # A name that is no token injects a line without any CR/LF (issue 10, item 3).
+    "colon-space-in-name": (b"x-evil: pwned", b"v"),
+    "colon-in-name-only": (b"x-evil:pwned", b"v"),
+    "space-in-name": (b"x-evil pwned", b"v"),
+    "tab-in-name": (b"x-evil\tpwned", b"v"),
+    "control-in-name": (b"x-evil\x01pwned", b"v"),
+    "non-ascii-name": (b"x-evil-caf\xc3\xa9-pwned", b"v"),
 }
 
 
@@ -150,17 +157,58 @@ def test_app_header_with_cr_lf_nul_is_refused_with_500_and_one_log_line(
     errorlog = tmp_path / "error.log"
     # lifespan off: the app ignores lifespan, which would add its own warning line.
     server = run_server(app, errorlog=str(errorlog), lifespan="off")
-    data, _ = exchange(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    # The refused response is a 500 on a connection that stays usable: the second request
+    # on it (with Connection: close, so the exchange ends) is answered too.
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data, _ = exchange(server, request + last)
 
-    status, headers, body = split_head(data)
+    status, headers, rest = split_head(data)
     assert status == 500
+    assert headers[b"content-length"] == b"0"
+    assert b"connection" not in headers
+    assert split_head(rest)[0] == 500  # the next request on the same connection
     assert b"pwned" not in data
     assert b"x-evil" not in data.lower()
-    assert body == b""
-    assert headers.get(b"connection") == b"close"
-    lines = wait_for_lines(errorlog, 1)
-    assert len(lines) == 1, f"expected one error-log line, got {b''.join(lines).decode()}"
-    assert b"x-evil" in lines[0]
+    lines = wait_for_lines(errorlog, 2)
+    assert len(lines) == 2, f"expected one error-log line each, got {b''.join(lines).decode()}"
+    assert all(b"x-evil" in line for line in lines)
+    assert_no_raw_controls(errorlog)
+
+
+WSGI_BAD_HEADERS = {
+    "colon-space-in-name": ("X-Evil: pwned", "v"),
+    "colon-in-name": ("X-Evil:pwned", "v"),
+    "space-in-name": ("X-Evil pwned", "v"),
+    "crlf-in-name": ("X-Evil\r\nSet-Cookie: pwned=1", "v"),
+    "non-ascii-name": ("X-Evil-caf\u00e9", "v"),
+    "crlf-in-value": ("X-Evil", "v\r\nSet-Cookie: pwned=1"),
+    "nul-in-value": ("X-Evil", "v\x00pwned"),
+}
+
+
+@pytest.mark.parametrize("header", WSGI_BAD_HEADERS.values(), ids=list(WSGI_BAD_HEADERS))
+def test_wsgi_start_response_header_that_is_unsafe_is_refused_with_500(
+    run_server: RunServer, tmp_path: Path, header: tuple[str, str]
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), header])
+        return [b"pwned-body"]
+
+    errorlog = tmp_path / "error.log"
+    server = run_server(app, errorlog=str(errorlog))
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data, _ = exchange(server, request + last)
+
+    status, headers, rest = split_head(data)
+    assert status == 500
+    assert b"connection" not in headers
+    assert split_head(rest[int(headers[b"content-length"]) :])[0] == 500  # same connection
+    assert b"pwned" not in data
+    assert b"x-evil" not in data.lower()
+    lines = wait_for_lines(errorlog, 2)
+    assert all(b"X-Evil" in line for line in lines), b"".join(lines).decode()
     assert_no_raw_controls(errorlog)
 
 

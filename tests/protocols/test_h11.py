@@ -663,7 +663,11 @@ def test_unsafe_app_header_refused_with_500(header: tuple[Any, Any]) -> None:
     assert out.startswith(b"HTTP/1.1 500 ")
     assert b"evil" not in out
     assert b"Set-Cookie" not in out
-    assert pair.sink.closed
+    # Nothing was written before the refusal: the connection serves the next request.
+    assert b"connection: close" not in out
+    assert not pair.sink.closed
+    pair.client.receive_data(out)
+    assert pair.client.next_event().status_code == 500  # type: ignore[union-attr]
 
 
 def test_invalid_app_content_length_is_500() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -380,29 +381,46 @@ def test_app_exception_propagates_before_response(worker_class: str) -> None:
     ("status", "headers"),
     [("OK", []), ("200 OK", {"a": "b"}), ("200 OK", [("x", "a\nb")])],
 )
-def test_invalid_start_response_raises(status: str, headers: Any, worker_class: str) -> None:
+def test_invalid_start_response_is_a_500_and_one_log_line(
+    status: str, headers: Any, worker_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response(status, headers)
         return [b""]
 
-    with pytest.raises(WSGIResponseError):
-        call(worker_class, app)
+    assert_refused(worker_class, app, caplog, "")
 
 
-def test_missing_start_response(worker_class: str) -> None:
+def assert_refused(
+    worker_class: str, app: Any, caplog: pytest.LogCaptureFixture, match: str
+) -> None:
+    """The bridge answered an ordinary 500 for the app's PEP 3333 mistake (so the connection
+    stays usable) and logged one line saying what the mistake was."""
+    with caplog.at_level(logging.ERROR, logger="hypercorn.error"):
+        client = call(worker_class, app)
+    assert client.sent == [
+        {"type": "http.response.start", "status": 500, "headers": []},
+        {"type": "http.response.body", "body": b""},
+    ]
+    records = [r for r in caplog.records if r.name == "hypercorn.error"]
+    assert len(records) == 1, records
+    assert records[0].getMessage().startswith("WSGI app error: ")
+    assert match in records[0].getMessage()
+    assert records[0].exc_info is None
+
+
+def test_missing_start_response(worker_class: str, caplog: pytest.LogCaptureFixture) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         return []
 
-    with pytest.raises(WSGIResponseError, match="did not call start_response"):
-        call(worker_class, app)
+    assert_refused(worker_class, app, caplog, "did not call start_response")
 
 
-def test_body_before_start_response(worker_class: str) -> None:
+def test_body_before_start_response(worker_class: str, caplog: pytest.LogCaptureFixture) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         return [b"early"]
 
-    with pytest.raises(WSGIResponseError, match="before start_response"):
-        call(worker_class, app)
+    assert_refused(worker_class, app, caplog, "before start_response")
 
 
 def test_str_chunk_is_refused(worker_class: str) -> None:
@@ -414,14 +432,15 @@ def test_str_chunk_is_refused(worker_class: str) -> None:
         call(worker_class, app)
 
 
-def test_second_start_response_needs_exc_info(worker_class: str) -> None:
+def test_second_start_response_needs_exc_info(
+    worker_class: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def app(environ: Any, start_response: Any) -> list[bytes]:
         start_response("200 OK", [])
         start_response("500 Error", [])
         return []
 
-    with pytest.raises(WSGIResponseError, match="second time"):
-        call(worker_class, app)
+    assert_refused(worker_class, app, caplog, "second time")
 
 
 def test_exc_info_before_headers_sent_replaces_the_response(worker_class: str) -> None:

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING
 
 from hypercorn.protocols.connection import ConnectionSink
 from hypercorn.protocols.errors import AppProtocolError
-from hypercorn.protocols.headers import STATUS_LINES, DateCache, check_header, status_line
+from hypercorn.protocols.headers import (
+    STATUS_LINES,
+    DateCache,
+    check_header,
+    has_forbidden_value_bytes,
+    is_token,
+    status_line,
+)
 from hypercorn.protocols.limits import ProtocolLimits
 
 if TYPE_CHECKING:
@@ -57,8 +64,6 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 _SPECIAL_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"date", b"server")
 )
-#: A whole block of app header lines: token names, values without CR/LF/NUL.
-_valid_header_block = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*").fullmatch
 #: Does a lowercased header block hold a header whose handling is ours?
 _special_header = re.compile(
     rb"(?:^|\n)(?:content-length|transfer-encoding|connection|date|server):"
@@ -66,6 +71,7 @@ _special_header = re.compile(
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONNECTION_CLOSE = b"connection: close\r\n"
+_EMPTY_BODY = b"content-length: 0\r\n"
 _CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 
 
@@ -143,7 +149,7 @@ class ResponseWriter:
             b"".join(
                 (
                     status_line(status),
-                    b"content-length: 0\r\n",
+                    _EMPTY_BODY,
                     extra,
                     _CONNECTION_CLOSE,
                     dates.line(now) if dates is not None else b"",
@@ -168,10 +174,14 @@ class ResponseWriter:
         head = self._head
         assert head is not None
         try:
-            # Apps send the same few header lists over and over: their facts are memoised.
-            facts = _known_header_facts(tuple(headers), status == 204)
-        except TypeError:  # unhashable (lists of lists): not memoised
-            facts = _header_facts(headers, status == 204)
+            try:
+                # Apps send the same few header lists over and over: their facts are memoised.
+                facts = _known_header_facts(tuple(headers), status == 204)
+            except TypeError:  # unhashable (lists of lists): not memoised
+                facts = _header_facts(headers, status == 204)
+        except AppProtocolError:
+            self._refuse_head(now)
+            raise
         block, content_length, close, has_date, has_server = facts
         keep_alive = self._keep_alive and self._request_done and not close
         if (
@@ -255,6 +265,18 @@ class ResponseWriter:
         if end:
             self._response_complete(now)
 
+    def _refuse_head(self, now: float) -> None:
+        """The app's head was refused before anything was written (a header that is not
+        safe to send, a bad Content-Length): answer 500 and, the connection being sound,
+        keep it for the next request when the exchange allows (the stream's own 500 then
+        finds the exchange over)."""
+        if not (self._keep_alive and self._request_done):
+            return  # the stream's send_error answers 500 and closes
+        self._response_started = True
+        self._continue_pending = False
+        self._write(b"".join((status_line(500), _EMPTY_BODY, self._tail_for(now))))
+        self._response_complete(now)
+
     def _tail_for(self, now: float) -> bytes:
         """Date, Server and extra header lines and the blank line (rebuilt once a second;
         callers on the hot path read ``_tail`` while ``now < _tail_until``)."""
@@ -335,9 +357,13 @@ class ResponseWriter:
         if head is None or head.http_version != b"1.1":
             return  # (HTTP/1.0 has no interim responses)
         lines = [status_line(status)]
-        for name, value in headers:
-            check_header(name, value)
-            lines.append(b"%s: %s\r\n" % (name, value))
+        try:
+            for name, value in headers:
+                check_header(name, value)
+                lines.append(b"%s: %s\r\n" % (name, value))
+        except AppProtocolError:
+            self._refuse_head(now)
+            raise
         lines.append(_CRLF)
         self._write(b"".join(lines))
 
@@ -359,18 +385,20 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _
     Connection asks to close, and whether the app sent its own Date / Server. Raises
     AppProtocolError.
     """
-    # One join and one C-level regex validate the whole block (names are tokens, values
-    # hold no CR/LF/NUL) instead of per-header checks in Python.
+    # Each name must be a token and each value free of CR/LF/NUL, judged one by one: checking
+    # the joined block let a name like b"x-a: b" through as a valid-looking line.
+    lines: list[bytes] = []
+    append = lines.append
     try:
-        lines = [b"%s: %s\r\n" % (name, value) for name, value in headers]
-        block = b"".join(lines)
-    except (TypeError, ValueError):
-        lines, block = [], b"\x00"  # not bytes pairs: let the precise check explain
-    # (The line count catches a CRLF inside a value that forms a valid-looking line.)
-    if _valid_header_block(block) is None or block.count(b"\n") != len(lines):
+        for name, value in headers:
+            if is_token(name) is None or has_forbidden_value_bytes(value) is not None:
+                raise ValueError
+            append(b"%s: %s\r\n" % (name, value))
+    except (TypeError, ValueError):  # (not bytes pairs, or refused: say precisely why)
         for name, value in headers:
             check_header(name, value)
-        raise AppProtocolError(f"invalid response headers {headers!r}")
+        raise AppProtocolError(f"invalid response headers {headers!r}") from None
+    block = b"".join(lines)
     if _special_header(block.lower()) is None:
         return block, None, False, False, False
     lines.clear()
