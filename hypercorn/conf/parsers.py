@@ -13,6 +13,7 @@ used in error messages).
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import ssl
 import warnings
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ __all__ = [
     "enum_member",
     "group_id",
     "int_range",
+    "ip_networks",
     "non_negative_float",
     "non_negative_int",
     "one_of",
@@ -268,6 +270,27 @@ address_list: Parser[list[str]] = Parser(
     _parse_address_list,
     type_name="list[str]",
     expects="a host:port, unix:path or fd://N address, or a list of them",
+)
+
+
+def _parse_ip_networks(value: object) -> list[str]:
+    # gunicorn's spelling is one comma-separated string; a TOML list works as well.
+    items = value.split(",") if isinstance(value, str) else _parse_string_list(value)
+    networks = []
+    for item in (item.strip() for item in items):
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise _fail("IP addresses or networks (10.0.0.0/8) or *", item) from None
+        networks.append(item)
+    return networks
+
+
+ip_networks: Parser[list[str]] = Parser(
+    _parse_ip_networks,
+    type_name="list[str]",
+    expects="comma-separated IP addresses or networks, or *",
 )
 
 

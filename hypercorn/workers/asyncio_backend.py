@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from hypercorn.protocols.proxy import ProxyHeaderError
 from hypercorn.workers.backend import (
     ACCEPT_EXHAUSTION,
     EXHAUSTION_BACKOFF,
@@ -37,10 +38,12 @@ from hypercorn.workers.backend import (
     peer_address,
     tls_connection_info,
 )
+from hypercorn.workers.proxy_header import close_refused, read_proxy_header
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
 
+    from hypercorn.protocols.proxy import ProxyHeader
     from hypercorn.workers.backend import AsyncEvent
 
     Ts = TypeVarTuple("Ts")
@@ -74,6 +77,7 @@ class _StreamProtocol(asyncio.Protocol):
         "_tls",
         "_transport",
         "data_received",
+        "proxied",
         "raw_write",
         "writing_paused",
     )
@@ -101,6 +105,8 @@ class _StreamProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._handler: ConnectionHandler | None = None
         self._info = ConnectionInfo(client=None, server=None)
+        #: The PROXY header read before the connection was made, if the listener wants one.
+        self.proxied: ProxyHeader | None = None
         #: The handler's own ``data_received`` once connected: the transport calls it with no
         #: frame of ours in between (uvloop caches the bound method: see connection_made).
         # (An attribute where asyncio.Protocol has a method: the transport calls either.)
@@ -125,6 +131,9 @@ class _StreamProtocol(asyncio.Protocol):
         else:
             client = peer_address(transport.get_extra_info("peername"))
             server = peer_address(transport.get_extra_info("sockname"))
+        proxied = self.proxied
+        if proxied is not None and proxied.client is not None:
+            client, server = proxied.client, proxied.server
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self._info = tls_connection_info(ssl_object, client, server)
@@ -464,6 +473,12 @@ class _Acceptor:
     ) -> None:
         try:
             with map_exceptions(EXCEPTIONS):
+                proxy = self._options.proxy
+                if proxy is not None:
+                    deadline = self._loop.time() + proxy.timeout
+                    protocol.proxied = await read_proxy_header(
+                        conn, proxy, self._wait_readable, deadline
+                    )
                 await self._loop.connect_accepted_socket(
                     lambda: protocol,
                     conn,
@@ -472,10 +487,35 @@ class _Acceptor:
                         self._options.ssl_handshake_timeout if ssl_context is not None else None
                     ),
                 )
+        except ProxyHeaderError as exc:
+            _logger.debug("Connection refused: %s", exc)
+            close_refused(conn)
+            self._lost()
         except (TransportClosed, TransportTimeout) as exc:
             _logger.debug("Connection failed during setup: %s", exc)
             conn.close()
             self._lost()
+
+    async def _wait_readable(self, sock: socket.socket, deadline: float) -> None:
+        loop = self._loop
+        waiter = loop.create_future()
+
+        def ready() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def late() -> None:
+            if not waiter.done():
+                waiter.set_exception(TransportTimeout("the PROXY header took too long"))
+
+        fd = sock.fileno()
+        loop.add_reader(fd, ready)
+        timer = loop.call_at(deadline, late)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            loop.remove_reader(fd)
 
 
 def run(

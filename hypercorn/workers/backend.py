@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import TypeVarTuple, Unpack
 
+    from hypercorn.protocols.proxy import ProxyPolicy
+
     Ts = TypeVarTuple("Ts")
 
 T = TypeVar("T")
@@ -292,6 +294,10 @@ class ServeOptions:
     #: Write-buffer marks for ``Transport.writing_paused`` (bytes).
     write_high_water: int = 64 * 1024
     write_low_water: int = 16 * 1024
+    #: Every stream connection starts with a PROXY header from these sources (None: no
+    #: header). The backend reads it with ``proxy_header.read_proxy_header`` before the TLS
+    #: handshake and puts its addresses in ``ConnectionInfo``.
+    proxy: ProxyPolicy | None = None
 
 
 class TaskStarter(NamedTuple):

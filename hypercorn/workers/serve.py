@@ -33,6 +33,7 @@ from hypercorn.workers.driver import WorkerContext, limits_from_config
 if TYPE_CHECKING:
     from hypercorn.arbiter.sockets import Sockets
     from hypercorn.config import Config
+    from hypercorn.protocols.proxy import ProxyPolicy
     from hypercorn.workers.backend import AsyncEvent, Backend
 
 _logger = logging.getLogger("hypercorn.error")
@@ -180,6 +181,7 @@ async def serve(
     options = ServeOptions(
         max_connections=config.max_connections,
         ssl_handshake_timeout=config.ssl_handshake_timeout,
+        proxy=_proxy_policy(config),
     )
     try:
         for listener in listeners:
@@ -218,6 +220,14 @@ def _listeners(config: Config, sockets: Sockets) -> list[Listener]:
         context = config.create_ssl_context()
         listeners.extend(Listener(sock, context) for sock in sockets.secure_sockets)
     return listeners
+
+
+def _proxy_policy(config: Config) -> ProxyPolicy | None:
+    if not config.proxy_protocol:
+        return None
+    from hypercorn.protocols.proxy import ProxyPolicy
+
+    return ProxyPolicy.from_strings(config.proxy_allow_ips, config.header_read_timeout)
 
 
 def _listen_when_ready(sock: socket.socket, backlog: int) -> None:

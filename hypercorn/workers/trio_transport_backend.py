@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from hypercorn.protocols.proxy import ProxyHeaderError
 from hypercorn.workers.backend import (
     ACCEPT_EXHAUSTION,
     EXHAUSTION_BACKOFF,
@@ -35,6 +36,7 @@ from hypercorn.workers.backend import (
     peer_address,
     tls_connection_info,
 )
+from hypercorn.workers.proxy_header import close_refused, read_proxy_header
 
 if TYPE_CHECKING:
     from hypercorn.workers.trio_backend import TrioBackend
@@ -55,6 +57,11 @@ EXCEPTIONS: ExceptionMapping = {
 }
 #: What a reader or writer task sees when its connection goes.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+async def _wait_readable(sock: socket.socket, deadline: float) -> None:
+    with trio.fail_at(deadline):
+        await trio.lowlevel.wait_readable(sock)
 
 
 class _Transport:
@@ -395,7 +402,8 @@ class Acceptor:
             self._slot_free = None
 
     async def settle(self) -> None:
-        """Wait for the TLS handshakes in flight (each bounded by ``ssl_handshake_timeout``)."""
+        """Wait for the TLS handshakes and PROXY header reads in flight (each bounded by
+        ``ssl_handshake_timeout`` or the header's timeout)."""
         while self._handshakes:
             self._settled = trio.Event()
             await self._settled.wait()
@@ -439,18 +447,78 @@ class Acceptor:
             self.lost()
             return
         backend = self._backend
-        if ssl_context is not None:
+        if self._options.proxy is not None:
+            self._handshakes += 1
+            backend._start_soon(
+                self._proxied, conn, ssl_context, client, server, name="hypercorn-proxied"
+            )
+        elif ssl_context is not None:
             self._handshakes += 1
             backend._start_soon(self._tls, conn, ssl_context, client, server, name="hypercorn-tls")
-            return
+        else:
+            transport = self._plain(conn, client, server)
+            if transport is not None:
+                backend._start_soon(transport.run, name="hypercorn-connection")
+
+    def _plain(
+        self,
+        conn: socket.socket,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+    ) -> _SocketTransport | None:
         transport = _SocketTransport(
-            backend, conn, ConnectionInfo(client=client, server=server), self._options, self
+            self._backend, conn, ConnectionInfo(client=client, server=server), self._options, self
         )
         if self._hand_on(transport):
-            backend._start_soon(transport.run, name="hypercorn-connection")
-        else:
+            return transport
+        conn.close()
+        self.lost()
+        return None
+
+    async def _proxied(
+        self,
+        conn: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+    ) -> None:
+        """Read the PROXY header, then go on as a TLS or plain connection."""
+        proxy = self._options.proxy
+        assert proxy is not None
+        header = None
+        try:
+            deadline = trio.current_time() + proxy.timeout
+            with map_exceptions(EXCEPTIONS):
+                header = await read_proxy_header(conn, proxy, _wait_readable, deadline)
+        except ProxyHeaderError as exc:
+            _logger.debug("Connection refused: %s", exc)
+            close_refused(conn)
+        except (TransportClosed, TransportTimeout) as exc:
+            _logger.debug("Connection failed during setup: %s", exc)
+            conn.close()
+        except BaseException:  # cancelled: the worker is going away
             conn.close()
             self.lost()
+            self._handshake_done()
+            raise
+        if header is None:
+            self.lost()
+            self._handshake_done()
+            return
+        if header.client is not None:
+            client, server = header.client, header.server
+        if ssl_context is not None:
+            await self._tls(conn, ssl_context, client, server)  # (it counts the handshake off)
+            return
+        self._handshake_done()
+        transport = self._plain(conn, client, server)
+        if transport is not None:
+            await transport.run()
+
+    def _handshake_done(self) -> None:
+        self._handshakes -= 1
+        if not self._handshakes and self._settled is not None:
+            self._settled.set()
 
     def _hand_on(self, transport: _Transport) -> bool:
         try:
@@ -491,9 +559,7 @@ class Acceptor:
             self.lost()
             raise
         finally:
-            self._handshakes -= 1
-            if not self._handshakes and self._settled is not None:
-                self._settled.set()
+            self._handshake_done()
         if transport is None:
             stream.transport_stream.socket.close()
             self.lost()

@@ -15,6 +15,7 @@ from hypercorn.config import Config
 from hypercorn.workers import run_with_backend
 from hypercorn.workers.backend import Backend
 from hypercorn.workers.serve import WorkerHooks, serve
+from tests.support.certs import Certs, make_certs
 
 READY_TIMEOUT = 10.0
 
@@ -89,6 +90,13 @@ def start_server(
     if server.errors:
         raise server.errors[0]
     return server
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A trustme CA and a server certificate for 127.0.0.1 / localhost (skips without trustme)."""
+    pytest.importorskip("trustme")
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(params=["uvloop", "asyncio", "trio"])

@@ -6,11 +6,9 @@ import asyncio
 import re
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +20,12 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RunningServer, start_server
+from tests.support.certs import Certs
 from tests.support.h2socket import connect, h2_get
 
 trustme = pytest.importorskip("trustme")
 
 Scope = dict[str, Any]
-
-
-@dataclass
-class Certs:
-    ca: Any
-    cert: Path
-    key: Path
-
-    def client_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        if alpn is not None:
-            context.set_alpn_protocols(alpn)
-        return context
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    folder = tmp_path_factory.mktemp("certs")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    issued.cert_chain_pems[0].write_to_path(cert)
-    issued.private_key_pem.write_to_path(key)
-    return Certs(ca, cert, key)
 
 
 async def echo_app(scope: Scope, receive: Any, send: Any) -> None:

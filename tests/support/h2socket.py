@@ -23,9 +23,16 @@ DEADLINE = 10.0
 
 
 def connect(
-    host: str, port: int, context: ssl.SSLContext | None, timeout: float = DEADLINE
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    timeout: float = DEADLINE,
+    preamble: bytes = b"",
 ) -> socket.socket:
+    """``preamble`` (a PROXY header) is sent before anything else, TLS included."""
     sock = socket.create_connection((host, port), timeout=timeout)
+    if preamble:
+        sock.sendall(preamble)
     if context is None:
         return sock
     tls = context.wrap_socket(sock, server_hostname=host)
@@ -121,9 +128,10 @@ def h2_get(
     context: ssl.SSLContext | None,
     path: str = "/",
     timeout: float = DEADLINE,
+    preamble: bytes = b"",
 ) -> tuple[int, bytes]:
     """One GET on a new connection with the h2 client: (status, body)."""
-    sock = connect(host, port, context, timeout)
+    sock = connect(host, port, context, timeout, preamble)
     try:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         conn = h2.connection.H2Connection(config=config)

@@ -84,6 +84,30 @@ class ServerSettings(SettingsHolder):
         SO_REUSEPORT set when *workers* > 1 (as upstream), so another instance can bind the
         same port.""",
     )
+    proxy_protocol = Setting(
+        False,
+        parse=p.boolean,
+        section="server",
+        flags=("--proxy-protocol",),
+        action="store_true",
+        help="""Every connection on the stream listeners (TCP and unix sockets) starts with a
+        PROXY protocol header, version 1 or 2 (HAProxy `send-proxy`, AWS NLB proxy protocol
+        v2, nginx `proxy_protocol on`), read before the TLS handshake. The scope's `client`
+        (WSGI `REMOTE_ADDR`) and `server` are then the addresses the header names. A
+        connection from a source not in *proxy_allow_ips*, or whose header is missing,
+        malformed, larger than 4 KiB or not complete within *header_read_timeout*, is closed
+        unanswered (logged at debug level).""",
+    )
+    proxy_allow_ips: Setting[list[str]] = Setting(
+        ["127.0.0.1", "::1"],
+        parse=p.ip_networks,
+        section="server",
+        flags=("--proxy-allow-ips",),
+        metavar="ADDRESSES",
+        help="""With *proxy_protocol*, the sources trusted to send a PROXY header:
+        comma-separated IP addresses or networks (`10.0.0.0/8`), or `*` for any. Connections
+        from elsewhere are closed. Unix socket peers are always trusted.""",
+    )
     root_path = Setting(
         "",
         parse=root_path_parser,
