@@ -9,6 +9,8 @@ from hypercorn.typing import ASGIReceive, ASGISend
 
 __all__ = ["ProxyFixMiddleware"]
 
+_WS_SCHEMES = {"http": "ws", "https": "wss"}
+
 
 class ProxyFixMiddleware:
     """Rewrite ``client``, ``scheme`` and the Host header from proxy headers.
@@ -16,7 +18,8 @@ class ProxyFixMiddleware:
     ``mode="legacy"`` reads ``X-Forwarded-For``, ``X-Forwarded-Proto`` and
     ``X-Forwarded-Host``; ``mode="modern"`` reads RFC 7239 ``Forwarded``. Only the value added
     by the ``trusted_hops``-th proxy from the server's side is believed (0 trusts none), so a
-    client cannot spoof its address by sending the header itself.
+    client cannot spoof its address by sending the header itself. A WebSocket scope gets
+    ``ws``/``wss`` for a forwarded ``http``/``https``.
     """
 
     def __init__(
@@ -60,6 +63,8 @@ class ProxyFixMiddleware:
             if client is not None:
                 scope["client"] = (client, 0)
             if scheme is not None:
+                if scope["type"] == "websocket":  # (proxies send the HTTP scheme they served)
+                    scheme = _WS_SCHEMES.get(scheme, scheme)
                 scope["scheme"] = scheme
             if host is not None:
                 headers = [(name, item) for name, item in headers if name.lower() != b"host"]
