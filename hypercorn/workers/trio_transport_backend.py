@@ -46,6 +46,8 @@ _logger = logging.getLogger("hypercorn.error")
 #: Connections accepted in a row before the accept loop lets other tasks run.
 _ACCEPT_BATCH = 64
 _READ_SIZE = 256 * 1024
+#: Seconds a closed connection keeps discarding what the peer still sends (see _Transport).
+_LINGER = 2.0
 
 EXCEPTIONS: ExceptionMapping = {
     trio.TooSlowError: TransportTimeout,
@@ -65,7 +67,16 @@ async def _wait_readable(sock: socket.socket, deadline: float) -> None:
 
 
 class _Transport:
-    """What the plain-socket and TLS transports share: state, flow control, drain, loss."""
+    """What the plain-socket and TLS transports share: state, flow control, closing, loss.
+
+    Closing (``close``): the reader stops handing data to the handler and discards it; once
+    every byte is written, the write side is shut (FIN), the handler hears
+    ``connection_lost``, and the reader keeps discarding until the peer closes too or
+    ``_LINGER`` seconds pass. Closing with unread input at once would make the kernel answer
+    with a reset, which can destroy the last response (a GOAWAY, a ``Connection: close``
+    answer) before the peer reads it (RFC 9112 9.6's lingering close; asyncio's TLS close
+    gets the same from the TLS shutdown). ``abort`` closes the socket at once.
+    """
 
     def __init__(
         self, backend: TrioBackend, info: ConnectionInfo, options: ServeOptions, acceptor: Acceptor
@@ -80,12 +91,18 @@ class _Transport:
         #: Unsent bytes: those in ``_buffer`` and, on TLS, those being sent.
         self._buffered = 0
         self._closing = False
+        #: The handler heard ``connection_lost``.
         self._lost = False
+        #: Everything was written and the write side is shut: lingering.
+        self._write_shut = False
+        self._peer_eof = False
         self._reading_paused = False
         self._resume: trio.Event | None = None
         self._drained: trio.Event | None = None
-        #: Set once the socket is closed (ends the reader's wait after EOF or ``close``).
+        #: Set once the socket is closed.
         self._closed = trio.Event()
+        #: The reader's main loop; cancelled when the write side is shut (see ``_linger``).
+        self._reading: trio.CancelScope | None = None
         self.writing_paused = False
         self.raw_write: Callable[[bytes], None] = self.write
 
@@ -126,9 +143,10 @@ class _Transport:
     def close(self) -> None:
         if not self._closing:
             self._closing = True
+            self._wake_reader()  # (a paused reader starts discarding)
             if not self._buffered:
-                self._shut()
-            # else: the writer closes the socket once the buffer is flushed.
+                self._finish_writes()
+            # else: the writer calls _finish_writes once the buffer is flushed.
 
     def abort(self) -> None:
         self._closing = True
@@ -136,14 +154,37 @@ class _Transport:
         self._buffered = 0
         self._shut()
 
+    def _finish_writes(self) -> None:
+        """Everything is written after ``close``: shut the write side, then linger."""
+        if self._closed.is_set() or self._write_shut:
+            return
+        if self._peer_eof:
+            self._shut()  # (the peer closed its side already: nothing to linger for)
+            return
+        try:
+            self._shutdown_write()
+        except OSError:
+            self._shut()
+            return
+        self._write_shut = True
+        if self._reading is not None:
+            self._reading.cancel()  # the reader reports the loss, then lingers
+
     def _shut(self) -> None:
         """Close the socket now and wake the reader wherever it waits."""
         self._close_socket()
         self._closed.set()
         self._wake_reader()
 
+    def _shutdown_write(self) -> None:
+        raise NotImplementedError
+
     def _close_socket(self) -> None:
         """Close the socket through trio, waking tasks blocked on it. Idempotent."""
+        raise NotImplementedError
+
+    async def _receive(self) -> bytes | bytearray:
+        """The next bytes from the peer, b"" at EOF (raises one of ``_GONE``)."""
         raise NotImplementedError
 
     def _buffered_more(self) -> None:
@@ -168,24 +209,42 @@ class _Transport:
                 _logger.exception("Error in the connection handler (%s)", method)
                 self.abort()
 
-    async def _stall(self) -> bool:
-        """Wait while reading is paused; True once the reader should stop (closing)."""
-        while self._reading_paused and not self._closing:
-            self._resume = trio.Event()
-            await self._resume.wait()
-        if self._closing:
-            await self._closed.wait()
-            return True
+    async def _wait_resumed(self) -> None:
+        self._resume = trio.Event()
+        await self._resume.wait()
+
+    async def _eof(self) -> bool:
+        """The peer closed its side: tell the handler (unless closing) and wait for our side
+        to close. False: stop reading."""
+        self._peer_eof = True
+        if not self._closing:
+            self._call("eof_received")
+        if self._write_shut:
+            return False
+        await self._closed.wait()  # (close() or abort() ends it: see _finish_writes)
         return False
 
-    async def _after_eof(self) -> None:
-        self._call("eof_received")
-        await self._closed.wait()
+    async def _stalled(self) -> bool:
+        """In the main loop while closing or paused; False: stop reading."""
+        if not self._closing:
+            await self._wait_resumed()
+            return True
+        if self._closed.is_set():
+            return False
+        data = await self._receive()  # discarded: the handler is done with input
+        return bool(data) or await self._eof()
 
-    def _connection_lost(self) -> None:
-        """The end of the reader task: the connection is gone for good."""
+    async def _linger(self) -> None:
+        """After the write side is shut: tell the handler, discard input for a while."""
+        self._report_lost()
+        with trio.move_on_after(_LINGER):
+            while not self._closed.is_set() and await self._receive():
+                pass
+
+    def _report_lost(self) -> None:
+        if self._lost:
+            return
         self._lost = True
-        self.abort()
         if self._drained is not None:
             self._drained.set()
             self._drained = None
@@ -195,6 +254,14 @@ class _Transport:
                 handler.connection_lost()
             except Exception:
                 _logger.exception("Error in the connection handler (connection_lost)")
+
+    def _end(self) -> None:
+        """The end of the reader task: the connection is gone for good."""
+        self._closing = True
+        self._buffer.clear()
+        self._buffered = 0
+        self._shut()
+        self._report_lost()
         self._acceptor.lost()
 
 
@@ -259,13 +326,26 @@ class _SocketTransport(_Transport):
         finally:
             self._writing = False
         if self._closing:
-            self._shut()
+            self._finish_writes()
+
+    def _shutdown_write(self) -> None:
+        self._sock.shutdown(socket.SHUT_WR)
 
     def _close_socket(self) -> None:
         sock = self._sock
         if sock.fileno() != -1:
             trio.lowlevel.notify_closing(sock)
             sock.close()
+
+    async def _receive(self) -> bytes | bytearray:
+        while True:
+            if self._sock.fileno() == -1:
+                raise trio.ClosedResourceError("the socket is closed")
+            await trio.lowlevel.wait_readable(self._sock)
+            try:
+                return self._sock.recv(_READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
 
     async def run(self) -> None:
         """The connection's task: read until the connection is gone, then report it lost."""
@@ -275,29 +355,34 @@ class _SocketTransport(_Transport):
         assert self._handler is not None
         data_received = self._handler.data_received
         try:
-            while True:
-                if (self._closing or self._reading_paused) and await self._stall():
-                    return
-                await wait_readable(sock)
-                # (mypy narrows the flags across the await, but other tasks may set them.)
-                if self._closing or self._reading_paused:
-                    continue
-                try:
-                    data = recv(_READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                if not data:
-                    await self._after_eof()
-                    return
-                try:
-                    data_received(data)
-                except Exception:
-                    _logger.exception("Error in the connection handler (data_received)")
-                    self.abort()
+            with trio.CancelScope() as self._reading:
+                while not self._write_shut:
+                    if self._closing or self._reading_paused:
+                        if not await self._stalled():
+                            break
+                        continue
+                    await wait_readable(sock)
+                    # (mypy narrows the flags across the await, but other tasks may set them.)
+                    if self._closing or self._reading_paused:
+                        continue  # type: ignore[unreachable]
+                    try:
+                        data = recv(_READ_SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    if not data:
+                        await self._eof()
+                        break
+                    try:
+                        data_received(data)
+                    except Exception:
+                        _logger.exception("Error in the connection handler (data_received)")
+                        self.abort()
+            if self._write_shut:
+                await self._linger()
         except _GONE:
             pass
         finally:
-            self._connection_lost()
+            self._end()
 
 
 class _TLSTransport(_Transport):
@@ -332,15 +417,24 @@ class _TLSTransport(_Transport):
             self._wake.set()
             self._wake = None
 
+    def _shutdown_write(self) -> None:
+        self._stream.transport_stream.socket.shutdown(socket.SHUT_WR)
+
     def _close_socket(self) -> None:
         self._stream.transport_stream.socket.close()  # (trio's close notifies waiters)
         self._wake_writer()
 
+    async def _receive(self) -> bytes | bytearray:
+        return await self._stream.receive_some(_READ_SIZE)
+
     async def _write_loop(self) -> None:
         buffer = self._buffer
         try:
-            while buffer or not self._closing:
+            while not self._closed.is_set():
                 if not buffer:
+                    if self._closing:
+                        self._finish_writes()
+                        return
                     self._wake = trio.Event()
                     await self._wake.wait()
                     continue
@@ -352,30 +446,36 @@ class _TLSTransport(_Transport):
                 self._flushed_some()
         except _GONE:
             self.abort()
-            return
-        self._shut()
 
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_loop)
-                await self._read_loop()
-                self.abort()  # (ends the writer if the reader ended first)
+                try:
+                    await self._read_loop()
+                finally:
+                    if not self._write_shut:
+                        self.abort()  # (ends the writer if the reader ended first)
+                    self._wake_writer()
         finally:
-            self._connection_lost()
+            self._end()
 
     async def _read_loop(self) -> None:
-        receive = self._stream.receive_some
         try:
-            while True:
-                if (self._closing or self._reading_paused) and await self._stall():
-                    return
-                data = await receive(_READ_SIZE)
-                if not data:
-                    await self._after_eof()
-                    return
-                if not self._closing:
-                    self._call("data_received", data)
+            with trio.CancelScope() as self._reading:
+                while not self._write_shut:
+                    if self._closing or self._reading_paused:
+                        if not await self._stalled():
+                            break
+                        continue
+                    data = await self._receive()
+                    if not data:
+                        await self._eof()
+                        break
+                    if not self._closing:
+                        self._call("data_received", bytes(data))  # (bytes: no copy)
+            if self._write_shut:
+                await self._linger()
         except _GONE:
             return
 

@@ -82,13 +82,13 @@ def cert_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Pat
 
 @pytest.fixture
 def server(
-    bound_socket: socket.socket, cert_files: tuple[Any, Path, Path]
+    bound_socket: socket.socket, cert_files: tuple[Any, Path, Path], worker_class: str
 ) -> Iterator[tuple[RunningServer, ssl.SSLContext]]:
     ca, cert, key = cert_files
     running = start_server(
         app,
         bound_socket,
-        worker_class="uvloop",
+        worker_class=worker_class,
         secure=True,
         certfile=str(cert),
         keyfile=str(key),

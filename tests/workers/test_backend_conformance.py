@@ -6,6 +6,7 @@ Loop-agnostic on purpose: the peer is a plain blocking socket driven from a work
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib.util
 import os
@@ -752,3 +753,48 @@ def test_accept_survives_fd_exhaustion(
     exhausted = [r for r in caplog.records if "Out of resources" in r.getMessage()]
     assert len(exhausted) == 1  # several failed accepts, one line (rate-limited)
     assert exhausted[0].exc_info is None  # no traceback
+
+
+def test_close_with_unread_input_still_delivers_what_was_written(
+    worker_class: str, bound_socket: socket.socket, request: pytest.FixtureRequest
+) -> None:
+    """A peer that sent more than we read before ``close`` (pipelined requests, a flood
+    answered with GOAWAY) still gets every byte written before the close: the transport
+    does not reset the connection under it (a lingering close, RFC 9112 9.6)."""
+    if worker_class != "trio":
+        # Known defect: asyncio's plain-TCP close() closes the socket with input unread, and
+        # the kernel's reset can destroy the answer before the peer reads it (asyncio's TLS
+        # close lingers through its TLS shutdown). Not strict: whether the reset wins the
+        # race depends on timing.
+        request.applymarker(
+            pytest.mark.xfail(reason="asyncio backend: no lingering close yet", strict=False)
+        )
+    answer = os.urandom(256 * 1024)
+
+    class CloseAtOnce(Recorder):
+        def data_received(self, data: bytes) -> None:
+            if not self.data:
+                self.transport.write(answer)
+                self.transport.close()
+            self.data += data
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.on_connection = lambda transport: CloseAtOnce(transport)  # type: ignore[method-assign]
+
+        def client() -> bytes:
+            with connect(bound_socket) as c:
+                c.sendall(b"x")
+                c.settimeout(0.2)
+                # More input than the server will read before it closes.
+                with contextlib.suppress(OSError):
+                    for _ in range(64):
+                        c.send(b"y" * 65536)
+                c.settimeout(TIMEOUT)
+                return recv_until_eof(c)
+
+        server.start()
+        assert await backend.run_sync(client) == answer
+        await server.close()
+
+    run(worker_class, main)
