@@ -1,4 +1,4 @@
-"""The trio backend's connections: transports and the accept loop (see ``trio_backend.py``).
+"""The trio backend's transports (the accept loop is in ``trio_backend.py``).
 
 A plain TCP or Unix connection bypasses trio's stream layer. One task per connection waits
 with ``trio.lowlevel.wait_readable`` and hands each ``recv`` to the driver's
@@ -19,32 +19,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from hypercorn.protocols.proxy import ProxyHeaderError
 from hypercorn.workers.backend import (
-    ACCEPT_EXHAUSTION,
-    EXHAUSTION_BACKOFF,
     ConnectionHandler,
     ConnectionInfo,
     ExceptionMapping,
-    ExhaustionLog,
-    Listener,
-    OnConnection,
     ServeOptions,
     TransportClosed,
     TransportTimeout,
-    map_exceptions,
-    peer_address,
-    tls_connection_info,
 )
-from hypercorn.workers.proxy_header import close_refused, read_proxy_header
 
 if TYPE_CHECKING:
-    from hypercorn.workers.trio_backend import TrioBackend
+    from hypercorn.workers.trio_backend import Acceptor, TrioBackend
 
 _logger = logging.getLogger("hypercorn.error")
 
-#: Connections accepted in a row before the accept loop lets other tasks run.
-_ACCEPT_BATCH = 64
 _READ_SIZE = 256 * 1024
 #: Seconds a closed connection keeps discarding what the peer still sends (see _Transport).
 _LINGER = 2.0
@@ -59,11 +47,6 @@ EXCEPTIONS: ExceptionMapping = {
 }
 #: What a reader or writer task sees when its connection goes.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-async def _wait_readable(sock: socket.socket, deadline: float) -> None:
-    with trio.fail_at(deadline):
-        await trio.lowlevel.wait_readable(sock)
 
 
 class _Transport:
@@ -478,190 +461,3 @@ class _TLSTransport(_Transport):
                 await self._linger()
         except _GONE:
             return
-
-
-class Acceptor:
-    """The accept loops of one ``serve()`` call: max_connections, EMFILE back-off, TLS."""
-
-    def __init__(
-        self, backend: TrioBackend, on_connection: OnConnection, options: ServeOptions
-    ) -> None:
-        self._backend = backend
-        self._on_connection = on_connection
-        self._options = options
-        self._open = 0
-        self._slot_free: trio.Event | None = None
-        self._exhaustion = ExhaustionLog()
-        self._handshakes = 0
-        self._settled: trio.Event | None = None
-
-    def lost(self) -> None:
-        self._open -= 1
-        if self._slot_free is not None:
-            self._slot_free.set()
-            self._slot_free = None
-
-    async def settle(self) -> None:
-        """Wait for the TLS handshakes and PROXY header reads in flight (each bounded by
-        ``ssl_handshake_timeout`` or the header's timeout)."""
-        while self._handshakes:
-            self._settled = trio.Event()
-            await self._settled.wait()
-
-    async def accept_loop(self, listener: Listener) -> None:
-        sock = listener.sock
-        sock.setblocking(False)
-        limit = self._options.max_connections
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            for _ in range(_ACCEPT_BATCH):
-                while limit is not None and self._open >= limit:
-                    self._slot_free = trio.Event()
-                    await self._slot_free.wait()
-                try:
-                    conn, _addr = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if exc.errno in ACCEPT_EXHAUSTION:
-                        self._exhaustion.report(trio.current_time(), exc)
-                        await trio.sleep(EXHAUSTION_BACKOFF)
-                    break  # (else ECONNABORTED and friends: that one connection is gone)
-                self._open += 1
-                self._connect(conn, listener.ssl_context)
-            else:
-                await trio.lowlevel.checkpoint()  # a full batch: let the connections run
-
-    def _connect(self, conn: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
-        conn.setblocking(False)
-        try:
-            if conn.family == getattr(socket, "AF_UNIX", None):
-                client = None
-                server: tuple[str, int | None] | None = (str(conn.getsockname()), None)
-            else:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                client = peer_address(conn.getpeername())
-                server = peer_address(conn.getsockname())
-        except OSError:  # reset before we looked at it
-            conn.close()
-            self.lost()
-            return
-        backend = self._backend
-        if self._options.proxy is not None:
-            self._handshakes += 1
-            backend._start_soon(
-                self._proxied, conn, ssl_context, client, server, name="hypercorn-proxied"
-            )
-        elif ssl_context is not None:
-            self._handshakes += 1
-            backend._start_soon(self._tls, conn, ssl_context, client, server, name="hypercorn-tls")
-        else:
-            transport = self._plain(conn, client, server)
-            if transport is not None:
-                backend._start_soon(transport.run, name="hypercorn-connection")
-
-    def _plain(
-        self,
-        conn: socket.socket,
-        client: tuple[str, int] | None,
-        server: tuple[str, int | None] | None,
-    ) -> _SocketTransport | None:
-        transport = _SocketTransport(
-            self._backend, conn, ConnectionInfo(client=client, server=server), self._options, self
-        )
-        if self._hand_on(transport):
-            return transport
-        conn.close()
-        self.lost()
-        return None
-
-    async def _proxied(
-        self,
-        conn: socket.socket,
-        ssl_context: ssl.SSLContext | None,
-        client: tuple[str, int] | None,
-        server: tuple[str, int | None] | None,
-    ) -> None:
-        """Read the PROXY header, then go on as a TLS or plain connection."""
-        proxy = self._options.proxy
-        assert proxy is not None
-        header = None
-        try:
-            deadline = trio.current_time() + proxy.timeout
-            with map_exceptions(EXCEPTIONS):
-                header = await read_proxy_header(conn, proxy, _wait_readable, deadline)
-        except ProxyHeaderError as exc:
-            _logger.debug("Connection refused: %s", exc)
-            close_refused(conn)
-        except (TransportClosed, TransportTimeout) as exc:
-            _logger.debug("Connection failed during setup: %s", exc)
-            conn.close()
-        except BaseException:  # cancelled: the worker is going away
-            conn.close()
-            self.lost()
-            self._handshake_done()
-            raise
-        if header is None:
-            self.lost()
-            self._handshake_done()
-            return
-        if header.client is not None:
-            client, server = header.client, header.server
-        if ssl_context is not None:
-            await self._tls(conn, ssl_context, client, server)  # (it counts the handshake off)
-            return
-        self._handshake_done()
-        transport = self._plain(conn, client, server)
-        if transport is not None:
-            await transport.run()
-
-    def _handshake_done(self) -> None:
-        self._handshakes -= 1
-        if not self._handshakes and self._settled is not None:
-            self._settled.set()
-
-    def _hand_on(self, transport: _Transport) -> bool:
-        try:
-            transport._handler = self._on_connection(transport)
-        except Exception:
-            _logger.exception("Error setting up a connection")
-            return False
-        return True
-
-    async def _tls(
-        self,
-        conn: socket.socket,
-        ssl_context: ssl.SSLContext,
-        client: tuple[str, int] | None,
-        server: tuple[str, int | None] | None,
-    ) -> None:
-        stream = trio.SSLStream(
-            trio.SocketStream(trio.socket.from_stdlib_socket(conn)),
-            ssl_context,
-            server_side=True,
-            https_compatible=True,  # a peer's missing close_notify is a plain EOF
-        )
-        transport: _TLSTransport | None = None
-        try:
-            try:
-                timeout = self._options.ssl_handshake_timeout
-                with map_exceptions(EXCEPTIONS), trio.fail_after(timeout):
-                    await stream.do_handshake()
-            except (TransportClosed, TransportTimeout) as exc:
-                _logger.debug("Connection failed during setup: %s", exc)
-            else:
-                info = tls_connection_info(stream, client, server)
-                transport = _TLSTransport(self._backend, stream, info, self._options, self)
-                if not self._hand_on(transport):
-                    transport = None
-        except BaseException:  # cancelled: the worker is going away
-            stream.transport_stream.socket.close()
-            self.lost()
-            raise
-        finally:
-            self._handshake_done()
-        if transport is None:
-            stream.transport_stream.socket.close()
-            self.lost()
-            return
-        await transport.run()
