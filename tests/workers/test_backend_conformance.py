@@ -43,7 +43,9 @@ TIMEOUT = 5.0
         "uvloop",
         pytest.param(
             "trio",
-            marks=pytest.mark.skipif(not _TRIO_READY, reason="trio backend not written yet"),
+            marks=pytest.mark.skipif(
+                not _TRIO_READY, reason="trio is not installed (the trio extra)"
+            ),
         ),
     ]
 )

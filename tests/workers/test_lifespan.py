@@ -27,7 +27,9 @@ _TRIO_READY = importlib.util.find_spec("trio") is not None
         "uvloop",
         pytest.param(
             "trio",
-            marks=pytest.mark.skipif(not _TRIO_READY, reason="trio worker lands in the trio issue"),
+            marks=pytest.mark.skipif(
+                not _TRIO_READY, reason="trio is not installed (the trio extra)"
+            ),
         ),
     ]
 )
