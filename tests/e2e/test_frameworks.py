@@ -1,4 +1,5 @@
 """Real frameworks over a real socket: Starlette and FastAPI (ASGI), Flask (WSGI), with httpx.
+(The apps in examples/, Django and Quart among them, are served in ``test_examples.py``.)
 
 The server runs ``hypercorn.workers.serve.serve`` on each backend (asyncio, uvloop, trio: the
 ``worker_class`` fixture) in a background thread (``tests.e2e.conftest.start_server``), on the
@@ -9,9 +10,11 @@ through anyio.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +34,7 @@ from pydantic import BaseModel  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import (  # noqa: E402
+    FileResponse,
     JSONResponse,
     PlainTextResponse,
     StreamingResponse,
@@ -59,7 +63,7 @@ def serving(
 # -- Starlette -------------------------------------------------------------------------------
 
 
-def starlette_app(events: list[str]) -> Starlette:
+def starlette_app(events: list[str], file: Path | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         events.append("startup")
@@ -89,8 +93,13 @@ def starlette_app(events: list[str]) -> Starlette:
 
         return StreamingResponse(numbers(), media_type="text/plain")
 
+    async def download(request: Request) -> FileResponse:
+        assert file is not None
+        return FileResponse(file, filename="data.bin")
+
     return Starlette(
         routes=[
+            Route("/file", download, methods=["GET", "HEAD"]),
             Route("/", home),
             Route("/items/{item_id:int}", item),
             Route("/echo", echo, methods=["POST"]),
@@ -100,10 +109,12 @@ def starlette_app(events: list[str]) -> Starlette:
     )
 
 
-def test_starlette(bound_socket: socket.socket, worker_class: str) -> None:
+def test_starlette(bound_socket: socket.socket, worker_class: str, tmp_path: Path) -> None:
     events: list[str] = []
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    (tmp_path / "data.bin").write_bytes(data)
     with (
-        serving(starlette_app(events), bound_socket, worker_class) as url,
+        serving(starlette_app(events, tmp_path / "data.bin"), bound_socket, worker_class) as url,
         httpx.Client(base_url=url) as client,
     ):
         assert events == ["startup"]
@@ -122,7 +133,17 @@ def test_starlette(bound_socket: socket.socket, worker_class: str) -> None:
 
         with client.stream("GET", "/stream") as streamed:
             assert streamed.status_code == 200
+            assert streamed.headers["transfer-encoding"] == "chunked"
             assert b"".join(streamed.iter_bytes()) == b"0\n1\n2\n3\n4\n"
+
+        response = client.get("/file")
+        assert response.content == data
+        assert response.headers["content-length"] == str(len(data))
+        assert 'filename="data.bin"' in response.headers["content-disposition"]
+        head = client.head("/file")
+        assert (head.headers["content-length"], head.content) == (str(len(data)), b"")
+        ranged = client.get("/file", headers={"range": "bytes=100-199"})
+        assert (ranged.status_code, ranged.content) == (206, data[100:200])
     assert events == ["startup", "shutdown"]
 
 

@@ -452,6 +452,7 @@ class HypercornProcess:
         notify: bool = True,
         socket_activation: bool = False,
         new_session: bool = False,
+        log_dir: Path | None = None,
     ) -> None:
         self.cwd = cwd
         self.notify = NotifyListener() if notify else None
@@ -477,7 +478,7 @@ class HypercornProcess:
             command = [sys.executable, "-c", shim, *command[1:]]
         elif sock is not None:
             command[3:3] = ["-b", f"fd://{sock.fileno()}"]
-        self.stderr_path = cwd / f"stderr-{uuid.uuid4().hex[:8]}.log"
+        self.stderr_path = (log_dir or cwd) / f"stderr-{uuid.uuid4().hex[:8]}.log"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             command,
@@ -582,7 +583,9 @@ def running(
     notify: bool = True,
     socket_activation: bool = False,
     new_session: bool = False,
+    log_dir: Path | None = None,
 ) -> Iterator[HypercornProcess]:
+    """``log_dir``: where the server's stderr goes (default ``cwd``)."""
     server = HypercornProcess(
         args,
         cwd=cwd,
@@ -591,6 +594,7 @@ def running(
         notify=notify,
         socket_activation=socket_activation,
         new_session=new_session,
+        log_dir=log_dir,
     )
     try:
         yield server

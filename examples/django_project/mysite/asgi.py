@@ -1,0 +1,11 @@
+"""The ASGI entry point: ``cd examples/django_project && hypercorn mysite.asgi:application``."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_asgi_application()
