@@ -1,7 +1,7 @@
 """Fixtures and helpers for the upstream-compatibility tests: upstream Hypercorn 0.18 in its
 own venv, and this server's CLI run to completion.
 
-Upstream is installed the way bench/ installs its peers (``bench/run.py``'s ``ensure_peer``:
+Upstream is installed the way bench/ installs its peers (``bench/run.py``'s ``ensure_env``:
 ``bench/.peers/hypercorn/``, git-ignored, reused while its pinned requirements are unchanged),
 never into the project's .venv where it would shadow this package. When it cannot be
 installed (no package index), the tests that compare against it skip and say why.
@@ -75,10 +75,10 @@ def hypercorn_cli(
 def upstream() -> Upstream:
     bench = _bench_module()
     try:
-        versions = bench.ensure_peer("hypercorn", install=True)
-    except Exception as exc:  # SetupError, or an OSError from venv/pip
+        versions = bench.ensure_env("hypercorn", bench.RUNNING, install=True)
+    except (bench.SetupError, OSError) as exc:  # not AttributeError: a renamed API must fail
         pytest.skip(f"cannot install upstream Hypercorn for comparison: {exc}")
-    python = bench.PEERS_DIR / "hypercorn" / "bin" / "python"
+    python = bench.env_bin("hypercorn", bench.RUNNING) / "python"
     version = versions.get("hypercorn", "missing")
     assert version.startswith("0.18"), f"expected upstream Hypercorn 0.18, found {version}"
     found = Upstream(python, version)
