@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +53,17 @@ def start_server(
     worker_class: str = "uvloop",
     secure: bool = False,
     config: Config | None = None,
+    also: Sequence[socket.socket] = (),
     **settings: Any,
 ) -> RunningServer:
+    """Serve ``app`` on ``sock`` (and the listeners in ``also``, a unix socket say) in a
+    background thread; ``host``/``port`` are ``sock``'s."""
     config = config or Config()
     config.accesslog = None
     for name, value in settings.items():
         setattr(config, name, value)
-    sockets = Sockets(secure_sockets=[sock]) if secure else Sockets(insecure_sockets=[sock])
+    listeners = [sock, *also]
+    sockets = Sockets(secure_sockets=listeners) if secure else Sockets(insecure_sockets=listeners)
     ready = threading.Event()
     host, port = sock.getsockname()[:2]
     server = RunningServer(host, port, config, threading.Thread(daemon=True))

@@ -21,6 +21,7 @@ from hypercorn.config import Config
 from hypercorn.errors import ConfigError
 from hypercorn.protocols.proxy import V2_SIGNATURE
 from tests.e2e.conftest import RunningServer, start_server
+from tests.support.apps import where_app
 from tests.support.certs import Certs
 from tests.support.h2socket import h2_get
 
@@ -37,25 +38,6 @@ V2 = (
 )
 V2_CLIENT = ["2001:db8::7", 40000]
 DEADLINE = 10.0
-
-
-async def where_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers (HTTP) or sends once (WebSocket) the scope's client, server and scheme."""
-    if scope["type"] == "lifespan":
-        return
-    seen = json.dumps(
-        {"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"]}
-    )
-    if scope["type"] == "websocket":
-        await receive()
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": seen})
-        await send({"type": "websocket.close"})
-        return
-    while (await receive()).get("more_body"):
-        pass
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": seen.encode()})
 
 
 def wsgi_where(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -127,6 +109,8 @@ def test_websocket(proxied: Callable[..., RunningServer]) -> None:
     sock.sendall(V2)
     with ws_connect(f"ws://{server.host}:{server.port}/", sock=sock) as ws:
         seen = json.loads(ws.recv(timeout=DEADLINE))
+        ws.send("after the header")
+        assert ws.recv(timeout=DEADLINE) == "after the header"
     assert seen["client"] == V2_CLIENT
     assert seen["scheme"] == "ws"
 

@@ -91,6 +91,35 @@ async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send_response(send, json.dumps(payload).encode(), content_type=b"application/json")
 
 
+async def where_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Where the request came from, as JSON: type, path, scheme, client, server, host header.
+    HTTP answers with it; a WebSocket sends it once, then echoes text until the client leaves.
+    """
+    if scope["type"] == "lifespan":
+        await handle_lifespan(receive, send)
+        return
+    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+    seen = json.dumps(
+        {
+            "type": scope["type"],
+            "path": scope["path"],
+            "scheme": scope["scheme"],
+            "client": scope["client"],
+            "server": scope["server"],
+            "host": host,
+        }
+    )
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": seen})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        return
+    await read_body(receive)
+    await send_response(send, seen.encode())
+
+
 def streaming_app(chunks: int = 5, size: int = 10) -> Callable[..., Any]:
     """An ASGI app sending ``chunks`` body messages of ``size`` bytes each (no length)."""
 
