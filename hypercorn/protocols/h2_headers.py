@@ -7,7 +7,8 @@ Both directions are pure functions, shared by every HTTP/2 engine (``h2_engine.p
   ``host`` first, taken from ``:authority`` (or from a ``Host`` field when there is none).
 * ``response_head`` validates the app's headers once per distinct list (memoised, as the
   HTTP/1.1 wire does): bytes only, token names, no CR/LF/NUL in values, names lowercased
-  (RFC 9113 section 8.2.1), connection-specific fields dropped (section 8.2.2), surrounding
+  (RFC 9113 section 8.2.1), connection-specific fields dropped (section 8.2.2; a
+  Transfer-Encoding other than ``chunked`` refused, as on HTTP/1.1), surrounding
   whitespace stripped; and picks out Content-Length, Date and Server.
 """
 
@@ -17,7 +18,7 @@ import functools
 from collections.abc import Iterable
 
 from hypercorn.protocols.errors import AppProtocolError
-from hypercorn.protocols.headers import check_header
+from hypercorn.protocols.headers import check_header, check_transfer_encoding
 
 #: Connection-specific fields (RFC 9113 section 8.2.2): meaningless on HTTP/2, never sent.
 CONNECTION_SPECIFIC = frozenset(
@@ -63,11 +64,15 @@ ResponseFacts = tuple[tuple[tuple[bytes, bytes], ...], "int | None", bool, bool]
 def _response_facts(headers: Iterable[tuple[bytes, bytes]]) -> ResponseFacts:
     out: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
-    has_date = has_server = False
+    has_date = has_server = chunked = False
     for name, value in headers:
         check_header(name, value)
         name = name.lower()
         if name in CONNECTION_SPECIFIC:
+            if name == b"transfer-encoding":
+                # (DATA frames are HTTP/2's chunking: only a coding we would drop is refused.)
+                check_transfer_encoding(value, chunked)
+                chunked = True
             continue
         if name == b"content-length":
             if not value.isdigit():

@@ -102,3 +102,15 @@ def check_header(name: object, value: object) -> None:
         raise AppProtocolError(f"invalid header name {name!r}")
     if has_forbidden_value_bytes(value) is not None:
         raise AppProtocolError(f"header {name!r} has a CR, LF or NUL in its value")
+
+
+def check_transfer_encoding(value: bytes, seen: bool) -> None:
+    """An app's own Transfer-Encoding header (``seen``: it sent one already). The wire frames
+    the body itself (chunked where HTTP/1.1 needs it, DATA frames on HTTP/2) and applies no
+    coding, so anything but one ``chunked`` is a promise it cannot keep: a 500 (as upstream
+    Hypercorn, through h11), never bytes sent as identity under the app's coding."""
+    if seen or value.strip(b" \t").lower() != b"chunked":
+        raise AppProtocolError(
+            f"transfer-encoding {value!r} cannot be honoured: the server frames the body "
+            "itself and applies no transfer coding (send content-encoding for compression)"
+        )

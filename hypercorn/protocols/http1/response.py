@@ -31,6 +31,7 @@ from hypercorn.protocols.headers import (
     STATUS_LINES,
     DateCache,
     check_header,
+    check_transfer_encoding,
     has_forbidden_value_bytes,
     is_token,
     status_line,
@@ -73,6 +74,12 @@ _LAST_CHUNK = b"0\r\n\r\n"
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _EMPTY_BODY = b"content-length: 0\r\n"
 _CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
+#: A "close" connection option (RFC 9110 7.6.1: a comma-separated list, case-insensitive).
+_CLOSE_TOKEN = re.compile(rb"(?:^|,)[ \t]*close[ \t]*(?:,|$)", re.IGNORECASE).search
+#: The Connection lines of a validated header block (names are tokens, values hold no CR/LF).
+_without_connection = functools.partial(
+    re.compile(rb"^connection:[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE).sub, b""
+)
 
 
 def _parse_content_length(value: bytes) -> int:
@@ -239,6 +246,8 @@ class ResponseWriter:
         self._framing = framing
         if not keep_alive:
             self._keep_alive = False
+            if close is not None:  # (the app's own Connection lines give way to our one)
+                parts[1] = _without_connection(block)
             append(_CONNECTION_CLOSE)
         dates = self._dates
         if has_date or has_server:
@@ -374,16 +383,16 @@ class ResponseWriter:
 
 
 #: (block, content_length, close, has_date, has_server): see ``_header_facts``.
-_HeaderFacts = tuple[bytes, "int | None", bool, bool, bool]
+_HeaderFacts = tuple[bytes, "int | None", "bool | None", bool, bool]
 
 
 def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _HeaderFacts:
     """Validate the app's response headers and pick out the ones whose handling is ours.
 
     Returns the header block to send (Transfer-Encoding removed: framing is ours, Rule 3;
-    Content-Length removed when ``no_content``, a 204), the Content-Length, whether
-    Connection asks to close, and whether the app sent its own Date / Server. Raises
-    AppProtocolError.
+    Content-Length removed when ``no_content``, a 204), the Content-Length, the app's
+    Connection (None: it sent none; True: it asks to close), and whether the app sent its
+    own Date / Server. Raises AppProtocolError.
     """
     # Each name must be a token and each value free of CR/LF/NUL, judged one by one: checking
     # the joined block let a name like b"x-a: b" through as a valid-looking line.
@@ -400,10 +409,11 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _
         raise AppProtocolError(f"invalid response headers {headers!r}") from None
     block = b"".join(lines)
     if _special_header(block.lower()) is None:
-        return block, None, False, False, False
+        return block, None, None, False, False
     lines.clear()
     content_length: int | None = None
-    close = has_date = has_server = False
+    close: bool | None = None
+    chunked = has_date = has_server = False
     for name, value in headers:
         lname = name.lower()
         if lname in _SPECIAL_HEADERS:
@@ -415,10 +425,18 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _
                 if no_content:
                     continue
             elif lname == b"transfer-encoding":
+                # Framing is ours (Rule 3): "chunked" is what we do anyway when the length is
+                # unknown (or Content-Length, as good); any other coding is refused.
+                check_transfer_encoding(value, chunked)
+                chunked = True
                 continue
             elif lname == b"connection":
-                if b"close" in value.lower():
+                # Ours too: kept for a kept-alive response, replaced by our one line when the
+                # connection closes (see ``_without_connection``).
+                if _CLOSE_TOKEN(value) is not None:
                     close = True
+                elif close is None:
+                    close = False
             elif lname == b"date":
                 has_date = True
             else:

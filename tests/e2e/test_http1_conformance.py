@@ -1,0 +1,172 @@
+"""ASGI and HTTP/1.1 conformance found by black-box probing (issue 10, item 9): one reproducer
+per finding, each on a real socket against every worker class.
+
+* a ``receive()`` pending when the response completes gets ``http.disconnect``;
+* ``write_timeout`` counts time without write progress, in every state, closing included;
+* ``keep_alive_max_requests`` closes an HTTP/1.1 connection after that many requests;
+* a half-closed client (``SHUT_WR`` after a complete request) still gets its response;
+* an app's ``transfer-encoding`` the server cannot honour is a 500;
+* an app's own ``connection: close`` is sent once.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RunningServer
+from tests.e2e.test_slow_clients import read_to_end
+from tests.support.h2socket import h2_get
+
+Scope = dict[str, Any]
+RunServer = Callable[..., RunningServer]
+DEADLINE = 10.0
+
+
+def read_response(sock: socket.socket, timeout: float = DEADLINE) -> tuple[bytes, bytes]:
+    """(head, body) of one Content-Length response, reading no further than its end."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside a body"
+        body += chunk
+    assert len(body) == length, "more bytes than one response"
+    return head, body
+
+
+def header_lines(head: bytes, name: bytes) -> list[bytes]:
+    return [line for line in head.split(b"\r\n") if line.lower().startswith(name + b":")]
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def hello(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+# -- headers the app may not set -------------------------------------------------------------
+
+
+UNHONOURABLE_CODINGS = [
+    [(b"transfer-encoding", b"gzip")],
+    [(b"transfer-encoding", b"gzip, chunked")],
+    [(b"transfer-encoding", b"identity")],
+    [(b"transfer-encoding", b"chunked, gzip")],
+    [(b"transfer-encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],  # (twice)
+]
+
+
+def answering(headers: list[tuple[bytes, bytes]], body: bytes = b"\x1f\x8bnot-really-gzip") -> Any:
+    """An app answering 200 with ``headers`` and ``body`` in one message."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize("headers", UNHONOURABLE_CODINGS)
+def test_a_transfer_encoding_the_server_cannot_honour_is_a_500(
+    run_server: RunServer, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Before: the coding was dropped and the body went out as identity under a 200."""
+    server = run_server(answering(headers))
+    with server.connect() as sock:
+        for _ in range(2):  # (the connection stays healthy for the next request)
+            sock.sendall(GET)
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 500 ")
+            assert body == b""
+            assert header_lines(head, b"transfer-encoding") == []
+
+
+@pytest.mark.parametrize("headers", UNHONOURABLE_CODINGS[:1])
+def test_a_transfer_encoding_the_server_cannot_honour_is_a_500_on_http2(
+    run_server: RunServer, headers: list[tuple[bytes, bytes]]
+) -> None:
+    server = run_server(answering(headers))
+    assert h2_get(server.host, server.port, None) == (500, b"")
+
+
+def test_an_apps_transfer_encoding_chunked_is_honoured(run_server: RunServer) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"transfer-encoding", b"Chunked")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = run_server(app)
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, _ = read_to_end(sock, DEADLINE)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert header_lines(head, b"transfer-encoding") == [b"transfer-encoding: chunked"]
+    assert body == b"4\r\npart\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "request_close"),
+    [(b"close", False), (b"Close", False), (b"keep-alive, close", False), (b"keep-alive", True)],
+)
+def test_an_apps_own_connection_header_gives_one_connection_close(
+    run_server: RunServer, value: bytes, request_close: bool
+) -> None:
+    """The app asks to close (or says keep-alive on a connection the client closes): the
+    head carries exactly one ``connection: close`` (before: the app's line and ours)."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"x-before", b"1"), (b"Connection", value), (b"x-after", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"bye", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = run_server(app)
+    with server.connect() as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" if request_close else GET
+        )
+        data, _ = read_to_end(sock, DEADLINE)
+    head = data.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert header_lines(head, b"connection") == [b"connection: close"], head
+    assert header_lines(head, b"x-before") == [b"x-before: 1"]
+    assert header_lines(head, b"x-after") == [b"x-after: 2"]
+
+
+def test_an_apps_connection_keep_alive_passes_on_a_kept_alive_response(
+    run_server: RunServer,
+) -> None:
+    headers = [(b"connection", b"keep-alive"), (b"content-length", b"2")]
+    server = run_server(answering(headers, b"ok"))
+    with server.connect() as sock:
+        for _ in range(2):
+            sock.sendall(GET)
+            head, body = read_response(sock)
+            assert body == b"ok"
+            assert header_lines(head, b"connection") == [b"connection: keep-alive"]
