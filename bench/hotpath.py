@@ -119,6 +119,8 @@ def _this_server(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> l
 
     config = Config()
     config.http1_parser = args.parser
+    # Each fake connection sends more requests than the default 1000 allows on one.
+    config.keep_alive_max_requests = 10**9
     backend = AsyncioBackend("uvloop" if args.loop == "uvloop" else "asyncio")
     limits = limits_from_config(config)
     if args.ws_reference:
@@ -227,6 +229,7 @@ def _over_sockets(args: argparse.Namespace) -> list[float]:
 
     config = Config()
     config.http1_parser = args.parser
+    config.keep_alive_max_requests = 10**9  # (as above)
     listener = socket.create_server(("127.0.0.1", 0), backlog=args.connections)
 
     async def main(backend: Any) -> list[float]:

@@ -53,6 +53,9 @@ class ProtocolLimits:
     h2_max_header_list_size: int = 2**16
     #: Largest frame payload we accept on HTTP/2 (Config ``h2_max_inbound_frame_size``).
     h2_max_inbound_frame_size: int = 2**14
+    #: Requests served on one HTTP/1.1 connection, the last answered with ``connection:
+    #: close`` (Config ``keep_alive_max_requests``, as upstream); None means no limit.
+    h1_max_requests: int | None = 1000
     #: Streams served on one HTTP/2 connection before GOAWAY (Config
     #: ``keep_alive_max_requests``); None means no limit.
     h2_max_streams: int | None = 1000

@@ -74,6 +74,7 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
         h2_max_header_list_size=config.h2_max_header_list_size,
         h2_max_inbound_frame_size=config.h2_max_inbound_frame_size,
+        h1_max_requests=config.keep_alive_max_requests,
         h2_max_streams=config.keep_alive_max_requests,
         websocket_max_message_size=config.websocket_max_message_size,
         websocket_ping_interval=config.websocket_ping_interval,

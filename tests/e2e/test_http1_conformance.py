@@ -62,6 +62,22 @@ async def hello(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hello"})
 
 
+# -- keep_alive_max_requests -----------------------------------------------------------------
+
+
+def test_keep_alive_max_requests_closes_after_that_many(run_server: RunServer) -> None:
+    server = run_server(hello, keep_alive_max_requests=3)
+    with server.connect() as sock:
+        for number in (1, 2, 3):
+            sock.sendall(GET)
+            head, body = read_response(sock)
+            assert body == b"hello"
+            closes = header_lines(head, b"connection")
+            assert closes == ([b"connection: close"] if number == 3 else []), number
+        rest, _ = read_to_end(sock, DEADLINE)
+    assert rest == b""
+
+
 # -- headers the app may not set -------------------------------------------------------------
 
 

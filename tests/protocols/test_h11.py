@@ -184,6 +184,22 @@ def test_pipelining_answers_in_order(split: tuple[str, str]) -> None:
     assert [body_of(events) for events in responses] == [b"r0", b"r1", b"r2"]
 
 
+def test_keep_alive_max_requests_closes_after_the_last_pipelined_one() -> None:
+    """Config ``keep_alive_max_requests``: the last request allowed is answered with
+    ``connection: close``; requests pipelined behind it are not started (the client
+    retries them on a new connection, as after any close)."""
+    pair = H1Pair(ProtocolLimits(h1_max_requests=2))
+    pair.feed(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % index for index in range(3)))
+    for index in range(2):
+        pair.respond(200, [], b"r%d" % index, stream=pair.sink.started[index])
+    assert [s.scope["path"] for s in pair.sink.started] == ["/0", "/1"]
+    assert pair.sink.closed
+    first, second = parse_responses(pair.new_output())
+    assert (b"connection", b"close") not in first[0].headers
+    assert (b"connection", b"close") in second[0].headers
+    assert [body_of(events) for events in (first, second)] == [b"r0", b"r1"]
+
+
 def test_pipelined_request_waits_for_slow_body() -> None:
     pair = H1Pair()
     pair.feed(

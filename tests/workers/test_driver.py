@@ -536,6 +536,8 @@ def test_limits_from_config() -> None:
     assert limits.keep_alive_timeout == 7.5
     assert limits.max_incomplete_size == 1234
     assert limits.extra_headers == ((b"alt-svc", b'h3=":443"'),)
+    # keep_alive_max_requests: upstream's default, for HTTP/1.1 and HTTP/2 alike.
+    assert limits.h1_max_requests == limits.h2_max_streams == 1000
 
 
 class _RecordingCore:

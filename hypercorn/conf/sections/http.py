@@ -29,8 +29,9 @@ class HTTPSettings(SettingsHolder):
         parse=p.positive_int,
         section="http",
         metavar="INT",
-        help="""Maximum number of requests served on one HTTP/1.1 keep-alive connection (or
-        HTTP/2 streams on one connection) before it is closed.""",
+        help="""Maximum number of requests served on one HTTP/1.1 keep-alive connection (the
+        last one is answered with `Connection: close`), or of HTTP/2 streams on one connection
+        (then GOAWAY), before it is closed.""",
     )
     header_read_timeout = Setting(
         10.0,

@@ -92,6 +92,7 @@ _PHASE_RESPONDING = H1Phase.RESPONDING
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CRLF = b"\r\n"
 _STREAM_ID = 1
+_NO_LIMIT = 2**62
 _SWITCHING_TO_WEBSOCKET = (
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
 )
@@ -113,6 +114,7 @@ class H1Connection(ResponseWriter):
         "_phase",
         "_pipeline_paused",
         "_read_timeout",
+        "_requests_left",
         "_root_path",
         "_scheme",
         "_server",
@@ -152,6 +154,8 @@ class H1Connection(ResponseWriter):
         self._parser = parser
         self._limits = limits
         self._read_timeout = limits.read_timeout
+        #: Requests this connection may still serve (Config ``keep_alive_max_requests``).
+        self._requests_left = limits.h1_max_requests or _NO_LIMIT
         self._keep_alive_timeout = limits.keep_alive_timeout
         self._root_path = limits.root_path
         self._server_names = limits.server_names
@@ -345,7 +349,10 @@ class H1Connection(ResponseWriter):
                 self._start_h2c(head, has_body, now)
                 return
         self._head = head
-        self._keep_alive = keep_alive and not self._shutting_down
+        left = self._requests_left - 1
+        self._requests_left = left
+        # (keep_alive_max_requests: the last request allowed here is answered with close.)
+        self._keep_alive = keep_alive and left > 0 and not self._shutting_down
         self._request_done = False
         self._response_started = False
         self._continue_pending = expect_continue and has_body
