@@ -31,6 +31,10 @@ Rules:
 3. Once the peer is gone (``peer_closed``) the app gets ``http.disconnect``; the driver makes
    its later sends raise an OSError (ASGI 2.4), so an endless stream stops.
 4. After the response is complete ``receive`` returns ``http.disconnect``.
+5. A peer that shut its sending side after a complete request (``peer_half_closed``) may
+   still read the response: sends go on, but ``receive`` returns ``http.disconnect`` from
+   then on, since a peer that left altogether looks the same until a write fails. An app
+   that watches for disconnects stops as it would for a peer gone; one that answers is read.
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ class AsgiHttpStream:
         "buffered",
         "disconnected",
         "end_unsent",
+        "half_closed",
         "head_written",
         "inbox",
         "notify_on_read",
@@ -163,6 +168,8 @@ class AsgiHttpStream:
         #: when the app asks (many apps never read a bodiless request).
         self.end_unsent = False
         self.disconnected = False
+        #: Rule 5: the peer will send nothing more; it may still read.
+        self.half_closed = False
         self.head_written = False
         self.app_done = False
         self.trailers_expected = False
@@ -215,6 +222,14 @@ class AsgiHttpStream:
             self.send_waiter = None
             waiter()
 
+    def peer_half_closed(self) -> None:
+        """The peer shut its sending side after a complete request (rule 5)."""
+        self.half_closed = True
+        waiter = self.waiter
+        if waiter is not None:  # (its receive_nowait finds the inbox empty: disconnect)
+            self.waiter = None
+            waiter()
+
     def peer_closed(self) -> None:
         """The peer went away (or the connection was closed under us): disconnect the app."""
         if self.send_blocked:
@@ -242,7 +257,7 @@ class AsgiHttpStream:
             message = inbox.popleft()
             if self.buffered:
                 self.buffered -= len(message.get("body", b""))
-        elif self.state is _CLOSED:
+        elif self.state is _CLOSED or self.half_closed:
             message = {"type": _DISCONNECT_TYPE}
         if self.notify_on_read:
             self.notify_on_read = False

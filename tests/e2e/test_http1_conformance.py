@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.e2e.conftest import RunningServer
@@ -76,6 +77,48 @@ def test_keep_alive_max_requests_closes_after_that_many(run_server: RunServer) -
             assert closes == ([b"connection: close"] if number == 3 else []), number
         rest, _ = read_to_end(sock, DEADLINE)
     assert rest == b""
+
+
+# -- half-closed clients ---------------------------------------------------------------------
+
+POST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+@pytest.mark.parametrize(
+    ("requests", "bodies"),
+    [(GET, [b"hello"]), (POST, [b"hello"]), (GET + POST, [b"hello", b"hello"])],
+    ids=["get", "post", "pipelined"],
+)
+def test_a_half_closed_client_gets_its_response(
+    run_server: RunServer, requests: bytes, bodies: list[bytes]
+) -> None:
+    """RFC 9112 9.6: a client may shut down its sending side after complete requests; the
+    server still answers them (here the app takes longer than one read), then closes.
+    Before: the FIN was taken for a disconnect and nothing was answered."""
+
+    async def slow(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await anyio.sleep(0.3)  # the app's own work, longer than one read
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body or b"hello"})
+
+    server = run_server(slow)
+    with server.connect() as sock:
+        sock.sendall(requests)
+        sock.shutdown(socket.SHUT_WR)
+        data, _ = read_to_end(sock, DEADLINE)
+    responses = data.split(b"HTTP/1.1 ")[1:]
+    assert [response.partition(b"\r\n\r\n")[2] for response in responses] == bodies, data
+    assert all(response.startswith(b"200 ") for response in responses)
+    last_head = responses[-1].partition(b"\r\n\r\n")[0]
+    assert header_lines(last_head, b"connection") == [b"connection: close"]
 
 
 # -- headers the app may not set -------------------------------------------------------------

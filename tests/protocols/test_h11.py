@@ -472,16 +472,43 @@ def test_disconnect_mid_body(split: tuple[str, str]) -> None:
     assert pair.new_output() == b""
 
 
+def test_eof_after_a_complete_request_is_a_half_close() -> None:
+    """RFC 9112 9.6: the client shut its sending side; it may still read the response. The
+    app's receive() says http.disconnect (a client gone for good sends the same FIN), but
+    what the app sends goes out, and the connection closes after it."""
+    pair = H1Pair()
+    pair.request()
+    pair.receive_all()
+    pair.app_send({"type": "http.response.start", "status": 200, "headers": []})
+    pair.app_send({"type": "http.response.body", "body": b"a", "more_body": True})
+    woken: list[bool] = []
+    assert pair.receive() is None
+    pair.stream.waiter = lambda: woken.append(True)
+    pair.eof()
+    assert woken == [True]
+    assert pair.receive() == {"type": "http.disconnect"}
+    assert pair.receive() == {"type": "http.disconnect"}  # (every time)
+    assert not pair.sink.closed
+    pair.app_send({"type": "http.response.body", "body": b"b"})
+    assert pair.sink.closed
+    events = pair.client_events()
+    assert [type(event) for event in events][-3:] == [
+        h11.Data,
+        h11.EndOfMessage,
+        h11.ConnectionClosed,
+    ]
+    assert pair.receive() == {"type": "http.disconnect"}  # (response done: rule 4)
+
+
 def test_disconnect_while_responding() -> None:
     pair = H1Pair()
     pair.request()
     pair.receive_all()
     pair.app_send({"type": "http.response.start", "status": 200, "headers": []})
     pair.app_send({"type": "http.response.body", "body": b"a", "more_body": True})
-    pair.eof()
+    pair.server.connection_lost()
     assert pair.receive() == {"type": "http.disconnect"}
     pair.app_send({"type": "http.response.body", "body": b"b", "more_body": True})  # ignored
-    assert pair.sink.closed
 
 
 def test_waiting_app_is_woken_on_disconnect() -> None:

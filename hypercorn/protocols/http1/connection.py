@@ -22,6 +22,12 @@ are ever mistaken for a new request.
 
 Rule 3 - framing is chosen when the head is written (``response.py``).
 
+Rule 4 - EOF after a complete request is a half-close (RFC 9112 9.6): the response still
+goes out, then the connection closes. A client that left altogether sends the same FIN, so
+the app's ``receive`` says ``http.disconnect`` from then on (``asgi_http`` rule 5; Go's
+net/http cancels the request context likewise): an app that stops on it frees its work at
+once, one that answers is read by a half-closed client. EOF anywhere else is the peer gone.
+
 Deadlines (one at a time, plus the write deadline), reported by ``next_deadline``:
 
 ====================  ======================================  ==================================
@@ -321,6 +327,12 @@ class H1Connection(ResponseWriter):
                         self._sink.pause_reading()
                 return
             elif event is CLOSED:
+                stream = self._stream
+                if self._phase is _PHASE_RESPONDING and isinstance(stream, AsgiHttpStream):
+                    # Rule 4: a half-close. (A WebSocket handshake has no one to talk to.)
+                    self._keep_alive = False
+                    stream.peer_half_closed()
+                    return
                 self._peer_gone()
                 return
             else:  # pragma: no cover
