@@ -30,7 +30,8 @@ Rules:
    The stream is then CLOSED and every later ``app_send`` raises again.
 3. Once the peer is gone (``peer_closed``) the app gets ``http.disconnect``; the driver makes
    its later sends raise an OSError (ASGI 2.4), so an endless stream stops.
-4. After the response is complete ``receive`` returns ``http.disconnect``.
+4. After the response is complete ``receive`` returns ``http.disconnect``, and a ``receive``
+   already waiting when it completes returns it then.
 5. A peer that shut its sending side after a complete request (``peer_half_closed``) may
    still read the response: sends go on, but ``receive`` returns ``http.disconnect`` from
    then on, since a peer that left altogether looks the same until a write fails. An app
@@ -295,6 +296,8 @@ class AsgiHttpStream:
                     self.head_written = True
                 else:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
+                if end and self.waiter is not None:
+                    self._wake()
             elif mtype == "http.response.start":
                 if state is not _REQUEST:
                     raise AppProtocolError(f"unexpected {mtype!r} in state {state.value}")
@@ -319,6 +322,8 @@ class AsgiHttpStream:
                 if not message.get("more_trailers", False):
                     self.state = _CLOSED
                     self._wire.send_trailers(self, trailers, now)
+                    if self.waiter is not None:
+                        self._wake()
             elif mtype == "http.response.early_hint":
                 # RFC 8297: 103 with the links, before the final response's head.
                 if self.head_written or state is _CLOSED:
@@ -343,10 +348,20 @@ class AsgiHttpStream:
             self._fail(now)
             raise AppProtocolError(f"malformed ASGI message {message!r}: {exc!r}") from exc
 
+    def _wake(self) -> None:
+        """The response is complete (or failed) while the app waits in ``receive()``, as a
+        disconnect watcher does: wake it. A waiter waits only on an empty inbox, so it finds
+        the stream CLOSED and gets ``http.disconnect`` (rule 4) instead of waiting for good."""
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter()
+
     def _fail(self, now: float) -> None:
         if self.disconnected:
             return
         self.state = _CLOSED
+        self._wake()
         if self.head_written:
             self._wire.abort_stream(self, now)
         else:
@@ -363,10 +378,10 @@ class AsgiHttpStream:
         is aborted. Returns what to log when an app that returned left it so (nothing: a
         500 or a truncated response speaks for itself in the access log)."""
         self.app_done = True
-        self.waiter = None
         if self.disconnected or self.state is _CLOSED:
+            self.waiter = None
             return None
-        self._fail(now)
+        self._fail(now)  # (which wakes a receive() the app left waiting in another task)
         return None
 
 

@@ -12,6 +12,7 @@ per finding, each on a real socket against every worker class.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import anyio
 import pytest
 
 from tests.e2e.conftest import RunningServer
+from tests.e2e.test_http1 import wait_for
 from tests.e2e.test_slow_clients import read_to_end
 from tests.support.h2socket import h2_get
 
@@ -61,6 +63,81 @@ async def hello(scope: Scope, receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"hello"})
+
+
+# -- a pending receive() ---------------------------------------------------------------------
+
+
+def watching_app(seen: list[str], lifespan: list[str] | None = None) -> Any:
+    """Starlette-style: a task waits in receive() (a disconnect watcher) while another
+    answers; the app ends when both do. ``seen`` gets what the watcher received."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" and lifespan is not None:
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            lifespan.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        await receive()  # the (bodiless) request
+
+        async def respond() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"done"})
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(respond)  # (scheduled: the watcher below waits first)
+            seen.append((await receive())["type"])
+
+    return app
+
+
+def test_a_pending_receive_gets_disconnect_when_the_response_completes(
+    run_server: RunServer,
+) -> None:
+    """The waiting receive() returns http.disconnect once the response is complete (ASGI:
+    "if receive is called after a response has been sent"), so the app ends; the kept-alive
+    connection serves the next request. Before: the watcher waited for good."""
+    seen: list[str] = []
+    server = run_server(watching_app(seen))
+    with server.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"done"
+        # (The bytes are out before the woken app records what it got.)
+        wait_for(lambda: len(seen) == 1)
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"done"
+        wait_for(lambda: len(seen) == 2)
+    assert seen == ["http.disconnect", "http.disconnect"]
+
+
+def test_a_pending_receive_gets_disconnect_on_http2(run_server: RunServer) -> None:
+    seen: list[str] = []
+    server = run_server(watching_app(seen))
+    assert h2_get(server.host, server.port, None) == (200, b"done")
+    wait_for(lambda: bool(seen))
+    assert seen == ["http.disconnect"]
+
+
+def test_a_graceful_stop_does_not_wait_for_a_finished_requests_watcher(
+    run_server: RunServer,
+) -> None:
+    """Before: the watcher of a request answered on a still-open keep-alive connection kept
+    the app running, so a graceful stop waited graceful_timeout (then the worker was
+    killed and lifespan shutdown never ran)."""
+    seen: list[str] = []
+    lifespan: list[str] = []
+    server = run_server(watching_app(seen, lifespan), graceful_timeout=60.0)
+    with server.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"done"
+        started = time.monotonic()
+        server.stop(timeout=DEADLINE)  # (the idle connection is closed within its grace)
+    assert time.monotonic() - started < DEADLINE
+    assert seen == ["http.disconnect"]
+    assert lifespan == ["shutdown"]
 
 
 # -- keep_alive_max_requests -----------------------------------------------------------------

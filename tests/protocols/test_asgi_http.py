@@ -155,6 +155,55 @@ def test_app_finished_after_complete_response_is_quiet() -> None:
     assert not pair.sink.closed
 
 
+# -- a receive() waiting when the response ends (rule 4) --------------------------------------
+
+TRAILERS_START = {**START, "trailers": True}
+TRAILERS = {"type": "http.response.trailers", "headers": []}
+BAD_BODY = {"type": "http.response.body", "body": "text"}
+
+
+def wait_in_receive(pair: H1Pair) -> list[bool]:
+    """Park the app in receive(), as the driver does; the list records its wake-up."""
+    woken: list[bool] = []
+    assert pair.receive() is None
+    pair.stream.waiter = lambda: woken.append(True)
+    return woken
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [[START, BODY], [TRAILERS_START, BODY, TRAILERS], [START, BAD_BODY]],
+    ids=["body", "trailers", "failed"],
+)
+def test_a_waiting_receive_gets_disconnect_when_the_response_ends(
+    messages: list[dict[str, Any]],
+) -> None:
+    """A disconnect watcher (a task waiting in receive()) is woken the moment the response
+    is complete, or failed, and gets http.disconnect (before: it waited for good)."""
+    pair = H1Pair()
+    pair.request(headers=[("te", "trailers")])
+    assert pair.receive() == {"type": "http.request", "body": b"", "more_body": False}
+    woken = wait_in_receive(pair)
+    for message in messages[:-1]:
+        pair.app_send(message)
+        assert woken == []
+    try:
+        pair.app_send(messages[-1])
+    except AppProtocolError:
+        pass
+    assert woken == [True]
+    assert pair.receive() == {"type": "http.disconnect"}
+
+
+def test_an_app_that_returns_wakes_the_receive_it_left_waiting() -> None:
+    pair = started_pair()
+    woken = wait_in_receive(pair)
+    pair.stream.app_finished(pair.now)
+    assert woken == [True]
+    assert pair.receive() == {"type": "http.disconnect"}
+    assert_500_and_closed(pair)
+
+
 def test_headers_may_be_any_iterable() -> None:
     pair = started_pair()
     pair.app_send({"type": "http.response.start", "status": 200, "headers": iter([(b"a", b"b")])})
