@@ -80,6 +80,9 @@ def test_v1_and_v2_over_http1(proxied: Callable[..., RunningServer]) -> None:
             seen = body_of(exchange(sock, header))
         assert (seen["client"], seen["server"]) == (client, server_address)
         assert seen["scheme"] == "http"
+    # HTTP/2 with prior knowledge (h2c) after the header.
+    status, body = h2_get(server.host, server.port, None, preamble=V1, timeout=DEADLINE)
+    assert (status, json.loads(body)["client"]) == (200, V1_CLIENT)
     # LOCAL (the proxy's own health check): the real connection's addresses.
     local = V2_SIGNATURE + b"\x20\x00\x00\x00"
     with server.connect() as sock:
