@@ -106,6 +106,22 @@ def test_tls_http2_and_http1_after_the_header(
         assert body_of(exchange(tls, b""))["client"] == V1_CLIENT
 
 
+def test_header_in_pieces_then_tls(
+    run_server: Callable[..., RunningServer], certs: Certs
+) -> None:
+    """A header that arrives a few bytes at a time (the server waits for the rest, reading
+    none of what follows), then the TLS handshake on the same socket."""
+    server = run_server(where_app, secure=True, proxy_protocol=True, **certs.server_settings)
+    for header, client in ((V1, V1_CLIENT), (V2, V2_CLIENT)):
+        raw = socket.create_connection((server.host, server.port), timeout=DEADLINE)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for at in range(0, len(header), 5):
+            raw.sendall(header[at : at + 5])
+        context = certs.client_context(["http/1.1"])
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert body_of(exchange(tls, b""))["client"] == client
+
+
 def test_websocket(proxied: Callable[..., RunningServer]) -> None:
     server = proxied()
     sock = server.connect()
