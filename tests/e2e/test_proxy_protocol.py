@@ -106,9 +106,7 @@ def test_tls_http2_and_http1_after_the_header(
         assert body_of(exchange(tls, b""))["client"] == V1_CLIENT
 
 
-def test_header_in_pieces_then_tls(
-    run_server: Callable[..., RunningServer], certs: Certs
-) -> None:
+def test_header_in_pieces_then_tls(run_server: Callable[..., RunningServer], certs: Certs) -> None:
     """A header that arrives a few bytes at a time (the server waits for the rest, reading
     none of what follows), then the TLS handshake on the same socket."""
     server = run_server(where_app, secure=True, proxy_protocol=True, **certs.server_settings)
