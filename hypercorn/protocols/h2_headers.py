@@ -18,7 +18,7 @@ import functools
 from collections.abc import Iterable
 
 from hypercorn.protocols.errors import AppProtocolError
-from hypercorn.protocols.headers import check_header, check_transfer_encoding
+from hypercorn.protocols.headers import DateCache, check_header, check_transfer_encoding
 
 #: Connection-specific fields (RFC 9113 section 8.2.2): meaningless on HTTP/2, never sent.
 CONNECTION_SPECIFIC = frozenset(
@@ -112,3 +112,53 @@ def trailer_block(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
             continue
         out.append((name, value.strip(b" \t")))
     return out
+
+
+# -- shared by the HTTP/2 and HTTP/3 wires ---------------------------------------------------
+
+
+def response_head(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    dates: DateCache | None,
+    server_value: bytes | None,
+    extra: tuple[tuple[bytes, bytes], ...],
+    now: float,
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """The head of a response with the app's ``headers`` (validated) plus the Date and
+    Server the app did not set and the server's ``extra`` ones, and the app's Content-Length
+    (or None). Raises AppProtocolError."""
+    block, content_length, has_date, has_server = response_facts(headers)
+    out = [(b":status", status_bytes(status)), *block]
+    if dates is not None and not has_date:
+        out.append((b"date", dates.value(now)))
+    if server_value is not None and not has_server:
+        out.append((b"server", server_value))
+    if extra:
+        out.extend(extra)
+    return out, content_length
+
+
+def error_head(
+    status: int, dates: DateCache | None, server_value: bytes | None, now: float
+) -> list[tuple[bytes, bytes]]:
+    """The head of a bodiless ``status`` response the server makes itself."""
+    head = [(b":status", status_bytes(status)), (b"content-length", b"0")]
+    if dates is not None:
+        head.append((b"date", dates.value(now)))
+    if server_value is not None:
+        head.append((b"server", server_value))
+    return head
+
+
+def body_remaining(remaining: int | None, size: int, end: bool) -> int | None:
+    """What the app's Content-Length still promises after ``size`` more bytes; raises
+    AppProtocolError when the body outgrows it, or ends (``end``) short of it."""
+    if remaining is None:
+        return None
+    remaining -= size
+    if remaining < 0:
+        raise AppProtocolError("response body longer than its content-length")
+    if end and remaining > 0:
+        raise AppProtocolError("response body shorter than its content-length")
+    return remaining

@@ -22,7 +22,14 @@ from hypercorn.protocols.h2_guard import (
     STREAM_WINDOW,
     LeakyBucket,
 )
-from hypercorn.protocols.h2_headers import response_facts, status_bytes, trailer_block
+from hypercorn.protocols.h2_headers import (
+    body_remaining,
+    error_head,
+    response_facts,
+    response_head,
+    status_bytes,
+    trailer_block,
+)
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
 
@@ -185,15 +192,9 @@ class H2Streams:
         if record is None or record.asgi is not stream or self._closed:
             return
         self._now = now
-        block, content_length, has_date, has_server = response_facts(headers)
-        out = [(b":status", status_bytes(status)), *block]
-        dates = self._dates
-        if dates is not None and not has_date:
-            out.append((b"date", dates.value(now)))
-        if self._server_value is not None and not has_server:
-            out.append((b"server", self._server_value))
-        if self._extra:
-            out.extend(self._extra)
+        out, content_length = response_head(
+            status, headers, self._dates, self._server_value, self._extra, now
+        )
         if status in _NO_BODY_STATUSES:
             record.no_body = True
         record.remaining = None if record.no_body else content_length
@@ -219,17 +220,8 @@ class H2Streams:
         self._flush()
 
     def _send_body(self, record: Stream, data: bytes, end: bool) -> None:
-        remaining = record.remaining
-        if remaining is not None:
-            remaining -= len(data)
-            record.remaining = remaining
-            if remaining < 0 or (end and remaining > 0):
-                # (The stream is reset by the stream's cleanup: _fail -> abort_stream.)
-                raise AppProtocolError(
-                    "response body longer than its content-length"
-                    if remaining < 0
-                    else "response body shorter than its content-length"
-                )
+        # (A body that breaks its Content-Length raises; the stream's cleanup resets it.)
+        record.remaining = body_remaining(record.remaining, len(data), end)
         if record.no_body:
             data = b""
         if record.pending or record.asgi.send_blocked:
@@ -310,11 +302,7 @@ class H2Streams:
         if record.head_sent:
             self.abort_stream(stream, now)
             return
-        head = [(b":status", status_bytes(status)), (b"content-length", b"0")]
-        if self._dates is not None:
-            head.append((b"date", self._dates.value(now)))
-        if self._server_value is not None:
-            head.append((b"server", self._server_value))
+        head = error_head(status, self._dates, self._server_value, now)
         self._engine.send_headers(stream.stream_id, head, True)
         self._response_complete(record)
         self._flush()

@@ -25,17 +25,23 @@ Rules, beside those of ``http2.py``:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hypercorn.protocols.asgi_http import host_allowed
 from hypercorn.protocols.asgi_ws import AsgiWsStream, build_ws_scope
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.h2_engine import CANCEL
-from hypercorn.protocols.h2_headers import response_facts, status_bytes
+from hypercorn.protocols.h2_headers import error_head, response_head
 from hypercorn.protocols.h2_streams import H2Streams, Stream
 from hypercorn.protocols.ws import WsSession
 from hypercorn.protocols.ws_handshake import judge_handshake
+
+if TYPE_CHECKING:
+    from hypercorn.protocols.asgi_ws import WsHttpWire
+    from hypercorn.protocols.headers import DateCache
+    from hypercorn.protocols.limits import ProtocolLimits
+    from hypercorn.protocols.ws import WsCarrier
 
 
 class WsStreamState:
@@ -127,39 +133,28 @@ class H2WebSockets(H2Streams):
         tls: Mapping[str, Any] | None,
         server_names: tuple[str, ...],
     ) -> None:
-        judged = judge_handshake(headers, http2=True)
-        if isinstance(judged, RemoteProtocolError) or end_stream:
-            status = judged.status_hint if isinstance(judged, RemoteProtocolError) else 400
-            head = [(b":status", status_bytes(status)), (b"content-length", b"0")]
-            if status == 426:
-                head.append((b"sec-websocket-version", b"13"))
-            self._engine.send_headers(stream_id, head, True)
+        asgi = websocket_stream(
+            self,
+            self._ws_stream_class,
+            b"2",
+            stream_id,
+            path,
+            headers,
+            end_stream,
+            scheme_secure=scheme_secure,
+            client=client,
+            server=server,
+            root_path=root_path,
+            state=state,
+            tls=tls,
+            limits=self._limits,
+            now=self._now,
+        )
+        if isinstance(asgi, int):
+            self._engine.send_headers(stream_id, refusal_head(asgi), True)
             if not end_stream:
                 self._engine.reset_stream(stream_id, 0)  # (NO_ERROR: we are done with it)
             return
-        scope = build_ws_scope(
-            b"2",
-            path,
-            headers,
-            scheme_secure,
-            client,
-            server,
-            root_path,
-            state,
-            tls,
-            judged.subprotocols,
-        )
-        limits = self._limits
-        asgi = self._ws_stream_class(
-            self,
-            scope,
-            judged,
-            stream_id,
-            self._now,
-            max_message_size=limits.websocket_max_message_size,
-            deflate_allowed=limits.websocket_deflate,
-            http2=True,
-        )
         record = Stream(asgi, True)
         record.ws = WsStreamState()
         self._streams[stream_id] = record
@@ -177,32 +172,20 @@ class H2WebSockets(H2Streams):
         if record is None or record.asgi is not stream or self._closed or record.ws is None:
             return
         self._now = now
-        block, _, has_date, has_server = response_facts(headers)
-        out = [(b":status", b"200"), *block]
-        if self._dates is not None and not has_date:
-            out.append((b"date", self._dates.value(now)))
-        if self._server_value is not None and not has_server:
-            out.append((b"server", self._server_value))
+        out = accepted_head(headers, self._dates, self._server_value, now)
         self._engine.send_headers(stream.stream_id, out, False)
         record.head_sent = True
-        stream.status = 200
-        ws = record.ws
-        session = WsSession(
-            carrier=H2WsCarrier(self, record),
-            stream=stream,
-            limits=self._limits,
-            now=now,
-            on_deadline=self._set_deadline,
-        )
-        ws.session = session
         self._ws_records[stream.stream_id] = record
-        early, ws.early = ws.early, []
-        for data in early:
-            session.receive_data(data, now)
-        if not record.recv_open:
-            session.receive_data(b"", now)
-        if self._ws_shutting_down():
-            session.start_shutdown(now)
+        open_session(
+            record.ws,
+            H2WsCarrier(self, record),
+            stream,
+            self._limits,
+            now,
+            self._set_deadline,
+            eof=not record.recv_open,
+            shutting_down=self._ws_shutting_down(),
+        )
         self._set_deadline()
         self._flush()
 
@@ -251,25 +234,13 @@ class H2WebSockets(H2Streams):
     # -- deadlines and shutdown (rule 3) ------------------------------------------------------
 
     def _ws_deadline(self) -> float | None:
-        earliest: float | None = None
-        for record in self._ws_records.values():
-            session = record.ws.session  # type: ignore[union-attr]
-            deadline = session.deadline if session is not None else None
-            if deadline is not None and (earliest is None or deadline < earliest):
-                earliest = deadline
-        return earliest
+        return sessions_deadline(self._ws_records.values())
 
     def _ws_handle_deadline(self, now: float) -> None:
-        for record in list(self._ws_records.values()):
-            session = record.ws.session  # type: ignore[union-attr]
-            if session is not None and session.deadline is not None and now >= session.deadline:
-                session.handle_deadline(now)
+        sessions_handle_deadline(self._ws_records.values(), now)
 
     def _ws_start_shutdown(self, now: float) -> None:
-        for record in list(self._ws_records.values()):
-            session = record.ws.session  # type: ignore[union-attr]
-            if session is not None:
-                session.start_shutdown(now)
+        sessions_start_shutdown(self._ws_records.values(), now)
 
     # -- hooks for the connection half --------------------------------------------------------
 
@@ -288,3 +259,130 @@ def is_websocket_connect(headers: list[tuple[bytes, bytes]]) -> bytes | None:
         if name == b":protocol":
             return value
     return None
+
+
+# -- shared with HTTP/3 (RFC 9220, ``h3_streams.py``) ----------------------------------------
+
+
+class _WsRecord(Protocol):
+    @property
+    def ws(self) -> WsStreamState | None: ...
+
+
+def websocket_stream(
+    wire: WsHttpWire,
+    stream_class: type[AsgiWsStream],
+    http_version: bytes,
+    stream_id: int,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    end_stream: bool,
+    *,
+    scheme_secure: bool,
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+    state: dict[str, Any] | None,
+    tls: Mapping[str, Any] | None,
+    limits: ProtocolLimits,
+    now: float,
+) -> AsgiWsStream | int:
+    """The ASGI WebSocket for an extended CONNECT ``:protocol websocket`` request, or the
+    status refusing it (a bad handshake, or a request without a stream to tunnel on)."""
+    judged = judge_handshake(headers, http2=True)
+    if isinstance(judged, RemoteProtocolError) or end_stream:
+        return judged.status_hint if isinstance(judged, RemoteProtocolError) else 400
+    scope = build_ws_scope(
+        http_version,
+        path,
+        headers,
+        scheme_secure,
+        client,
+        server,
+        root_path,
+        state,
+        tls,
+        judged.subprotocols,
+    )
+    return stream_class(
+        wire,
+        scope,
+        judged,
+        stream_id,
+        now,
+        max_message_size=limits.websocket_max_message_size,
+        deflate_allowed=limits.websocket_deflate,
+        http2=True,
+    )
+
+
+def refusal_head(status: int) -> list[tuple[bytes, bytes]]:
+    """The response head refusing a WebSocket extended CONNECT with ``status``."""
+    head = error_head(status, None, None, 0.0)
+    if status == 426:
+        head.append((b"sec-websocket-version", b"13"))
+    return head
+
+
+def sessions_deadline(records: Iterable[_WsRecord]) -> float | None:
+    """The earliest deadline of the sessions of ``records`` (rule 3)."""
+    earliest: float | None = None
+    for record in records:
+        session = record.ws.session  # type: ignore[union-attr]
+        deadline = session.deadline if session is not None else None
+        if deadline is not None and (earliest is None or deadline < earliest):
+            earliest = deadline
+    return earliest
+
+
+def sessions_handle_deadline(records: Iterable[_WsRecord], now: float) -> None:
+    for record in list(records):
+        session = record.ws.session  # type: ignore[union-attr]
+        if session is not None and session.deadline is not None and now >= session.deadline:
+            session.handle_deadline(now)
+
+
+def accepted_head(
+    headers: list[tuple[bytes, bytes]],
+    dates: DateCache | None,
+    server_value: bytes | None,
+    now: float,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> list[tuple[bytes, bytes]]:
+    """The ``:status 200`` head accepting a WebSocket with the handshake's ``headers``."""
+    return response_head(200, headers, dates, server_value, extra, now)[0]
+
+
+def open_session(
+    ws: WsStreamState,
+    carrier: WsCarrier,
+    stream: AsgiWsStream,
+    limits: ProtocolLimits,
+    now: float,
+    on_deadline: Callable[[], object],
+    *,
+    eof: bool,
+    shutting_down: bool,
+) -> WsSession:
+    """The session of an accepted WebSocket stream, fed what arrived before the accept."""
+    stream.status = 200
+    session = WsSession(
+        carrier=carrier, stream=stream, limits=limits, now=now, on_deadline=on_deadline
+    )
+    ws.session = session
+    early, ws.early = ws.early, []
+    for data in early:
+        session.receive_data(data, now)
+    if eof:
+        session.receive_data(b"", now)
+    if shutting_down:
+        session.start_shutdown(now)
+    return session
+
+
+def sessions_start_shutdown(records: Iterable[_WsRecord], now: float) -> None:
+    """A graceful shutdown: 1001 to every session of ``records``."""
+    for record in list(records):
+        session = record.ws.session  # type: ignore[union-attr]
+        if session is not None:
+            session.start_shutdown(now)
