@@ -45,6 +45,9 @@ class ProtocolLimits:
     #: Value of the ``server`` header for HTTP/2 responses, or None (upstream:
     #: ``hypercorn-h2``).
     h2_server_header: bytes | None = b"hypercorn-h2"
+    #: Value of the ``server`` header for HTTP/3 responses, or None (upstream:
+    #: ``hypercorn-h3``).
+    h3_server_header: bytes | None = b"hypercorn-h3"
     #: Streams a client may have open at once on one HTTP/2 connection (Config
     #: ``h2_max_concurrent_streams``); more are refused with REFUSED_STREAM.
     h2_max_concurrent_streams: int = 100
@@ -56,7 +59,7 @@ class ProtocolLimits:
     #: Requests served on one HTTP/1.1 connection, the last answered with ``connection:
     #: close`` (Config ``keep_alive_max_requests``, as upstream); None means no limit.
     h1_max_requests: int | None = 1000
-    #: Streams served on one HTTP/2 connection before GOAWAY (Config
+    #: Streams served on one HTTP/2 or HTTP/3 connection before GOAWAY (Config
     #: ``keep_alive_max_requests``); None means no limit.
     h2_max_streams: int | None = 1000
     #: Extra headers added to every response (for example ``alt-svc``).
