@@ -16,7 +16,7 @@ from hypercorn.errors import ConfigError
 if TYPE_CHECKING:
     from hypercorn.config import Config
 
-__all__ = ["preflight", "refuse_quic"]
+__all__ = ["preflight"]
 
 
 def preflight(config: Config) -> None:
@@ -26,7 +26,8 @@ def preflight(config: Config) -> None:
     reason = unavailable_reason(config.worker_class)
     if reason is not None:
         raise ConfigError(f"worker_class: {reason}")
-    refuse_quic(config)
+    if config.quic_bind:
+        _check_quic()
     if config.use_reloader and config.workers == 0:
         # Upstream refuses this too ("Cannot reload without workers").
         raise ConfigError("use_reloader: --reload needs workers (-w 1 or more)")
@@ -36,16 +37,13 @@ def preflight(config: Config) -> None:
     config.create_ssl_context()
 
 
-def refuse_quic(config: Config) -> None:
-    """HTTP/3 is not served yet: say so instead of logging a QUIC address nobody answers on.
-
-    Delete this function and its two callers (``preflight`` and ``workers.serve.serve``)
-    when HTTP/3 lands.
-    """
-    if config.quic_bind:
+def _check_quic() -> None:
+    try:
+        import aioquic  # noqa: F401
+    except ImportError:
         raise ConfigError(
-            "quic_bind: HTTP/3 (QUIC) is not supported by this server yet; remove --quic-bind"
-        )
+            "quic_bind: HTTP/3 needs the aioquic package: pip install 'hypercorn[h3]'"
+        ) from None
 
 
 def _check_worker_identity(config: Config) -> None:

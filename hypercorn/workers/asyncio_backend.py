@@ -26,10 +26,12 @@ from hypercorn.workers.backend import (
     BackendName,
     ConnectionHandler,
     ConnectionInfo,
+    DatagramSocket,
     ExceptionMapping,
     ExhaustionLog,
     Listener,
     OnConnection,
+    OnDatagrams,
     ServeOptions,
     TaskStarter,
     TransportClosed,
@@ -353,6 +355,32 @@ class AsyncioBackend:
 
     def remove_signal_handler(self, signum: int) -> None:
         self._loop.remove_signal_handler(signum)
+
+    async def open_datagrams(
+        self, sock: socket.socket, on_datagrams: OnDatagrams
+    ) -> DatagramSocket:
+        loop = self._loop
+        fd = sock.fileno()
+        transport: DatagramSocket
+
+        def write_ready() -> None:
+            transport.write_ready()
+            if not transport.wants_write:
+                loop.remove_writer(fd)
+
+        def close() -> None:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+
+        transport = DatagramSocket(
+            sock,
+            on_datagrams,
+            event=self.event,
+            wake_writer=lambda: loop.add_writer(fd, write_ready),
+            on_close=close,
+        )
+        loop.add_reader(fd, transport.read_ready)
+        return transport
 
     async def serve(
         self,

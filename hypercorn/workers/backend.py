@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
@@ -327,6 +328,158 @@ class TaskStarter(NamedTuple):
 OnConnection = Callable[[Transport], ConnectionHandler]
 
 
+class DatagramHandler(Protocol):
+    """The receiving side of a UDP socket (QUIC); implemented above the backend.
+
+    ``datagram_received`` is called synchronously from the loop, once per datagram, in
+    arrival order; it must not block or raise (an exception is logged and the datagram
+    lost). ``addr`` is the sender's address as the socket gives it.
+    """
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None: ...
+
+
+class DatagramTransport(Protocol):
+    """One bound UDP socket, as seen from above. Created by ``Backend.open_datagrams``.
+
+    ``sendto`` never blocks and never raises: a datagram the kernel cannot take yet is
+    queued; when the queue passes the high-water mark ``writing_paused`` is True and
+    ``drain()`` waits for it to empty (producers check the flag first, as with
+    ``Transport``). Errors sending to one peer (ICMP unreachable, a bad address) drop that
+    datagram only. ``close()`` stops reading and drops what is queued; it is idempotent and
+    closes the backend's copy of the socket.
+    """
+
+    @property
+    def local_address(self) -> tuple[Any, ...]: ...
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until the send queue is empty; returns at once when closed."""
+
+    def close(self) -> None: ...
+
+
+#: Builds the handler for a UDP socket; called synchronously by ``open_datagrams``.
+OnDatagrams = Callable[[DatagramTransport], DatagramHandler]
+
+
+class DatagramSocket:
+    """The loop-independent part of a ``DatagramTransport`` (both backends use it): a
+    non-blocking UDP socket read and written directly, with a send queue.
+
+    The backend calls ``read_ready`` when the socket is readable and ``write_ready`` when
+    it is writable while ``wants_write``; ``wake_writer`` (the backend's) is called when the
+    queue starts, and ``on_close`` when the transport closes.
+    """
+
+    #: Datagrams read in a row before the loop gets a turn.
+    READ_BATCH = 64
+    #: Datagrams queued before ``writing_paused`` (the kernel's buffer is full).
+    QUEUE_HIGH_WATER = 1024
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagrams: OnDatagrams,
+        *,
+        event: Callable[[], AsyncEvent],
+        wake_writer: Callable[[], object],
+        on_close: Callable[[], object],
+    ) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._event = event
+        self._wake_writer = wake_writer
+        self._on_close = on_close
+        self._queue: deque[tuple[bytes, tuple[Any, ...]]] = deque()
+        self._drained: AsyncEvent | None = None
+        self.writing_paused = False
+        self.closed = False
+        self.local_address: tuple[Any, ...] = sock.getsockname()
+        self._handler = on_datagrams(self)
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._queue)
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self.closed:
+            return
+        queue = self._queue
+        if not queue:
+            try:
+                self.sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._wake_writer()
+            except OSError as exc:  # (that peer only: unreachable, bad address)
+                _logger.debug("UDP send to %s failed: %s", addr, exc)
+                return
+        queue.append((data, addr))
+        if len(queue) >= self.QUEUE_HIGH_WATER:
+            self.writing_paused = True
+
+    def write_ready(self) -> None:
+        queue = self._queue
+        sendto = self.sock.sendto
+        while queue:
+            data, addr = queue[0]
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                _logger.debug("UDP send to %s failed: %s", addr, exc)
+            queue.popleft()
+        self.writing_paused = False
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
+
+    async def drain(self) -> None:
+        if not self._queue or self.closed:
+            return
+        drained = self._drained
+        if drained is None:
+            drained = self._drained = self._event()
+        await drained.wait()
+
+    def read_ready(self) -> None:
+        recvfrom = self.sock.recvfrom
+        received = self._handler.datagram_received
+        for _ in range(self.READ_BATCH):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # (an ICMP error for an earlier send: nothing to read)
+                _logger.debug("UDP receive failed: %s", exc)
+                continue
+            try:
+                received(data, addr)
+            except Exception:
+                _logger.exception("Error handling a datagram")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self.writing_paused = False
+        self._on_close()
+        self.sock.close()
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
+
+
 class Backend(Protocol):
     """The loop-wide services. One instance per running event loop.
 
@@ -391,6 +544,13 @@ class Backend(Protocol):
         asyncio restores the default disposition; trio the one the signal had before (the
         default, unless trio itself or the program had set one: trio's SIGINT handler).
         """
+
+    async def open_datagrams(
+        self, sock: socket.socket, on_datagrams: OnDatagrams
+    ) -> DatagramTransport:
+        """Start reading the bound UDP socket ``sock``: ``on_datagrams(transport)`` builds its
+        handler, which then receives every datagram until ``transport.close()``. The socket
+        now belongs to the transport (closing it closes the socket)."""
 
     async def serve(
         self,

@@ -71,6 +71,7 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         extra_headers=extra,
         pass_raw_headers=config.h11_pass_raw_headers,
         h2_server_header=b"hypercorn-h2" if config.include_server_header else None,
+        h3_server_header=b"hypercorn-h3" if config.include_server_header else None,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
         h2_max_header_list_size=config.h2_max_header_list_size,
         h2_max_inbound_frame_size=config.h2_max_inbound_frame_size,
@@ -217,7 +218,12 @@ class ConnectionDriver:
         "write",
     )
 
-    def __init__(self, ctx: WorkerContext, transport: Transport) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        transport: Transport,
+        core: Callable[[ConnectionDriver], ServerConnection] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._backend = backend = ctx.backend
         #: The loop's clock, bound once. Callables stored in attributes are called through a
@@ -241,7 +247,9 @@ class ConnectionDriver:
         self._timer_at: float | None = None
         info = transport.info
         self._core: ServerConnection
-        if info.alpn_protocol == "h2":
+        if core is not None:
+            self._core = core(self)  # (a QUIC connection, built by ``workers/quic.py``)
+        elif info.alpn_protocol == "h2":
             self._core = _http2(self, None)
         else:
             self._core = H1Connection(
@@ -274,6 +282,11 @@ class ConnectionDriver:
         # (A request being answered has no deadline: the usual read needs no driver pass.)
         if self._pending or core.deadline is not None:
             self._after_core()
+
+    def core_fed(self) -> None:
+        """The core was called from outside ``data_received`` (the QUIC endpoint routed it a
+        datagram): start the apps it queued, re-arm the timer."""
+        self._after_core()
 
     def eof_received(self) -> None:
         self._core.receive_data(b"", self._backend.now())
@@ -529,16 +542,17 @@ class _AppStream(AsgiHttpStream):
             # started a pipelined request): carry that out before the app hears of it.
             driver._after_app()
             raise
-        # Only a completed response can move a deadline earlier or start a pipelined
-        # request's app: skip the driver pass for the other messages, and for a completed
-        # response whose keep-alive deadline is no earlier than the armed timer.
+        # A driver pass only when the send started a pipelined request's app or moved the
+        # deadline before the armed timer (a completed response's keep-alive; QUIC's
+        # retransmission timer after any send): one attribute compare otherwise.
         if driver._pending:
             driver._after_app()
-        elif self.state is _RESPONSE_DONE:
+        else:
             deadline = driver._core.deadline
-            armed = driver._timer_at
-            if deadline is not None and (armed is None or deadline < armed):
-                driver._after_app()
+            if deadline is not None:
+                armed = driver._timer_at
+                if armed is None or deadline < armed:
+                    driver._after_app()
         if self.send_blocked:
             # An HTTP/2 window is closed: only this app waits for the peer to open it (the
             # wire keeps the message and releases us when it went, or the stream is gone).

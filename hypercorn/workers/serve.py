@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from hypercorn.config import Config
     from hypercorn.protocols.proxy import ProxyPolicy
     from hypercorn.workers.backend import AsyncEvent, Backend
+    from hypercorn.workers.quic import QuicServer
 
 _logger = logging.getLogger("hypercorn.error")
 
@@ -105,10 +106,11 @@ async def serve(
     begins (closing them again is harmless).
     """
     from hypercorn.apps import wrap_app
-    from hypercorn.preflight import refuse_quic
     from hypercorn.workers.lifespan import Lifespan, LifespanFailure
 
-    refuse_quic(config)
+    if sockets.quic_sockets and not config._quic_addresses:
+        # (Under the arbiter the sockets were made without Config.create_sockets.)
+        config.set_quic_addresses(sockets.quic_sockets)
     asgi_app = wrap_app(app, config, backend, mode)
     lifespan = Lifespan(asgi_app, config, backend)
     try:
@@ -183,7 +185,12 @@ async def serve(
         ssl_handshake_timeout=config.ssl_handshake_timeout,
         proxy=_proxy_policy(config),
     )
+    quic: list[QuicServer] = []
     try:
+        if sockets.quic_sockets:
+            from hypercorn.workers.quic import open_quic
+
+            quic = await open_quic(ctx, config, backend, sockets.quic_sockets)
         for listener in listeners:
             _listen_when_ready(listener.sock, config.backlog)
         if hooks is not None:
@@ -193,6 +200,9 @@ async def serve(
         # it, the kernel refuses new connections instead of queueing them for nobody.
         for listener in listeners:
             listener.sock.close()
+        # QUIC connections drain on their sockets, which stay open; new ones are refused.
+        for server in quic:
+            server.stop_accepting()
         if hooks is not None:
             hooks.on_stopping()
         if not stopper.fast:
@@ -206,6 +216,8 @@ async def serve(
         ctx.abort_all()
         await ctx.wait_idle(_ABORT_GRACE)
     finally:
+        for server in quic:
+            server.close()
         for signum in installed:
             backend.remove_signal_handler(signum)
         stopper.event.set()  # ends the beat loop

@@ -38,9 +38,11 @@ from hypercorn.workers.backend import (
     EXHAUSTION_BACKOFF,
     BackendName,
     ConnectionInfo,
+    DatagramSocket,
     ExhaustionLog,
     Listener,
     OnConnection,
+    OnDatagrams,
     ServeOptions,
     TaskStarter,
     TransportClosed,
@@ -55,6 +57,7 @@ from hypercorn.workers.trio_transport_backend import (
     _SocketTransport,
     _TLSTransport,
     _Transport,
+    open_datagrams,
 )
 
 if TYPE_CHECKING:
@@ -345,6 +348,11 @@ class TrioBackend:
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
     # -- accepting -----------------------------------------------------------------------------
+
+    async def open_datagrams(
+        self, sock: socket.socket, on_datagrams: OnDatagrams
+    ) -> DatagramSocket:
+        return open_datagrams(self, sock, on_datagrams)
 
     async def serve(
         self,

@@ -11,6 +11,7 @@ reader task then reports ``connection_lost``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -22,7 +23,9 @@ import trio
 from hypercorn.workers.backend import (
     ConnectionHandler,
     ConnectionInfo,
+    DatagramSocket,
     ExceptionMapping,
+    OnDatagrams,
     ServeOptions,
     TransportClosed,
     TransportTimeout,
@@ -461,3 +464,55 @@ class _TLSTransport(_Transport):
                 await self._linger()
         except _GONE:
             return
+
+
+# -- UDP (QUIC) ------------------------------------------------------------------------------
+
+
+def open_datagrams(
+    backend: TrioBackend, sock: socket.socket, on_datagrams: OnDatagrams
+) -> DatagramSocket:
+    """``Backend.open_datagrams``: a reader task and a writer task on the raw socket."""
+    writable = _Wakeup()
+
+    def close() -> None:
+        trio.lowlevel.notify_closing(sock)  # (wakes both tasks: they end)
+
+    transport = DatagramSocket(
+        sock, on_datagrams, event=backend.event, wake_writer=writable.set, on_close=close
+    )
+    backend._start_soon(_read_datagrams, transport, name="hypercorn-udp-reader")
+    backend._start_soon(_write_datagrams, transport, writable, name="hypercorn-udp-writer")
+    return transport
+
+
+class _Wakeup:
+    """A reusable wake-up for one waiting task (``trio.Event`` is one-shot)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+async def _read_datagrams(transport: DatagramSocket) -> None:
+    sock = transport.sock
+    with contextlib.suppress(trio.ClosedResourceError, OSError):
+        while not transport.closed:
+            await trio.lowlevel.wait_readable(sock)
+            transport.read_ready()
+
+
+async def _write_datagrams(transport: DatagramSocket, writable: _Wakeup) -> None:
+    sock = transport.sock
+    with contextlib.suppress(trio.ClosedResourceError, OSError):
+        while not transport.closed:
+            await writable.wait()
+            while transport.wants_write and not transport.closed:
+                await trio.lowlevel.wait_writable(sock)
+                transport.write_ready()

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from hypercorn.config import Config
-from hypercorn.errors import ConfigError
 from tests.compat.conftest import Upstream, hypercorn_cli
 from tests.support.procs import APP_SOURCE, http_get, running, wait_for, write_app
 
@@ -122,20 +121,17 @@ MASTER_CHECKS = [
     (["--error-logfile", "/nodir/e.log"], "errorlog: cannot open '/nodir/e.log'"),
     (["-k", "uvloop"], "worker_class: the uvloop worker class needs the uvloop package"),
     (["-w", "0", "--reload"], "use_reloader: --reload needs workers"),
-    (["--quic-bind", "127.0.0.1:0"], "quic_bind: HTTP/3 (QUIC) is not supported"),
 ]
 
 
 @pytest.mark.parametrize(("flags", "message"), MASTER_CHECKS, ids=[m for _, m in MASTER_CHECKS])
 def test_errors_that_would_show_in_workers_are_one_line_from_the_master(
-    tmp_path: Path, cert_pair: tuple[Path, Path], flags: list[str], message: str
+    tmp_path: Path, flags: list[str], message: str
 ) -> None:
     """Checked before forking: one line naming the setting, exit 2, no worker started (item 6)."""
     write_app(tmp_path)
     env = _shadow(tmp_path, "uvloop") if "uvloop" in flags else None
-    certfile, keyfile = cert_pair
-    tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)] if "--quic-bind" in flags else []
-    args = ["-w", "2", "-b", "127.0.0.1:0", *tls, *flags, "app:app"]
+    args = ["-w", "2", "-b", "127.0.0.1:0", *flags, "app:app"]
     result = hypercorn_cli(args, cwd=tmp_path, env=env)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
@@ -148,22 +144,6 @@ def test_trio_worker_class_is_accepted() -> None:
     from hypercorn.workers import unavailable_reason
 
     assert unavailable_reason("trio") is None
-
-
-def test_serve_refuses_quic_until_http3_lands() -> None:
-    import asyncio
-
-    from hypercorn.asyncio import serve
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.quic_bind = ["127.0.0.1:0"]
-
-    async def app(scope: object, receive: object, send: object) -> None:
-        raise AssertionError("never called")
-
-    with pytest.raises(ConfigError, match="quic_bind: HTTP/3"):
-        asyncio.run(serve(app, config, shutdown_trigger=asyncio.Event().wait))
 
 
 # ------------------------------------------------------------------------------ -u / -g

@@ -52,18 +52,22 @@ def start_server(
     *,
     worker_class: str = "uvloop",
     secure: bool = False,
+    quic: socket.socket | None = None,
     config: Config | None = None,
     also: Sequence[socket.socket] = (),
     **settings: Any,
 ) -> RunningServer:
     """Serve ``app`` on ``sock`` (and the listeners in ``also``, a unix socket say) in a
-    background thread; ``host``/``port`` are ``sock``'s."""
+    background thread; ``host``/``port`` are ``sock``'s. ``quic``: a bound UDP socket to
+    serve HTTP/3 on too (with ``secure``)."""
     config = config or Config()
     config.accesslog = None
     for name, value in settings.items():
         setattr(config, name, value)
     listeners = [sock, *also]
     sockets = Sockets(secure_sockets=listeners) if secure else Sockets(insecure_sockets=listeners)
+    if quic is not None:
+        sockets.quic_sockets.append(quic)
     ready = threading.Event()
     host, port = sock.getsockname()[:2]
     server = RunningServer(host, port, config, threading.Thread(daemon=True))

@@ -57,8 +57,20 @@ class ServerSettings(SettingsHolder):
         flags=("--quic-bind",),
         action="append",
         metavar="ADDRESS",
-        help="""The UDP host/address to serve HTTP/3 (QUIC) on. Requires TLS and the `h3`
-        extra. See *bind* for the formats.""",
+        help="""The UDP host/address to serve HTTP/3 (QUIC) on, with the TLS certificate.
+        Requires TLS and the `h3` extra. See *bind* for the formats. With several workers each
+        worker gets its own SO_REUSEPORT socket on the address, so a client's datagrams keep
+        reaching the worker that holds its connection.""",
+    )
+    quic_retry = Setting(
+        False,
+        parse=p.boolean,
+        section="server",
+        flags=("--quic-retry",),
+        action="store_true",
+        help="""Validate a QUIC client's address with a Retry packet before keeping any state
+        for its connection (RFC 9000 section 8.1.2). Costs new connections one round trip;
+        stops spoofed Initial packets from making the server start handshakes.""",
     )
     backlog = Setting(
         100,
