@@ -72,6 +72,7 @@ from hypercorn.arbiter.sockets import (
     Sockets,
     all_sockets,
     close_sockets,
+    quic_slot_clone,
     reuse_port_clone,
     upgrade_env,
 )
@@ -355,7 +356,11 @@ class Runner:
         if sockets is not None:
             return sockets
         if not self.config.reuse_port:
-            return listeners.base
+            if not listeners.base.quic_sockets:
+                return listeners.base
+            # The stream listeners are shared; QUIC needs a UDP socket per slot.
+            sockets = listeners.slots[slot] = quic_slot_clone(listeners.base)
+            return sockets
         # Not listening yet: the worker listens once ready, so a booting worker holds no
         # connections.
         sockets = reuse_port_clone(listeners.base, self.config.backlog, listen=False)

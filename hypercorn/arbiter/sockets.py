@@ -36,6 +36,7 @@ __all__ = [
     "create_listeners",
     "create_sockets",
     "describe",
+    "quic_slot_clone",
     "reuse_port_clone",
     "running_messages",
     "split_host_port",
@@ -173,8 +174,9 @@ def _bind_one(config: Config, bind: str, kind: Kind, unix_paths: list[str]) -> s
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if config.reuse_port:
             _set_reuse_port(sock, bind)
-        elif config.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        elif (config.workers > 1 or kind == "quic") and hasattr(socket, "SO_REUSEPORT"):
             # Upstream's rule: another instance may bind the same port (blue/green switch).
+            # A QUIC socket always: each worker slot reads a twin of its own (quic_slot_clone).
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         _listen(sock, config.backlog, type_)
@@ -340,6 +342,19 @@ def reuse_port_clone(sockets: Sockets, backlog: int, *, listen: bool = True) -> 
         for sock in sockets.of_kind(kind):
             clone.of_kind(kind).append(_clone_one(sock, backlog, listen=listen))
     return clone
+
+
+def quic_slot_clone(sockets: Sockets) -> Sockets:
+    """Another worker slot's set without ``reuse_port``: the stream listeners shared, and a
+    SO_REUSEPORT twin of each QUIC socket. A QUIC connection's datagrams must all reach the
+    worker holding it: the kernel keeps each client address on one socket of the group (as
+    long as the group does not change), so each slot reads its own socket, kept for the
+    life of the slot and inherited by its next worker."""
+    return Sockets(
+        secure_sockets=list(sockets.secure_sockets),
+        insecure_sockets=list(sockets.insecure_sockets),
+        quic_sockets=[_clone_one(sock, 0) for sock in sockets.quic_sockets],
+    )
 
 
 def _clone_one(sock: socket.socket, backlog: int, *, listen: bool = True) -> socket.socket:

@@ -453,7 +453,9 @@ class HypercornProcess:
         socket_activation: bool = False,
         new_session: bool = False,
         log_dir: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
+        """``pass_fds``: more descriptors to hand over (``fd://N`` binds in ``args``)."""
         self.cwd = cwd
         self.notify = NotifyListener() if notify else None
         self.port = sock.getsockname()[1] if sock is not None else 0
@@ -484,7 +486,7 @@ class HypercornProcess:
             command,
             cwd=cwd,
             env=full_env,
-            pass_fds=(sock.fileno(),) if sock is not None else (),
+            pass_fds=((sock.fileno(),) if sock is not None else ()) + pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -584,8 +586,10 @@ def running(
     socket_activation: bool = False,
     new_session: bool = False,
     log_dir: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> Iterator[HypercornProcess]:
-    """``log_dir``: where the server's stderr goes (default ``cwd``)."""
+    """``log_dir``: where the server's stderr goes (default ``cwd``); ``pass_fds``: more
+    descriptors to hand over (``fd://N`` binds in ``args``)."""
     server = HypercornProcess(
         args,
         cwd=cwd,
@@ -595,6 +599,7 @@ def running(
         socket_activation=socket_activation,
         new_session=new_session,
         log_dir=log_dir,
+        pass_fds=pass_fds,
     )
     try:
         yield server
