@@ -32,6 +32,7 @@ from hypercorn.protocols.h2_headers import (
 from hypercorn.protocols.h2_ws import WsStreamState
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.protocols.quic import ServerQuicConnection
 
 #: Unsent bytes a stream may have queued in aioquic before its app waits (Rule 2 of
 #: ``http3.py``), and the level it must drain to before the app goes on.
@@ -50,6 +51,7 @@ class H3Stream:
         "asgi",
         "blocked_since",
         "head_sent",
+        "held",
         "no_body",
         "recv_open",
         "remaining",
@@ -64,6 +66,8 @@ class H3Stream:
         self.ws: WsStreamState | None = None
         #: The request (or the peer's side of a WebSocket) is still coming.
         self.recv_open = recv_open
+        #: Bytes received on the stream that its app has not read yet (inbound flow control).
+        self.held = 0
         #: The request's trailers, until its end.
         self.trailers: list[tuple[bytes, bytes]] | None = None
         #: Since when the app waits for aioquic to send what the stream queued.
@@ -88,6 +92,7 @@ class H3Streams:
         "_dates",
         "_extra",
         "_h3",
+        "_held",
         "_limits",
         "_now",
         "_quic",
@@ -135,6 +140,12 @@ class H3Streams:
         self._extra = limits.extra_headers
         self._ws_stream_class = ws_stream_class
         self._streams: dict[int, H3Stream] = {}
+        #: The streams' ``held`` bytes, all together.
+        self._held = 0
+        if isinstance(quic, ServerQuicConnection):
+            # Windows open as the apps read (ServerQuicConnection).
+            quic.unread = self._unread
+            quic.unread_total = self._unread_total
         #: Streams whose apps wait for aioquic to send what they queued (Rule 2).
         self._blocked: dict[int, H3Stream] = {}
         #: WebSocket streams with a session (their deadlines, shutdown).
@@ -228,8 +239,39 @@ class H3Streams:
                 self._forget(record)
         self._refresh_stall()
 
+    # -- inbound flow control -----------------------------------------------------------------
+
+    def _unread(self, stream_id: int) -> int:
+        record = self._streams.get(stream_id)
+        return record.held if record is not None else 0
+
+    def _unread_total(self) -> int:
+        return self._held
+
+    def _hold(self, record: H3Stream, size: int) -> None:
+        record.held += size
+        self._held += size
+
+    def _release(self, record: H3Stream, size: int) -> None:
+        record.held -= size
+        self._held -= size
+
+    def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
+        record = self._live(stream)
+        if record is None:
+            return
+        read = record.held - stream.buffered
+        if read > 0:
+            self._release(record, read)
+            self._now = now
+            self._flush(now)  # (aioquic widens the windows the app's reading allows)
+        if stream.buffered:
+            stream.notify_on_read = True
+
     def _forget(self, record: H3Stream) -> None:
         """``record`` left the table: release its app and tell it."""
+        if record.held:
+            self._release(record, record.held)  # (nobody will read it)
         record.recv_open = False
         self._unblock(record)
         if record.ws is not None:
@@ -355,9 +397,6 @@ class H3Streams:
         self._streams.pop(stream_id, None)
         self._forget(record)
         self._flush(now)
-
-    def app_reading(self, stream: AsgiHttpStream, now: float) -> None:
-        """(Inbound flow control is aioquic's: nothing to reopen.)"""
 
     def _live(self, stream: AsgiHttpStream | AsgiWsStream) -> H3Stream | None:
         record = self._streams.get(stream.stream_id)

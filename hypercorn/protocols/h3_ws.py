@@ -72,11 +72,14 @@ class H3WsCarrier:
         ws = self._record.ws
         assert ws is not None
         ws.paused = False
+        conn = self._conn
         if ws.early and ws.session is not None and self._live():
             held, ws.early = ws.early, []
-            now = self._conn._now
+            now = conn._now
             for data in held:
+                conn._release(self._record, len(data))
                 ws.session.receive_data(data, now)
+            conn._flush(now)  # (the windows reopen)
 
 
 class H3WebSockets(H3Streams):
@@ -157,6 +160,8 @@ class H3WebSockets(H3Streams):
             eof=False,  # (an EOF that came is in ``early``, in order)
             shutting_down=self._ws_shutting_down(),
         )
+        if record.held:
+            self._release(record, record.held)  # (the session took what was held)
         self._flush(now)
 
     # -- the peer's side, our side ---------------------------------------------------------------
@@ -171,6 +176,7 @@ class H3WebSockets(H3Streams):
             # Held, in order, until the session can take it; b"" is the peer's end.
             if data:
                 ws.early.append(data)
+                self._hold(record, len(data))
             if end_stream:
                 ws.early.append(b"")
             return

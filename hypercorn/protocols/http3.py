@@ -15,11 +15,13 @@ Rule 1 - time. aioquic speaks ``now`` in, ``get_timer()`` out; the connection's 
 WebSocket pings). Every call that may have queued frames ends with ``_flush(now)``: the
 datagrams go out, and the deadline is recomputed.
 
-Rule 2 - back-pressure, outbound. aioquic takes any amount of stream data; a stream whose
+Rule 2 - back-pressure, both ways. Outbound, aioquic takes any amount of stream data; a stream whose
 unsent bytes pass ``SEND_HIGH_WATER`` is marked ``send_blocked``, so the driver parks that
 app alone until the peer's windows and the congestion window let it drain below
 ``SEND_LOW_WATER`` (checked after each flush). A stream blocked for ``write_timeout`` is
-reset. Inbound, aioquic's windows grow as data arrives (see docs/differences.md).
+reset. Inbound, the windows open as the apps read (``quic.ServerQuicConnection``): an app
+that does not read holds back its own stream (``STREAM_WINDOW``), and takes at most that
+of the connection's larger window (``CONNECTION_WINDOW``).
 
 Rule 3 - a stream leaves the table when its response is complete and its request was read
 to the end (or either side reset it). A response completed while the request is still
@@ -325,8 +327,11 @@ class Http3Connection(H3WebSockets):
             self._ws_data(record, event.data, event.stream_ended)
             return
         asgi = record.asgi
-        if event.data and not asgi.disconnected:
-            asgi.body_received(event.data)
+        data = event.data
+        if data and not asgi.disconnected:
+            asgi.body_received(data)
+            self._hold(record, len(data))
+            asgi.notify_on_read = True
         if event.stream_ended:
             self._request_ended(record)
 

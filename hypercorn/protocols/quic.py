@@ -59,6 +59,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 #: A UDP peer address as the socket gives it: (host, port) or (host, port, flow, scope).
 Address = tuple[Any, ...]
 
+#: Receive windows we grant a client: per stream, and per connection (larger, so a stream
+#: whose app does not read leaves room for the others). They open as the apps read.
+STREAM_WINDOW = 1024 * 1024
+CONNECTION_WINDOW = 4 * 1024 * 1024
 #: Seconds a retry token stays valid (clients send it back at once: RFC 9000 section 8.1.4).
 RETRY_TOKEN_LIFETIME = 30.0
 _NONCE = 12
@@ -73,6 +77,52 @@ class EndpointConnection(Protocol):
 #: Builds the connection for an accepted ``QuicConnection`` from ``addr``, or refuses it
 #: (None). Called by the endpoint before it routes the first datagram.
 Accept = Callable[[QuicConnection, Address, float], "EndpointConnection | None"]
+
+
+def _nothing_unread(stream_id: int = 0) -> int:
+    return 0
+
+
+class ServerQuicConnection(QuicConnection):
+    """aioquic's connection, with receive windows that open as the application *reads*.
+
+    aioquic doubles a stream's window (and the connection's) once the peer has sent half of
+    it, whether or not anyone read the data: a request body an app never reads would be
+    buffered without bound. Here the growth counts only what the app took: the connection
+    above sets ``unread`` (bytes of a stream received and not read) and ``unread_total``,
+    and aioquic's window arithmetic sees the received offsets less those. An app that does
+    not read holds at most the initial windows (``max_stream_data`` per stream,
+    ``max_data`` per connection) of its peer's data.
+    """
+
+    unread: Callable[[int], int] = staticmethod(_nothing_unread)
+    unread_total: Callable[[], int] = staticmethod(_nothing_unread)
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        unread = self.unread(stream.stream_id)
+        if not unread:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+            return
+        receiver = stream.receiver
+        received = receiver.highest_offset
+        receiver.highest_offset = max(0, received - unread)
+        try:
+            super()._write_stream_limits(builder=builder, space=space, stream=stream)
+        finally:
+            receiver.highest_offset = received
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        unread = self.unread_total()
+        if not unread:
+            super()._write_connection_limits(builder=builder, space=space)
+            return
+        limit = self._local_max_data
+        used = limit.used
+        limit.used = max(0, used - unread)
+        try:
+            super()._write_connection_limits(builder=builder, space=space)
+        finally:
+            limit.used = used
 
 
 class RetryTokens:
@@ -148,6 +198,9 @@ class QuicEndpoint:
         retry: RetryTokens | None = None,
         max_connections: int | None = None,
     ) -> None:
+        # (The endpoint's own windows: see ServerQuicConnection.)
+        configuration.max_stream_data = STREAM_WINDOW
+        configuration.max_data = CONNECTION_WINDOW
         self._configuration = configuration
         self._cid_length = configuration.connection_id_length
         self._supported = tuple(configuration.supported_versions)
@@ -257,7 +310,7 @@ class QuicEndpoint:
                 )
                 return None
             odcid, retry_scid = vouched, header.destination_cid
-        quic = QuicConnection(
+        quic = ServerQuicConnection(
             configuration=self._configuration,
             original_destination_connection_id=odcid,
             retry_source_connection_id=retry_scid,

@@ -276,3 +276,26 @@ def test_connection_lost_closes_the_quic_connection() -> None:
     assert stream.receive_nowait(pair.now) == {"type": "http.disconnect"}
     assert client.of_type(ConnectionTerminated)
     assert pair.endpoint.connections == 0
+
+
+def test_a_body_the_app_does_not_read_is_held_back_by_flow_control() -> None:
+    pair = H3Pair()
+    client = pair.client
+    assert client is not None
+    size = 3 * 1024 * 1024
+    stream_id = client.request("POST", "/up", body=b"x" * size)
+    pair.advance(1.0)
+    stream = pair.stream(stream_id)
+    # The windows (aioquic's 1 MiB initial ones) stay shut while the app reads nothing.
+    assert 0 < stream.buffered <= 1024 * 1024
+    received = 0
+    for _ in range(200):
+        for message in pair.receive_all(stream_id):
+            received += len(message.get("body", b""))
+            if not message.get("more_body", True):
+                break
+        else:
+            pair.advance(0.05)
+            continue
+        break
+    assert received == size

@@ -230,7 +230,7 @@ class H3Pair:
         self.transfer()
         return client
 
-    def transfer(self, rounds: int = 1000) -> None:
+    def transfer(self, rounds: int = 20_000) -> None:
         """Move datagrams both ways until nothing more moves. aioquic paces what it sends
         (a few microseconds apart at our zero RTT): timers due within ``PACING_SLACK``
         fire on the way, moving the clock that little."""
