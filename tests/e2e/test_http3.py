@@ -7,8 +7,10 @@ aioquic's own (``tests/support/h3client.py``). Certificates come from trustme.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +58,18 @@ def udp_socket() -> Iterator[socket.socket]:
         sock.close()
 
 
+#: Set by the app when a /slow request is in it.
+SLOW_STARTED = threading.Event()
+
+
 async def h3_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     path = scope["path"]
     body = await read_body(receive)
+    if path == "/slow":
+        SLOW_STARTED.set()
+        await loop_sleep(0.5)
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for index in range(5):
@@ -145,3 +154,29 @@ def test_tcp_responses_advertise_http3(h3_server: RunningServer, certs: Certs) -
     with httpx.Client(verify=context, http2=True) as client:
         response = client.get(h3_server.url + "/")
     assert response.headers["alt-svc"] == f'h3=":{port}"; ma=3600'
+
+
+def test_garbage_datagrams_disturb_no_one(h3_server: RunningServer, certs: Certs) -> None:
+    port = h3_server.quic_port  # type: ignore[attr-defined]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as noise:
+        for size in (1, 40, 1200, 1500):
+            noise.sendto(os.urandom(size), ("127.0.0.1", port))
+        noise.sendto(b"\xc0\x00\x00\x00\x01\x08" + os.urandom(1300), ("127.0.0.1", port))
+    (response,) = run(fetch(port, str(certs.cafile), [{"path": "/after-noise"}]))
+    assert response.status == 200
+
+
+def test_graceful_stop_finishes_the_request_in_flight(
+    h3_server: RunningServer, certs: Certs
+) -> None:
+    port = h3_server.quic_port  # type: ignore[attr-defined]
+    SLOW_STARTED.clear()
+    stopper = threading.Thread(
+        target=lambda: SLOW_STARTED.wait(10) and h3_server.stop(), name="stopper"
+    )
+    stopper.start()
+    (response,) = run(fetch(port, str(certs.cafile), [{"path": "/slow"}]))
+    stopper.join(15)
+    assert not stopper.is_alive()
+    assert response.status == 200
+    assert response.body.startswith(b"3 https GET /slow")
