@@ -49,6 +49,7 @@ from aioquic.quic.events import (
     ConnectionIdIssued,
     ConnectionIdRetired,
     ConnectionTerminated,
+    HandshakeCompleted,
     PingAcknowledged,
     ProtocolNegotiated,
     StopSendingReceived,
@@ -86,6 +87,7 @@ class Http3Connection(H3WebSockets):
 
     __slots__ = (
         "_draining",
+        "_handshaken",
         "_highest",
         "_idle_at",
         "_keep_alive_timeout",
@@ -139,6 +141,8 @@ class Http3Connection(H3WebSockets):
         self._keep_alive_timeout = limits.keep_alive_timeout
         self._stream_class = stream_class
         self._shutting_down = False
+        #: The TLS handshake completed (the client's address is validated).
+        self._handshaken = False
         #: The final GOAWAY is out (or the peer sent one): close when the last stream is done.
         self._draining = False
         #: Requests on streams from this id on are rejected (the final GOAWAY's id).
@@ -173,8 +177,15 @@ class Http3Connection(H3WebSockets):
         if self._closed:
             return
         self._now = now
-        self._quic.receive_datagram(data, addr, now)
+        quic = self._quic
+        quic.receive_datagram(data, addr, now)
         self._process()
+        if quic._close_event is not None and not self._closing:
+            # The peer closed: aioquic drains quietly until its ConnectionTerminated, but
+            # the apps learn it now (aioquic has no event for the start of draining).
+            self._closing = True
+            self._idle_at = self._ping_at = self._stall_at = self._linger_at = None
+            self._drop_streams()
         if self._linger_at is not None:
             self._close_if_done()  # (an acknowledgement may have delivered the last response)
         self._flush(now)
@@ -200,6 +211,12 @@ class Http3Connection(H3WebSockets):
             if self._linger_at is not None and now >= self._linger_at:
                 self._close()  # (the peer did not take the last responses in write_timeout)
             elif self._idle_at is not None and now >= self._idle_at and not self._streams:
+                if not self._handshaken:
+                    # No handshake in header_read_timeout: forget it without a word (the
+                    # address may be spoofed, and aioquic's CONNECTION_CLOSE would not
+                    # respect the amplification limit).
+                    self._terminated()
+                    return
                 self._goaway(self._highest + 4)
                 self._draining = True
                 self._close_if_done()
@@ -218,9 +235,10 @@ class Http3Connection(H3WebSockets):
         self._shutting_down = True
         if self._ws_records:
             self._ws_start_shutdown(now)  # (1001 to every WebSocket)
-        if self._h3 is None:
-            self._close()  # (no HTTP/3 yet: nothing to finish)
-        elif not self._draining:
+        if not self._handshaken:
+            self._terminated()  # (nothing to finish; see handle_deadline)
+            return
+        if not self._draining:
             self._goaway(MAX_REQUEST_STREAM_ID)
             self._quic.send_ping(_SHUTDOWN_PING)
             self._ping_at = now + GOAWAY_PING_TIMEOUT
@@ -255,6 +273,8 @@ class Http3Connection(H3WebSockets):
             elif isinstance(event, ConnectionTerminated):
                 self._terminated()
                 return
+            elif isinstance(event, HandshakeCompleted):
+                self._handshaken = True
             elif isinstance(event, ProtocolNegotiated):
                 if event.alpn_protocol in H3_ALPN and self._h3 is None:
                     self._h3 = H3Connection(quic)

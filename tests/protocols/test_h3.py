@@ -299,3 +299,18 @@ def test_a_body_the_app_does_not_read_is_held_back_by_flow_control() -> None:
             continue
         break
     assert received == size
+
+
+def test_the_app_hears_at_once_when_the_client_closes() -> None:
+    pair = H3Pair()
+    client = pair.client
+    assert client is not None
+    stream_id = client.request("POST", body=b"x", end=False)
+    stream = pair.stream(stream_id)
+    assert pair.receive_all(stream_id)[0]["body"] == b"x"
+    client.quic.close(error_code=ErrorCode.H3_NO_ERROR)
+    pair.transfer()  # (no time passes: aioquic's draining period has not ended)
+    assert stream.receive_nowait(pair.now) == {"type": "http.disconnect"}
+    pair.advance(5.0)
+    assert pair.sink.closed
+    assert pair.endpoint.connections == 0

@@ -21,7 +21,7 @@ SPOOFED = ("192.0.2.7", 40000)
 
 def still_serves(pair: H3Pair, client: H3Client) -> None:
     stream_id = client.request("GET", "/after")
-    stream = pair.stream(stream_id, pair.connections[pair.clients.index(client)])
+    stream = pair.stream(stream_id, pair.conn_of(client))
     stream.app_send({"type": "http.response.start", "status": 200, "headers": []}, pair.now)
     stream.app_send({"type": "http.response.body", "body": b"ok"}, pair.now)
     pair.transfer()
@@ -120,6 +120,17 @@ def test_amplification_is_bounded_before_the_address_is_validated() -> None:
     pair.advance(20.0)
     assert pair.sent_to[SPOOFED] == 3 * len(flight[0])
     still_serves(pair, pair.client)
+
+
+def test_a_handshake_that_never_ends_is_forgotten_without_a_word() -> None:
+    pair = H3Pair(ProtocolLimits(header_read_timeout=10.0), connect=False)
+    _, flight = first_flight()
+    pair.endpoint.datagram_received(flight[0], SPOOFED, pair.now)
+    assert pair.endpoint.connections == 1
+    pair.advance(11.0)
+    assert pair.endpoint.connections == 0
+    assert pair.sent_to[SPOOFED] <= 3 * len(flight[0])
+    still_serves(pair, pair.new_client())
 
 
 def test_refused_connections_when_full_or_stopping() -> None:

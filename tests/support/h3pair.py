@@ -217,6 +217,13 @@ class H3Pair:
         assert self.connections, "no connection yet"
         return self.connections[0]
 
+    def conn_of(self, client: H3Client) -> Http3Connection:
+        """The server's connection for ``client`` (the one the address matches)."""
+        for conn in self.connections:
+            if conn._client == client.addr:
+                return conn
+        raise AssertionError(f"no connection from {client.addr}")
+
     @property
     def sink(self) -> RecordingSink:
         return self.sinks[self.conn]
