@@ -217,6 +217,7 @@ class Http3Connection(H3WebSockets):
                     # respect the amplification limit).
                     self._terminated()
                     return
+                self._idle_at = None  # (once: the close may wait for acknowledgements)
                 self._goaway(self._highest + 4)
                 self._draining = True
                 self._close_if_done()
@@ -236,9 +237,10 @@ class Http3Connection(H3WebSockets):
         if self._ws_records:
             self._ws_start_shutdown(now)  # (1001 to every WebSocket)
         if not self._handshaken:
-            self._terminated()  # (nothing to finish; see handle_deadline)
-            return
-        if not self._draining:
+            # A client mid-handshake learns at once, and tries again elsewhere (a silent
+            # drop would leave it waiting for its idle timeout).
+            self._close()
+        elif not self._draining:
             self._goaway(MAX_REQUEST_STREAM_ID)
             self._quic.send_ping(_SHUTDOWN_PING)
             self._ping_at = now + GOAWAY_PING_TIMEOUT

@@ -67,7 +67,7 @@ async def fresh_connections(
 
 @pytest.mark.slow
 def test_two_workers_serve_http3_across_a_rolling_restart(
-    app_dir: Path, bound_socket: socket.socket
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
 ) -> None:
     ca = trustme.CA()
     issued = ca.issue_cert("localhost", "127.0.0.1")
@@ -78,6 +78,7 @@ def test_two_workers_serve_http3_across_a_rolling_restart(
     udp = udp_socket()
     port = udp.getsockname()[1]
     args = [
+        *worker_args,
         "-w",
         "2",
         *FAST,

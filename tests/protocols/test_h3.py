@@ -314,3 +314,19 @@ def test_the_app_hears_at_once_when_the_client_closes() -> None:
     pair.advance(5.0)
     assert pair.sink.closed
     assert pair.endpoint.connections == 0
+
+
+def test_an_idle_close_waits_for_acknowledgements_then_gives_up() -> None:
+    pair = H3Pair(ProtocolLimits(keep_alive_timeout=5.0, write_timeout=20.0))
+    client = pair.client
+    assert client is not None
+    stream_id = client.request()
+    client.deliver = False  # (its acknowledgements are lost from now on)
+    pair.respond(stream_id, body=b"x" * 5000)
+    # Past keep-alive the connection waits (deadlines moving on: H3Pair checks) for the
+    # response to be acknowledged, and closes anyway after write_timeout.
+    pair.advance(10.0)
+    assert not pair.sink.closed
+    pair.advance(30.0)
+    assert pair.sink.closed
+    assert pair.endpoint.connections == 0

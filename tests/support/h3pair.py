@@ -291,6 +291,10 @@ class H3Pair:
             deadline = conn.next_deadline()
             if deadline is not None and deadline <= self.now:
                 conn.handle_deadline(self.now)
+                # A deadline that stays in the past would have the driver's timer fire
+                # again at once, forever (a busy loop, or a frozen trio loop).
+                later = conn.next_deadline()
+                assert later is None or later > self.now, "the deadline did not move"
 
     def advance(self, seconds: float) -> None:
         """Move time on, firing every timer that came due (in order) on both sides."""
