@@ -280,8 +280,10 @@ class Http3Connection(H3WebSockets):
             elif isinstance(event, ProtocolNegotiated):
                 if event.alpn_protocol in H3_ALPN and self._h3 is None:
                     self._h3 = H3Connection(quic)
-            elif isinstance(event, (StreamReset, StopSendingReceived)):
-                self._stream_reset(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self._stream_reset(event.stream_id, False)
+            elif isinstance(event, StopSendingReceived):
+                self._stream_reset(event.stream_id, True)
             elif (
                 isinstance(event, PingAcknowledged)
                 and event.uid == _SHUTDOWN_PING
@@ -368,8 +370,9 @@ class Http3Connection(H3WebSockets):
         if record.response_done:
             self._stream_done(record)
 
-    def _stream_reset(self, stream_id: int) -> None:
-        """The peer reset the stream, or asked us to stop sending on it."""
+    def _stream_reset(self, stream_id: int, stop_reading: bool) -> None:
+        """The peer reset the stream, or asked us to stop sending on it (``stop_reading``:
+        then we stop reading the request too; after a reset nothing more comes anyway)."""
         if self._closing:
             return
         record = self._streams.pop(stream_id, None)
@@ -380,7 +383,7 @@ class Http3Connection(H3WebSockets):
             self._streams[stream_id] = record  # (dropped with the others)
             self._close(ErrorCode.H3_EXCESSIVE_LOAD, "too many reset streams")
             return
-        if record.recv_open:
+        if record.recv_open and stop_reading:
             self._quic_stop(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
         self._forget(record)
 

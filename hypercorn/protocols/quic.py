@@ -27,6 +27,11 @@ Rules, in the order a datagram meets them:
    packets for unknown connection IDs (a connection that ended, a spoofed ID, a worker
    that restarted) are dropped without an answer.
 
+aioquic has no public API for a few things the server needs, so its internals are used in
+three places: ``ServerQuicConnection`` (the window arithmetic), ``H3Streams._unsent`` /
+``_undelivered`` (a stream's send buffer) and ``Http3Connection`` (a peer's close, the
+GOAWAY frame on the control stream). Tested with aioquic 1.2 (the floor) and 1.7.
+
 Connections tell the endpoint which IDs route to them (``add_cid`` / ``remove_cid``, from
 aioquic's ``ConnectionIdIssued`` / ``ConnectionIdRetired``) and when they are over
 (``forget``). Each keeps its own timer (the driver's one deadline per connection): the
