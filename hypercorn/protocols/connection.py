@@ -5,7 +5,9 @@ clock-free. The driver gives it a ``ConnectionSink`` when creating it and then c
 
 * ``receive_data(data, now)`` with bytes from the socket (``b""`` = EOF),
 * ``next_deadline()`` / ``handle_deadline(now)`` for its one timer,
-* ``write_paused(now)`` / ``write_resumed(now)`` when the transport's buffer crosses its marks,
+* ``write_paused(now)`` / ``write_resumed(now)`` when the transport's buffer crosses its marks
+  (``write_paused`` again while paused whenever the peer took bytes: the write deadline,
+  ``write_timeout`` without progress, starts over),
 * ``start_shutdown(now)`` to finish in-flight work and close,
 * ``connection_lost()`` once the transport is gone.
 

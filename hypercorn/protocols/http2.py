@@ -38,7 +38,7 @@ before the preface      accept + header_read_timeout            close
 no stream open          last stream done + keep_alive_timeout   GOAWAY(NO_ERROR), close
 first GOAWAY sent       sent + GOAWAY_PING_TIMEOUT              second GOAWAY
 a stream blocked        blocked since + write_timeout           RST_STREAM(CANCEL)
-write buffer full       paused since + write_timeout            abort
+write buffer full       last progress + write_timeout           abort
 ======================  =====================================  ===========================
 """
 

@@ -26,7 +26,9 @@ class ProtocolLimits:
     #: Seconds without request-body progress, while the body is expected, before closing.
     #: None disables it.
     read_timeout: float | None = 60.0
-    #: Seconds the peer may leave our write buffer above its high-water mark.
+    #: Seconds without write progress (the peer taking bytes) before the connection is
+    #: aborted, while the write buffer is above its high-water mark or a closed connection
+    #: still flushes (Config ``write_timeout``; the driver watches progress).
     write_timeout: float = 60.0
     #: Bytes of request body buffered for an app that is not reading before we stop reading.
     body_buffer_size: int = 64 * 1024

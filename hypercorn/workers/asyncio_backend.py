@@ -38,6 +38,7 @@ from hypercorn.workers.backend import (
     TransportTimeout,
     map_exceptions,
     peer_address,
+    tcp_bytes_acked,
     tls_connection_info,
 )
 from hypercorn.workers.proxy_header import close_refused, read_proxy_header
@@ -196,6 +197,19 @@ class _StreamProtocol(asyncio.Protocol):
     @property
     def is_closing(self) -> bool:
         return self._closing
+
+    @property
+    def write_buffer_size(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    @property
+    def write_progress(self) -> int:
+        transport = self._transport
+        if transport is None:
+            return 0
+        acked = tcp_bytes_acked(transport.get_extra_info("socket"))
+        return -transport.get_write_buffer_size() if acked is None else acked
 
     def write(self, data: bytes) -> None:
         if not self._closing:

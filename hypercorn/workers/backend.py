@@ -37,13 +37,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    import socket
     import ssl
 
     from typing_extensions import TypeVarTuple, Unpack
@@ -109,6 +110,29 @@ class ConnectionInfo:
     #: The contents of the ASGI ``tls`` scope extension (``server_cert``,
     #: ``client_cert_chain``, ``tls_version``, ``cipher_suite``) or None without TLS.
     tls: Mapping[str, Any] | None = None
+
+
+#: ``TCP_INFO`` (Linux), and where ``struct tcp_info`` keeps ``tcpi_bytes_acked`` (Linux 4.1+).
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_BYTES_ACKED = struct.Struct("=Q")
+_BYTES_ACKED_AT = 120
+_TCP_INFO_SIZE = _BYTES_ACKED_AT + _BYTES_ACKED.size
+
+
+def tcp_bytes_acked(sock: Any) -> int | None:
+    """The bytes of ours the TCP peer acknowledged so far (Linux), or None where the kernel
+    does not say (another system, a Unix socket, a closed socket). ``sock`` is a socket or
+    anything with its ``getsockopt`` (asyncio's ``TransportSocket``, uvloop's)."""
+    if _TCP_INFO is None or sock is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    acked: int = _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0]
+    return acked
 
 
 def peer_address(addr: Any) -> tuple[str, int] | None:
@@ -219,6 +243,20 @@ class Transport(Protocol):
     @property
     def is_closing(self) -> bool:
         """True once ``close``/``abort`` was called or the connection was lost."""
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet handed to the kernel, as far as the backend sees
+        (asyncio's TLS layer hands its backlog to a TCP transport whose buffer it does not
+        count), counted after ``close()`` too while they flush; 0 once aborted."""
+
+    @property
+    def write_progress(self) -> int:
+        """A count that grows whenever the peer takes bytes we wrote, only ever compared with
+        itself: ``tcp_bytes_acked`` where the kernel tells (it sees through every buffer on
+        the way), else ``-write_buffer_size`` (which must then fall in steps much smaller
+        than a large response: a backend sending in pieces counts each piece). The driver
+        samples it for ``write_timeout``, time without progress (``write_watch.py``)."""
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for sending. Never blocks; dropped silently once closing."""

@@ -15,6 +15,9 @@ One ``ConnectionDriver`` per accepted connection. It is the backend's ``Connecti
 * One timer per connection, re-armed lazily: it is moved only when the core's next deadline
   becomes *earlier* than the armed one; a timer that fires early (because the deadline
   moved later) just re-arms itself. Keep-alive traffic therefore costs no timer operations.
+* ``write_timeout`` is time without write progress, in every state (``write_watch.py``):
+  while the transport is above its high-water mark, or the core has closed with bytes still
+  unsent, a ``WriteWatch`` samples the transport's progress on the same timer.
 
 ``WorkerContext`` holds what all connections of a worker share (app, limits, Date cache,
 lifespan state, loggers, counters) and is what ``serve()`` uses to shut connections down.
@@ -39,6 +42,7 @@ from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws import WsSession
 from hypercorn.workers.backend import TransportClosed
+from hypercorn.workers.write_watch import WriteWatch
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -215,6 +219,7 @@ class ConnectionDriver:
         "_timer",
         "_timer_at",
         "_transport",
+        "_watch",
         "write",
     )
 
@@ -245,6 +250,9 @@ class ConnectionDriver:
         self._streams: set[AsgiHttpStream | AsgiWsStream] = set()
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
+        #: Made when writing first pauses (or the core closes with bytes unsent); dropped
+        #: when writing resumes while the core is open.
+        self._watch: WriteWatch | None = None
         info = transport.info
         self._core: ServerConnection
         if core is not None:
@@ -298,6 +306,7 @@ class ConnectionDriver:
             self._timer.cancel()
             self._timer = None
         self._timer_at = None
+        self._watch = None
         self._pending.clear()
         ctx = self._ctx
         ctx.connections.discard(self)
@@ -305,17 +314,29 @@ class ConnectionDriver:
 
     def write_paused(self) -> None:
         # (Called from inside a write, which may be an app's ``send``.)
-        self._core.write_paused(self._backend.now())
+        now = self._backend.now()
+        self._core.write_paused(now)
+        self._watch_writes(now)
         self._after_app()
         self._arm_earliest()
 
     def write_resumed(self) -> None:
+        watch = self._watch
+        if watch is not None and not watch.closing:
+            self._watch = None
         self._core.write_resumed(self._backend.now())
 
     # -- ConnectionSink (called by the core) -------------------------------------------------
 
     def close(self) -> None:
-        self._transport.close()
+        transport = self._transport
+        transport.close()
+        if transport.write_buffer_size or transport.info.ssl:
+            # The core is done, the flush is not: a peer that reads nothing must not keep
+            # the rest here for good (write_timeout holds while closing too). (asyncio's TLS
+            # may hold bytes its write_buffer_size does not count.)
+            self._watch_writes(self._backend.now()).closing = True
+            self._arm_earliest()
 
     def abort(self) -> None:
         self._transport.abort()
@@ -416,8 +437,20 @@ class ConnectionDriver:
         if self._pending:
             self._context.run(self._after_core)
 
+    def _watch_writes(self, now: float) -> WriteWatch:
+        """Start (or restart) the write watch: progress is counted from ``now``."""
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = WriteWatch(self._transport, self._ctx.limits.write_timeout, now)
+        else:
+            watch.restart(now)
+        return watch
+
     def _arm_earliest(self) -> None:
         deadline = self._core.next_deadline()
+        watch = self._watch
+        if watch is not None and (deadline is None or watch.due < deadline):
+            deadline = watch.due
         if deadline is not None:
             armed = self._timer_at
             if armed is None or deadline < armed:
@@ -433,12 +466,26 @@ class ConnectionDriver:
         fired_for = self._timer_at
         self._timer = None
         self._timer_at = None
+        # Loops may fire a timer a hair early (clock resolution): it fired *for* its
+        # deadline, so that deadline has passed.
+        now = self._backend.now()
+        if fired_for is not None and fired_for > now:
+            now = fired_for
         core = self._core
+        watch = self._watch
+        if watch is not None:
+            # Sampled on every firing, before the core's deadline is judged: progress since
+            # the last sample moves the core's write deadline first.
+            if watch.sample(now):
+                if not watch.closing:
+                    core.write_paused(now)
+            elif watch.closing and watch.stalled(now):
+                self._watch = None
+                self._transport.abort()  # (connection_lost follows)
+                return
         deadline = core.next_deadline()
-        if deadline is not None and fired_for is not None and deadline <= fired_for:
-            # Loops may fire a timer a hair early (clock resolution): it fired *for* this
-            # deadline, so the deadline has passed.
-            core.handle_deadline(max(self._backend.now(), fired_for))
+        if deadline is not None and deadline <= now:
+            core.handle_deadline(now)
         self._after_core()
         self._arm_earliest()
 

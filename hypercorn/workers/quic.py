@@ -206,6 +206,15 @@ class QuicLink:
         transport = self._server.transport
         return transport is not None and transport.writing_paused
 
+    @property
+    def write_buffer_size(self) -> int:
+        """(Nothing waits here: QUIC's own loss recovery and flow control pace the peer.)"""
+        return 0
+
+    @property
+    def write_progress(self) -> int:
+        return 0
+
     def write(self, data: bytes) -> None:
         """(Never called: the core sends datagrams through the endpoint.)"""
 

@@ -29,6 +29,7 @@ from hypercorn.workers.backend import (
     ServeOptions,
     TransportClosed,
     TransportTimeout,
+    tcp_bytes_acked,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("hypercorn.error")
 
 _READ_SIZE = 256 * 1024
+#: Bytes a TLS writer hands ``send_all`` at a time: ``write_buffer_size`` falls per piece,
+#: so a slow reader of a large response shows progress (``workers/write_watch.py``).
+_SEND_PIECE = 256 * 1024
 #: Seconds a closed connection keeps discarding what the peer still sends (see _Transport).
 _LINGER = 2.0
 
@@ -73,7 +77,7 @@ class _Transport:
         self._low = options.write_low_water
         self._acceptor = acceptor
         self._handler: ConnectionHandler | None = None
-        self._buffer: list[bytes] = []
+        self._buffer: list[bytes | memoryview] = []
         #: Unsent bytes: those in ``_buffer`` and, on TLS, those being sent.
         self._buffered = 0
         self._closing = False
@@ -99,6 +103,18 @@ class _Transport:
     @property
     def is_closing(self) -> bool:
         return self._closing
+
+    @property
+    def write_buffer_size(self) -> int:
+        return self._buffered
+
+    @property
+    def write_progress(self) -> int:
+        acked = tcp_bytes_acked(self._socket())
+        return -self._buffered if acked is None else acked
+
+    def _socket(self) -> socket.socket | trio.socket.SocketType:
+        raise NotImplementedError
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -303,7 +319,8 @@ class _SocketTransport(_Transport):
                     continue
                 buffer.clear()
                 if sent < len(data):
-                    buffer.append(data[sent:])
+                    # (A view: a slow reader of a large body costs no copy per send.)
+                    buffer.append(memoryview(data)[sent:])
                 self._buffered -= sent
                 self._flushed_some()
         except _GONE:
@@ -313,6 +330,9 @@ class _SocketTransport(_Transport):
             self._writing = False
         if self._closing:
             self._finish_writes()
+
+    def _socket(self) -> socket.socket:
+        return self._sock
 
     def _shutdown_write(self) -> None:
         self._sock.shutdown(socket.SHUT_WR)
@@ -403,6 +423,9 @@ class _TLSTransport(_Transport):
             self._wake.set()
             self._wake = None
 
+    def _socket(self) -> trio.socket.SocketType:
+        return self._stream.transport_stream.socket
+
     def _shutdown_write(self) -> None:
         self._stream.transport_stream.socket.shutdown(socket.SHUT_WR)
 
@@ -426,10 +449,13 @@ class _TLSTransport(_Transport):
                     continue
                 data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
                 buffer.clear()
-                await self._stream.send_all(data)
-                # (``_buffered`` counts ``data`` while it is being sent: see ``close``.)
-                self._buffered = max(0, self._buffered - len(data))
-                self._flushed_some()
+                view = memoryview(data)
+                for start in range(0, len(data), _SEND_PIECE):
+                    piece = view[start : start + _SEND_PIECE]
+                    await self._stream.send_all(piece)
+                    # (``_buffered`` counts a piece while it is being sent: see ``close``.)
+                    self._buffered = max(0, self._buffered - len(piece))
+                    self._flushed_some()
         except _GONE:
             self.abort()
 

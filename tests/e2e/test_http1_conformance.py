@@ -12,6 +12,7 @@ per finding, each on a real socket against every worker class.
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_http1 import wait_for
-from tests.e2e.test_slow_clients import read_to_end
+from tests.e2e.test_slow_clients import _server_side_established, read_to_end
+from tests.support.certs import Certs
 from tests.support.h2socket import h2_get
 
 Scope = dict[str, Any]
@@ -138,6 +140,97 @@ def test_a_graceful_stop_does_not_wait_for_a_finished_requests_watcher(
     assert time.monotonic() - started < DEADLINE
     assert seen == ["http.disconnect"]
     assert lifespan == ["shutdown"]
+
+
+# -- write_timeout ---------------------------------------------------------------------------
+
+WRITE_TIMEOUT = 1.0
+BIG = 16 * 1024 * 1024
+
+
+async def big_body_app(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", b"%d" % BIG)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"b" * BIG})  # one send: all buffered
+
+
+@pytest.mark.parametrize(
+    ("tls", "close"),
+    [(False, False), (False, True), (True, True)],
+    ids=["kept-alive", "closing", "tls-closing"],
+)
+def test_write_timeout_spares_a_client_that_reads_slowly_but_steadily(
+    run_server: RunServer, certs: Certs, tls: bool, close: bool
+) -> None:
+    """16 MiB in one message to a client reading about 6 MB/s: the buffer stays above its
+    high-water mark for longer than write_timeout but keeps draining, so the response
+    completes (write_timeout is time *without progress*), also while the connection closes
+    after it and over TLS. Before: cut off write_timeout after the buffer filled."""
+    settings: dict[str, Any] = {}
+    if tls:
+        settings.update(secure=True, certfile=str(certs.cert), keyfile=str(certs.key))
+    server = run_server(big_body_app, write_timeout=WRITE_TIMEOUT, **settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)
+    sock.connect((server.host, server.port))
+    if tls:
+        sock = certs.client_context().wrap_socket(sock, server_hostname=server.host)
+    with sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" * close) + b"\r\n"
+        )
+        sock.settimeout(DEADLINE)
+        received = 0
+        started = time.monotonic()
+        while received < BIG:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            # The client's own pace, about 6 MB/s (TLS hands out 16 KiB records): a slow
+            # reader, never a stalled one.
+            time.sleep(0.01 * len(chunk) / 65536)
+        elapsed = time.monotonic() - started
+    assert received >= BIG, f"cut off after {received} bytes and {elapsed:.1f}s"
+    assert elapsed > WRITE_TIMEOUT  # (the case the old rule got wrong)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/net/tcp")
+@pytest.mark.parametrize(
+    ("closing", "tls"),
+    [("connection-close", False), ("keep-alive-expiry", False), ("connection-close", True)],
+    ids=["connection-close", "keep-alive-expiry", "tls-connection-close"],
+)
+def test_write_timeout_holds_while_the_connection_closes(
+    run_server: RunServer, certs: Certs, closing: str, tls: bool
+) -> None:
+    """The response is complete and the connection closing (the client asked for close, or
+    the keep-alive idle time ran out during the flush), but the client reads nothing: the
+    connection and its buffered body are dropped write_timeout after the last progress.
+    Before: the core's write deadline ended with the core, and the flush waited for good."""
+    settings: dict[str, Any] = {}
+    if tls:
+        settings.update(secure=True, certfile=str(certs.cert), keyfile=str(certs.key))
+    server = run_server(
+        big_body_app, write_timeout=WRITE_TIMEOUT, keep_alive_timeout=0.2, **settings
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((server.host, server.port))
+    client_port = sock.getsockname()[1]
+    if tls:
+        sock = certs.client_context().wrap_socket(sock, server_hostname=server.host)
+    with sock:
+        close = b"Connection: close\r\n" if closing == "connection-close" else b""
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n")
+        sent = time.monotonic()
+        deadline = sent + WRITE_TIMEOUT + 5.0
+        while _server_side_established(server.port, client_port):
+            assert time.monotonic() < deadline, "a closing connection keeps its buffer forever"
+            time.sleep(0.02)
+        assert time.monotonic() - sent >= WRITE_TIMEOUT * 0.8
 
 
 # -- keep_alive_max_requests -----------------------------------------------------------------

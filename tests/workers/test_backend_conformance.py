@@ -275,6 +275,9 @@ def test_drain_under_clogged_peer(worker_class: str, bound_socket: socket.socket
                 written += len(chunk)
                 await backend.sleep(0)
             assert "paused" in recorder.log
+            # What the driver samples for write_timeout (progress, and what is left to flush).
+            assert transport.write_buffer_size > options.write_high_water
+            paused_at = transport.write_progress
             drained = backend.event()
 
             async def drainer() -> None:
@@ -294,6 +297,8 @@ def test_drain_under_clogged_peer(worker_class: str, bound_socket: socket.socket
             await backend.run_sync(read_all)
             assert await backend.wait_event(drained, TIMEOUT)
             assert not transport.writing_paused
+            assert transport.write_buffer_size <= options.write_low_water
+            assert transport.write_progress > paused_at  # (the peer took them)
             assert recorder.log[-1] == "resumed"
             assert got == written
         finally:

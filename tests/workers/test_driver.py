@@ -56,6 +56,14 @@ class MemoryTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    @property
+    def write_buffer_size(self) -> int:
+        return len(self.out) if self._paused else 0
+
+    @property
+    def write_progress(self) -> int:
+        return -self.write_buffer_size
+
     def write(self, data: bytes) -> None:
         if not self.closed:
             if not self.out:

@@ -41,8 +41,12 @@ HEAD                  first byte + header_read_timeout         408, close
 BODY                  last body byte + read_timeout (reading,  408 (if no response yet), close
                       not waiting for 100-continue)
 RESPONDING            none (the app takes the time it takes)   -
-any, write blocked    blocked since + write_timeout            abort
+any, write blocked    last progress + write_timeout (the       abort
+                      driver repeats ``write_paused`` as the
+                      peer takes bytes)
 ====================  ======================================  ==================================
+
+Once closed, a flush the peer does not read is the driver's to end (``write_watch.py``).
 """
 
 from __future__ import annotations
