@@ -574,13 +574,38 @@ def run(
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_main())
     else:  # (an ``else``: mypy checks each version's branch, and flags code after a return)
+        # What ``asyncio.Runner`` does on 3.11+ (3.10's ``asyncio.run`` takes no loop
+        # factory): tasks still pending when ``main`` returns are cancelled and awaited while
+        # the loop runs, so their ``finally`` blocks run there, not at garbage collection
+        # ("Task was destroyed but it is pending!").
         loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             return loop.run_until_complete(_main())
         finally:
             try:
+                _cancel_all_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+
+
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the loop's pending tasks and wait for them (``asyncio.run``'s own step)."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
