@@ -1,5 +1,6 @@
-# The two commands a newcomer needs: `make serve` and `make test`. Each builds .venv itself.
-# `make test-matrix` runs mypy and pytest on every supported CPython it finds (noxfile.py).
+# The commands a newcomer needs: `make serve` and `make test`. Each builds .venv itself.
+# `make test-matrix` (the test command CI runs, .ci/run) runs mypy and pytest on every supported
+# CPython it finds (noxfile.py), after ruff and the docs check once.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
