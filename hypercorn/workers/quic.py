@@ -161,9 +161,19 @@ class QuicServer:
         return link
 
     def stop_accepting(self) -> None:
-        """New connections are refused; the open ones are served until they end."""
+        """New connections are refused; the open ones are served until they end, and the
+        socket is let go as soon as none is left (``connection_ended``)."""
         if self.endpoint is not None:
             self.endpoint.stop_accepting()
+        self.connection_ended()
+
+    def connection_ended(self) -> None:
+        """A connection ended: once stopping with none left, stop reading the socket. In a
+        rolling restart the replacement worker reads the same socket (the slot's): every
+        datagram this worker still reads is one the replacement does not get."""
+        endpoint = self.endpoint
+        if endpoint is not None and not endpoint.accepting and not endpoint.connections:
+            self.close()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -242,5 +252,6 @@ class QuicLink:
             if driver is not None:
                 # (From the loop: the core that asked is still on the stack.)
                 self._backend.call_soon(driver.connection_lost)
+            self._backend.call_soon(self._server.connection_ended)
 
     abort = close
