@@ -188,8 +188,12 @@ async def serve(
     quic: list[QuicServer] = []
     try:
         if sockets.quic_sockets:
-            from hypercorn.workers.quic import open_quic
-
+            try:
+                from hypercorn.workers.quic import open_quic
+            except ImportError as exc:
+                raise BootError(
+                    f"quic_bind: HTTP/3 needs aioquic ({exc}): pip install 'hypercorn[h3]'"
+                ) from None
             quic = await open_quic(ctx, config, backend, sockets.quic_sockets)
         for listener in listeners:
             _listen_when_ready(listener.sock, config.backlog)
