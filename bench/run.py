@@ -114,13 +114,12 @@ WORKLOADS: list[Workload] = [
     Workload(
         name="h1-keepalive-unique",
         description=(
-            "as h1-keepalive, every request with a target of its own (wrk -s "
-            "unique_targets.lua): no head is seen twice"
+            "as h1-keepalive, every request with its own path, query, cookie and user agent "
+            "(wrk -s unique_targets.lua): no head is seen twice"
         ),
         app="apps:hello",
         kind="asgi",
         extra_args=("-s", str(BENCH / "unique_targets.lua")),
-        default=False,
     ),
     Workload(
         name="h1-close",
