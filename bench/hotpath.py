@@ -18,6 +18,8 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --instructions --python 3.13  # on another CPython
     .venv/bin/python bench/hotpath.py --instructions --loop trio       # over real sockets
     .venv/bin/python bench/hotpath.py --instructions --sockets         # uvloop, the same way
+    .venv/bin/python bench/hotpath.py --instructions --scenario unique  # no head seen twice
+    .venv/bin/python bench/hotpath.py --instructions --scenario close   # new connection each
 
 ``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
 ``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
@@ -34,6 +36,18 @@ whole user-space path instead, on any backend: the real accept loop and transpor
 ``connections`` loopback connections, the loop's own I/O and scheduling included; the
 harness sends each round's requests and reads the responses without blocking (hello only).
 Compare ``--sockets`` numbers only with ``--sockets`` numbers.
+
+``--scenario`` picks the traffic (the rows of ``run.py`` it stands for):
+
+- ``identical`` (``h1-keepalive``): every request is the same 40-byte GET;
+- ``unique`` (``h1-keepalive-unique``): every request has its own path, query, cookie and
+  user agent (as ``unique_targets.lua`` makes them), so no head is seen twice; the heads are
+  made before measuring, the same number whatever ``--rounds`` says, so making them cancels
+  out of ``--instructions``;
+- ``close`` (``h1-close``): every request is ``Connection: close`` on a connection of its
+  own, over real loopback sockets (implies ``--sockets``): the accept loop, the connection's
+  setup and its close are in the count, as are the harness's connect, send, receive and
+  close (the same for every commit).
 """
 
 from __future__ import annotations
@@ -57,6 +71,22 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
+#: Rounds of unique heads made up front whatever ``--rounds`` says (see ``--scenario``).
+UNIQUE_ROUNDS = 4
+
+
+def unique_heads(count: int) -> list[bytes]:
+    """``count`` request heads, each with its own path, query, cookie and user agent."""
+    return [
+        b"GET /items/%d?page=%d&q=%d HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        b"User-Agent: bench-client/%d.%d\r\nAccept: */*\r\n"
+        b"Cookie: session=%d; theme=dark; seen=%d\r\n\r\n"
+        % (n, n % 97, n, n % 1000, n, n, n * 7919)
+        for n in range(1, count + 1)
+    ]
+
+
 #: ``--app ws_echo``: each connection upgrades once, then every "request" is one masked
 #: 32-byte text frame (the bench's ws-echo message) that the app echoes.
 WS_HANDSHAKE = (
@@ -159,6 +189,10 @@ async def _run(args: argparse.Namespace) -> list[float]:
     for protocol, transport in zip(protocols, transports, strict=True):
         protocol.connection_made(transport)
     request = REQUEST
+    heads: list[bytes] = []
+    if args.scenario == "unique":
+        heads = unique_heads(max(UNIQUE_ROUNDS, args.rounds + 1) * args.requests * len(protocols))
+        heads.reverse()  # (taken from the end)
     if args.app == "ws_echo":
         request = WS_FRAME
         for protocol in protocols:
@@ -175,8 +209,12 @@ async def _run(args: argparse.Namespace) -> list[float]:
     async def one_round() -> float:
         start = time.perf_counter()
         for _ in range(args.requests):
-            for protocol in protocols:
-                protocol.data_received(request)
+            if heads:
+                for protocol in protocols:
+                    protocol.data_received(heads.pop())
+            else:
+                for protocol in protocols:
+                    protocol.data_received(request)
             # Let every app task run to completion (one loop pass for the task, one spare).
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -223,6 +261,7 @@ def _reexec(args: argparse.Namespace) -> None:
 
 def _over_sockets(args: argparse.Namespace) -> list[float]:
     """One round = every connection sends a GET and reads its whole response."""
+    import _socket
     import socket
 
     from hypercorn.config import Config
@@ -251,16 +290,44 @@ def _over_sockets(args: argparse.Namespace) -> list[float]:
 
         backend.spawn(serve)
         clients = []
-        for _ in range(args.connections):
+        for _ in range(0 if args.scenario == "close" else args.connections):
             client = socket.create_connection(listener.getsockname())
             client.setblocking(False)
             clients.append(client)
-        while len(ctx.connections) < args.connections:
+        while len(ctx.connections) < len(clients):
             await backend.sleep(0.001)
         size = 0
+        address = listener.getsockname()
+
+        async def one_close_round() -> float:
+            """Each request on a connection of its own: connect, send, read until EOF."""
+            start = time.perf_counter()
+            for _ in range(args.requests):
+                pending: list[Any] = []
+                for _ in range(args.connections):
+                    # (The C socket type: the harness's own cost, counted in every commit's
+                    # number alike, as small as it can be.)
+                    client = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+                    client.connect(address)
+                    client.setblocking(False)
+                    client.send(CLOSE_REQUEST)
+                    pending.append(client)
+                while pending:
+                    await backend.sleep(0)
+                    for client in list(pending):
+                        try:
+                            if client.recv(1 << 20):
+                                continue
+                        except BlockingIOError:
+                            continue
+                        client.close()  # (EOF: the server closed after its response)
+                        pending.remove(client)
+            return time.perf_counter() - start
 
         async def one_round() -> float:
             nonlocal size
+            if args.scenario == "close":
+                return await one_close_round()
             start = time.perf_counter()
             for _ in range(args.requests):
                 for client in clients:
@@ -320,6 +387,7 @@ def _instructions(args: argparse.Namespace) -> None:
             f"--loop={args.loop}",
             f"--parser={args.parser}",
             f"--app={args.app}",
+            f"--scenario={args.scenario}",
             f"--connections={args.connections}",
             f"--requests={requests}",
             f"--rounds={rounds}",
@@ -335,7 +403,8 @@ def _instructions(args: argparse.Namespace) -> None:
     per_request = (counts[1] - counts[0]) / (2 * requests * args.connections)
     print(
         f"{per_request:,.0f} instructions/request "
-        f"({args.server}, {args.app}, {args.loop}{', sockets' if args.sockets else ''}, "
+        f"({args.server}, {args.app}, {args.scenario}, {args.loop}"
+        f"{', sockets' if args.sockets else ''}, "
         f"Python {version})"
     )
 
@@ -344,6 +413,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("this", "uvicorn"), default="this")
     parser.add_argument("--app", choices=("hello", "stream", "ws_echo"), default="hello")
+    parser.add_argument("--scenario", choices=("identical", "unique", "close"), default="identical")
     parser.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
     parser.add_argument("--sockets", action="store_true", help="real sockets (see above)")
     parser.add_argument("--parser", choices=("auto", "h11", "httptools"), default="auto")
@@ -358,8 +428,12 @@ def main() -> None:
     )
     parser.add_argument("--python", metavar="X.Y", help="measure on this CPython (see above)")
     args = parser.parse_args()
-    if args.loop == "trio":
+    if args.loop == "trio" or args.scenario == "close":
         args.sockets = True
+    if args.scenario == "unique" and args.sockets:
+        parser.error("--scenario unique runs in memory (no --sockets, no --loop trio)")
+    if args.scenario != "identical" and args.app != "hello":
+        parser.error("--scenario unique and close measure the hello app")
     if args.sockets and (args.server != "this" or args.app != "hello"):
         parser.error("--sockets (and --loop trio) measure this server's hello only")
     if args.instructions:
