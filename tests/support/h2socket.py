@@ -64,11 +64,11 @@ class RawSocket:
             self.send(PREFACE + settings(*pairs))
 
     def send(self, data: bytes) -> bool:
-        """False once the server closed the connection."""
+        """False once the server closed the connection. What it sent before closing stays
+        readable: a failed send does not end ``read`` (the GOAWAY may still be unread)."""
         try:
             self.sock.sendall(data)
         except OSError:
-            self.closed = True
             return False
         return True
 
