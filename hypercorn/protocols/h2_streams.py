@@ -26,7 +26,6 @@ from hypercorn.protocols.h2_headers import (
     body_remaining,
     error_head,
     response_facts,
-    response_head,
     status_bytes,
     trailer_block,
 )
@@ -96,6 +95,7 @@ class H2Streams:
         "_dates",
         "_engine",
         "_extra",
+        "_last_head",
         "_limits",
         "_now",
         "_overhead",
@@ -120,6 +120,13 @@ class H2Streams:
         self._dates: DateCache | None = dates if limits.include_date_header else None
         self._server_value = limits.h2_server_header
         self._extra = limits.extra_headers
+        #: (status, facts, date, header tuple) of the last response head built.
+        self._last_head: tuple[int, object, object, tuple[tuple[bytes, bytes], ...]] = (
+            0,
+            None,
+            None,
+            (),
+        )
         self._engine = engine
         self._streams: dict[int, Stream] = {}
         self._now = now
@@ -192,14 +199,48 @@ class H2Streams:
         if record is None or record.asgi is not stream or self._closed:
             return
         self._now = now
-        out, content_length = response_head(
-            status, headers, self._dates, self._server_value, self._extra, now
-        )
+        facts = response_facts(headers)
+        dates = self._dates
+        date = dates.value(now) if dates is not None else None
+        # Apps answer with the same head over and over: the header tuple is reused while the
+        # facts (memoised per header list) and the Date value are the same objects.
+        last = self._last_head
+        if last[0] == status and last[1] is facts and last[2] is date:
+            out = last[3]
+        else:
+            block, _, has_date, has_server = facts
+            head = [(b":status", status_bytes(status)), *block]
+            if date is not None and not has_date:
+                head.append((b"date", date))
+            if self._server_value is not None and not has_server:
+                head.append((b"server", self._server_value))
+            if self._extra:
+                head.extend(self._extra)
+            out = tuple(head)
+            self._last_head = (status, facts, date, out)
+        content_length = facts[1]
         if status in _NO_BODY_STATUSES:
             record.no_body = True
         record.remaining = None if record.no_body else content_length
         record.head_sent = True
         engine = self._engine
+        stream_id = stream.stream_id
+        if end and body and not record.no_body and not record.pending:
+            # The usual response, whole in one message: HEADERS and one DATA frame when it
+            # fits the windows and a frame (else the general path below).
+            size = len(body)
+            if (
+                (content_length is None or content_length == size)
+                and size <= engine.max_frame_size
+                and size <= engine.send_window(stream_id)
+            ):
+                engine.send_headers(stream_id, out, False)
+                engine.send_data(stream_id, body, True)
+                self._overhead.drain(2)
+                record.remaining = None
+                self._response_complete(record)
+                self._flush()
+                return
         if record.no_body or (end and not body):
             engine.send_headers(stream.stream_id, out, end)
             if end:

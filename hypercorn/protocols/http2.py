@@ -62,6 +62,7 @@ from hypercorn.protocols.h2_engine import (
     H2LibEngine,
     decode_settings_header,
 )
+from hypercorn.protocols.h2_fast import H2FastEngine
 from hypercorn.protocols.h2_guard import (
     CONNECTION_WINDOW,
     RESET_BURST,
@@ -97,6 +98,7 @@ class H2Connection(H2WebSockets):
         "_highest",
         "_idle_at",
         "_keep_alive_timeout",
+        "_last_request",
         "_last_stream",
         "_opening",
         "_ping_at",
@@ -136,12 +138,7 @@ class H2Connection(H2WebSockets):
             sink,
             limits,
             dates,
-            engine
-            or H2LibEngine(
-                max_concurrent_streams=limits.h2_max_concurrent_streams,
-                max_header_list_size=limits.h2_max_header_list_size,
-                max_inbound_frame_size=limits.h2_max_inbound_frame_size,
-            ),
+            engine or make_engine(limits),
             now,
         )
         self._client = client
@@ -161,6 +158,11 @@ class H2Connection(H2WebSockets):
         self._draining = False
         self._highest = 0
         self._requests = 0
+        #: (headers, their split) of the last request head.
+        self._last_request: tuple[object, tuple[bytes, bytes, list[tuple[bytes, bytes]]]] = (
+            None,
+            (b"", b"", []),
+        )
         #: The client's opening bytes so far (preface, then a frame header), until checked.
         self._opening: bytes | None = b""
         self._reading_paused = False
@@ -299,7 +301,14 @@ class H2Connection(H2WebSockets):
         if len(self._streams) >= self._limits.h2_max_concurrent_streams:
             self._engine.reset_stream(stream_id, REFUSED_STREAM)
             return
-        method, path, asgi_headers = split_request_head(headers)
+        last = self._last_request
+        if headers is last[0]:  # (an engine's memoised block: the same request again)
+            method, path, template = last[1]
+        else:
+            split = split_request_head(headers)
+            self._last_request = (headers, split)
+            method, path, template = split
+        asgi_headers = template.copy()  # (the app owns its scope's list)
         protocol = is_websocket_connect(headers) if method == b"CONNECT" else None
         if protocol is not None and protocol != b"websocket":
             # An extended CONNECT for a protocol we do not speak (RFC 8441 section 4).
@@ -614,3 +623,14 @@ def accepts_h2c(headers: list[tuple[bytes, bytes]], has_body: bool, body_limit: 
         if name.lower() == b"content-length":
             return value.isdigit() and int(value) <= body_limit
     return False  # (chunked: of unknown size)
+
+
+def make_engine(limits: ProtocolLimits) -> H2Engine:
+    """The engine Config ``h2_engine`` names: ``fast`` (``h2_fast.py``, what ``auto`` picks) or
+    ``h2`` (``H2LibEngine``, the reference on the h2 package)."""
+    engine = H2LibEngine if limits.h2_engine == "h2" else H2FastEngine
+    return engine(
+        max_concurrent_streams=limits.h2_max_concurrent_streams,
+        max_header_list_size=limits.h2_max_header_list_size,
+        max_inbound_frame_size=limits.h2_max_inbound_frame_size,
+    )

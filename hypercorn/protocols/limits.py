@@ -50,6 +50,9 @@ class ProtocolLimits:
     #: Value of the ``server`` header for HTTP/3 responses, or None (upstream:
     #: ``hypercorn-h3``).
     h3_server_header: bytes | None = b"hypercorn-h3"
+    #: The HTTP/2 engine (Config ``h2_engine``): "auto" or "fast" (h2_fast.py), or "h2"
+    #: (the h2 package, the reference).
+    h2_engine: str = "auto"
     #: Streams a client may have open at once on one HTTP/2 connection (Config
     #: ``h2_max_concurrent_streams``); more are refused with REFUSED_STREAM.
     h2_max_concurrent_streams: int = 100

@@ -76,6 +76,7 @@ def limits_from_config(config: Config) -> ProtocolLimits:
         pass_raw_headers=config.h11_pass_raw_headers,
         h2_server_header=b"hypercorn-h2" if config.include_server_header else None,
         h3_server_header=b"hypercorn-h3" if config.include_server_header else None,
+        h2_engine=config.h2_engine,
         h2_max_concurrent_streams=config.h2_max_concurrent_streams,
         h2_max_header_list_size=config.h2_max_header_list_size,
         h2_max_inbound_frame_size=config.h2_max_inbound_frame_size,

@@ -6,6 +6,7 @@ hands over with a ``SwitchProtocol`` value; here the test plays the driver and b
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import h2.config
 import h2.connection
@@ -14,8 +15,15 @@ import pytest
 
 from hypercorn.protocols.connection import SwitchProtocol
 from hypercorn.protocols.limits import ProtocolLimits
-from tests.support.h2pair import PREFACE, H2Pair
+from tests.support.h2pair import ENGINES, PREFACE, H2Pair, every_engine
 from tests.support.pairs import H1Pair, split_bytes
+
+
+@pytest.fixture(autouse=True, params=sorted(ENGINES))
+def _engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on every HTTP/2 engine."""
+    yield from every_engine(request)
+
 
 SPLITS = ("whole", "bytewise", "random")
 

@@ -5,6 +5,7 @@ are served meanwhile."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import h2.events
@@ -18,9 +19,16 @@ from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws import CLOSE_TIMEOUT
-from tests.support.h2pair import H2Pair
+from tests.support.h2pair import ENGINES, H2Pair, every_engine
 from tests.support.pairs import SPLITS
 from tests.support.wspair import frame
+
+
+@pytest.fixture(autouse=True, params=sorted(ENGINES))
+def _engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on every HTTP/2 engine."""
+    yield from every_engine(request)
+
 
 pytestmark = pytest.mark.usefixtures("ws_framing")  # fast path and wsproto alike
 

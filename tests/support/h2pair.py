@@ -10,7 +10,7 @@ hostile sequences the h2 client refuses to produce.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import h2.config
@@ -22,6 +22,7 @@ from hyperframe.frame import Frame
 from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.connection import SwitchProtocol
 from hypercorn.protocols.h2_engine import H2Engine, H2LibEngine
+from hypercorn.protocols.h2_fast import H2FastEngine
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
@@ -38,8 +39,31 @@ def _h2lib(limits: ProtocolLimits) -> H2Engine:
     )
 
 
+def _fast(limits: ProtocolLimits) -> H2Engine:
+    return H2FastEngine(
+        max_concurrent_streams=limits.h2_max_concurrent_streams,
+        max_header_list_size=limits.h2_max_header_list_size,
+        max_inbound_frame_size=limits.h2_max_inbound_frame_size,
+    )
+
+
 #: Every engine behind the seam: name -> factory.
-ENGINES: dict[str, Callable[[ProtocolLimits], H2Engine]] = {"h2": _h2lib}
+ENGINES: dict[str, Callable[[ProtocolLimits], H2Engine]] = {"h2": _h2lib, "fast": _fast}
+#: The engine of a pair made without one (modules that run every test on every engine set it
+#: from an autouse fixture: see ``every_engine``).
+DEFAULT_ENGINE = "h2"
+
+
+def every_engine(request: Any) -> Iterator[str]:
+    """Body of an autouse fixture parametrised over ``ENGINES``: pairs made without an
+    engine use the fixture's."""
+    global DEFAULT_ENGINE
+    saved = DEFAULT_ENGINE
+    DEFAULT_ENGINE = request.param
+    try:
+        yield request.param
+    finally:
+        DEFAULT_ENGINE = saved
 
 
 class H2Pair:
@@ -49,7 +73,7 @@ class H2Pair:
         self,
         limits: ProtocolLimits | None = None,
         *,
-        engine: str = "h2",
+        engine: str | None = None,
         split: str = "whole",
         now: float = 1000.0,
         ssl: bool = False,
@@ -73,7 +97,7 @@ class H2Pair:
             tls={"tls_version": 0x304} if ssl else None,
             state=state,
             now=now,
-            engine=ENGINES[engine](self.limits),
+            engine=ENGINES[engine or DEFAULT_ENGINE](self.limits),
             upgrade=upgrade,
         )
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)

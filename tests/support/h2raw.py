@@ -19,6 +19,7 @@ from hyperframe.frame import Frame, GoAwayFrame, RstStreamFrame
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
+from tests.support import h2pair
 from tests.support.h2pair import ENGINES, PREFACE
 from tests.support.pairs import RecordingSink
 
@@ -72,7 +73,7 @@ class RawClient:
         self,
         limits: ProtocolLimits | None = None,
         *,
-        engine: str = "h2",
+        engine: str | None = None,
         now: float = 1000.0,
         preface: bool = True,
     ) -> None:
@@ -89,7 +90,7 @@ class RawClient:
             tls=None,
             state=None,
             now=now,
-            engine=ENGINES[engine](self.limits),
+            engine=ENGINES[engine or h2pair.DEFAULT_ENGINE](self.limits),
         )
         self.encoder = hpack.Encoder()
         self._read = 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 from hypercorn.conf import parsers as p
 from hypercorn.conf.setting import Setting, SettingsHolder
 
-__all__ = ["HEADER_MAPS", "HTTP1_PARSERS", "HTTPSettings"]
+__all__ = ["H2_ENGINES", "HEADER_MAPS", "HTTP1_PARSERS", "HTTPSettings"]
 
 HTTP1_PARSERS = ("auto", "h11", "httptools")
+H2_ENGINES = ("auto", "fast", "h2")
 #: Values of ``header_map`` (gunicorn's): what becomes of a request header whose name contains
 #: ``_`` in a WSGI environ (see ``hypercorn.protocols.wsgi.build_environ``).
 HEADER_MAPS = ("drop", "refuse", "dangerous")
@@ -99,6 +100,15 @@ class HTTPSettings(SettingsHolder):
         section="http",
         help="""Pass HTTP/1.1 request headers to the application with their original case
         instead of lower-cased (the ASGI spec asks for lower case).""",
+    )
+    h2_engine = Setting(
+        "auto",
+        parse=p.one_of(*H2_ENGINES),
+        section="http",
+        flags=("--h2-engine",),
+        metavar="ENGINE",
+        help="""The HTTP/2 engine: fast (this server's own frame codec with memoised HPACK;
+        what auto picks) or h2 (the h2 package, the reference both are tested against).""",
     )
     h2_max_concurrent_streams = Setting(
         100,
