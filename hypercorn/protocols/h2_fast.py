@@ -90,6 +90,7 @@ class H2FastEngine:
         "_block_frames",
         "_block_id",
         "_buf",
+        "_buffered",
         "_closed",
         "_decoder",
         "_error",
@@ -97,6 +98,7 @@ class H2FastEngine:
         "_last_block",
         "_last_headers",
         "_local_frame",
+        "_need",
         "_next_push",
         "_out",
         "_preface",
@@ -119,7 +121,11 @@ class H2FastEngine:
         max_inbound_frame_size: int,
     ) -> None:
         self._out: list[bytes] = []
-        self._buf = b""
+        #: The start of a frame cut by a read, and the reads after it (``_buffered`` octets
+        #: in all; ``_need`` make the frame, or its header, whole).
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._need = 0
         self._preface = _PREFACE
         self._error = False
         self._local_frame = max_inbound_frame_size
@@ -183,7 +189,17 @@ class H2FastEngine:
     def receive_data(self, data: bytes, events: H2Events) -> None:
         if self._error:
             return
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            # A frame cut by a read: reads are collected until it is whole (joined once, so
+            # a large frame in many reads costs linear time).
+            self._buf.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._need:
+                return
+            buf = b"".join(self._buf)
+            self._buf = []
+        else:
+            buf = data
         pos = 0
         try:
             if self._preface:
@@ -201,6 +217,7 @@ class H2FastEngine:
                     raise _Violation(FRAME_SIZE_ERROR, f"frame of {length} octets")
                 end = pos + 9 + length
                 if end > size:
+                    self._need = end - pos
                     break
                 payload = buf[pos + 9 : end]
                 pos = end
@@ -251,13 +268,25 @@ class H2FastEngine:
         except HeaderBlockError as exc:
             self._fail(exc.code, str(exc), events)
             return
-        self._buf = buf[pos:] if pos < len(buf) else b""
+        if pos < len(buf):
+            rest = buf[pos:]
+            if len(rest) < 9:
+                self._need = 9
+            self._buf = [rest]
+            self._buffered = len(rest)
 
     def _fail(self, code: int, message: str, events: H2Events) -> None:
         self._error = True
-        self._buf = b""
+        self._buf = []
         self._out.append(_frame(GOAWAY, 0, 0, struct.pack(">LL", self._highest, code)))
         events.connection_error(code, message)
+
+    def _stream_error(self, stream_id: int, code: int, events: H2Events) -> None:
+        """RFC 9113 section 5.4.2 (as h2: a frame on a half-closed (remote) stream, a stream
+        window overflow): RST_STREAM(``code``), and the connection hears of it as a reset."""
+        self._close(stream_id, True)
+        self._out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
+        events.stream_reset(stream_id, code)
 
     def _closed_stream(self, stream_id: int, what: str) -> bool:
         """A frame for a stream not open: True when it closed by a reset (the caller answers
@@ -323,7 +352,8 @@ class H2FastEngine:
             return
         if stream.remote_closed:
             self._decoder.skip(block)
-            raise _Violation(STREAM_CLOSED, f"HEADERS on half-closed stream {stream_id}")
+            self._stream_error(stream_id, STREAM_CLOSED, events)
+            return
         if not end:
             raise _Violation(PROTOCOL_ERROR, "trailers without END_STREAM")
         trailers = self._decoder.trailers(block)
@@ -346,13 +376,12 @@ class H2FastEngine:
         stream = self._streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream is not None:
-                raise _Violation(STREAM_CLOSED, f"DATA on half-closed stream {stream_id}")
-            if self._closed_stream(stream_id, "DATA"):
-                out = self._out
-                out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(STREAM_CLOSED)))
-                if flow:  # (nobody will read it: the connection window goes back at once)
-                    self._recv_conn += flow
-                    out.append(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(flow)))
+                self._stream_error(stream_id, STREAM_CLOSED, events)
+            elif self._closed_stream(stream_id, "DATA"):
+                self._out.append(_frame(RST_STREAM, 0, stream_id, _U32.pack(STREAM_CLOSED)))
+            if flow:  # (nobody will read it: the connection window goes back at once)
+                self._recv_conn += flow
+                self._out.append(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(flow)))
             return
         stream.recv_window -= flow
         if stream.recv_window < 0:
@@ -392,7 +421,8 @@ class H2FastEngine:
             return
         stream.send_window += increment
         if stream.send_window > _MAX_WINDOW:
-            raise _Violation(FLOW_CONTROL_ERROR, f"stream {stream_id}'s window overflows")
+            self._stream_error(stream_id, FLOW_CONTROL_ERROR, events)
+            return
         events.window_opened(stream_id)
 
     def _rst_stream(self, stream_id: int, payload: bytes, events: H2Events) -> None:
@@ -481,10 +511,12 @@ class H2FastEngine:
             return
         if headers is self._last_headers:
             block = self._last_block
-        else:
-            block = encode_block(headers if type(headers) is tuple else tuple(headers))
+        elif type(headers) is tuple:  # (remembered by identity: only an immutable list)
+            block = encode_block(headers)
             self._last_headers = headers
             self._last_block = block
+        else:
+            block = encode_block(tuple(headers))
         if len(block) <= self.max_frame_size:
             size = len(block)
             self._out.append(

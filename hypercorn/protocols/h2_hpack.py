@@ -36,7 +36,10 @@ class HeaderBlockError(Exception):
         self.code = code
 
 
-_MEMO_SIZE = 256
+#: Blocks memoised per connection, and the longest memoised (a request head whose fields are
+#: in the table is a few dozen octets; the bound keeps a hostile client's memo small).
+_MEMO_SIZE = 128
+_MEMO_BLOCK = 2048
 REQUEST = 0
 TRAILERS = 1
 _SKIP = 2
@@ -78,14 +81,22 @@ class BlockDecoder:
             return hit[1]
         table = self._table
         entries = table.dynamic_entries
-        before = (len(entries), entries[0] if entries else None, table.maxsize)
+        # (hpack adds an entry as a new tuple at the front: a block that changed the table
+        # changed its length, its first entry's identity or its size limit.)
+        size = len(entries)
+        head = entries[0] if entries else None
+        limit = table.maxsize
         try:
             headers = self._decoder.decode(block, raw=True)
         except hpack.OversizedHeaderListError as exc:
             raise HeaderBlockError(ENHANCE_YOUR_CALM, f"oversized header list: {exc}") from exc
         except (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise HeaderBlockError(COMPRESSION_ERROR, f"bad header block: {exc}") from exc
-        changed = before != (len(entries), entries[0] if entries else None, table.maxsize)
+        changed = (
+            size != len(entries)
+            or head is not (entries[0] if entries else None)
+            or limit != table.maxsize
+        )
         if changed:
             self._gen += 1
         result: object
@@ -95,7 +106,7 @@ class BlockDecoder:
             result = check_trailers(headers)
         else:
             return None
-        if not changed:
+        if not changed and len(block) <= _MEMO_BLOCK:
             memo = self._memo
             if len(memo) >= _MEMO_SIZE:
                 memo.clear()
@@ -198,7 +209,9 @@ def check_request(headers: Iterable[tuple[bytes, bytes]]) -> RequestCheck:
         raise _fail("Host differs from :authority")
     if cookies:
         out.append((b"cookie", b"; ".join(cookies)))
-    return out, method, 0 if method == b"HEAD" else content_length
+    # (A HEAD request's own body is held to its content-length like any other: only the
+    # response to a HEAD has none, as in h2.)
+    return out, method, content_length
 
 
 def check_trailers(headers: Iterable[tuple[bytes, bytes]]) -> Headers:

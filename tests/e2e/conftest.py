@@ -18,6 +18,9 @@ from hypercorn.workers.serve import WorkerHooks, serve
 from tests.support.certs import Certs, make_certs
 
 READY_TIMEOUT = 10.0
+#: Config ``h2_engine`` of the servers ``start_server`` starts without one: modules that run
+#: every test on every HTTP/2 engine set it through the ``every_h2_engine`` fixture.
+H2_ENGINE = ["auto"]
 
 
 @dataclass
@@ -62,6 +65,8 @@ def start_server(
     serve HTTP/3 on too (with ``secure``)."""
     config = config or Config()
     config.accesslog = None
+    if H2_ENGINE[0] != "auto":
+        config.h2_engine = H2_ENGINE[0]
     for name, value in settings.items():
         setattr(config, name, value)
     listeners = [sock, *also]
@@ -98,6 +103,17 @@ def start_server(
     if server.errors:
         raise server.errors[0]
     return server
+
+
+@pytest.fixture(params=["fast", "h2"])
+def every_h2_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Servers started during the test run on this HTTP/2 engine (``pytestmark =
+    pytest.mark.usefixtures("every_h2_engine")``: every test on every engine)."""
+    H2_ENGINE[0] = request.param
+    try:
+        yield request.param
+    finally:
+        H2_ENGINE[0] = "auto"
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
-from tests.e2e.conftest import RunningServer
-from tests.e2e.conftest import start_server as _start_server
+from tests.e2e.conftest import RunningServer, start_server
 from tests.support.h2raw import (
     CANCEL,
     CONTINUATION,
@@ -41,19 +40,8 @@ from tests.support.h2socket import RawSocket, h2_context, h2_get
 
 trustme = pytest.importorskip("trustme")
 
-#: Config h2_engine of the servers started here (every test runs on every engine).
-_ENGINE = ["auto"]
-
-
-@pytest.fixture(autouse=True, params=["fast", "h2"])
-def h2_engine(request: pytest.FixtureRequest) -> Iterator[str]:
-    _ENGINE[0] = request.param
-    yield request.param
-    _ENGINE[0] = "auto"
-
-
-def start_server(*args: Any, **settings: Any) -> RunningServer:
-    return _start_server(*args, h2_engine=_ENGINE[0], **settings)
+#: Every test runs on every HTTP/2 engine (Config h2_engine).
+pytestmark = pytest.mark.usefixtures("every_h2_engine")
 
 
 hpack = pytest.importorskip("hpack")

@@ -511,6 +511,43 @@ def test_8_1_2_6_content_length_mismatch(client: RawClient) -> None:
     client.stream_error(1, PROTOCOL_ERROR)
 
 
+def test_8_1_2_6_head_request_body_is_held_to_its_content_length(client: RawClient) -> None:
+    # (Only the response to a HEAD has no body; the request's own is like any other.)
+    head = [(b":method", b"HEAD"), *REQUEST[1:], (b"content-length", b"3")]
+    client.headers(1, head, end_stream=False)
+    client.send(frame(DATA, END_STREAM, 1, b"abc"))
+    client.alive()
+    assert not client.resets(1)
+    assert client.sink.started[0].scope["method"] == "HEAD"
+
+
+@pytest.mark.parametrize(
+    ("hostile", "code"),
+    [
+        pytest.param(frame(DATA, 0, 1, b"x"), STREAM_CLOSED, id="data-on-half-closed"),
+        pytest.param(None, STREAM_CLOSED, id="headers-on-half-closed"),
+        pytest.param(window_update(1, 2**31 - 1), FLOW_CONTROL_ERROR, id="stream-window-overflow"),
+    ],
+)
+def test_5_4_2_stream_errors_stay_stream_errors(
+    client: RawClient, hostile: bytes | None, code: int
+) -> None:
+    """Every engine answers these as h2 does: RST_STREAM, and the other streams go on."""
+    client.request(1, end_stream=hostile is None or hostile[3] != WINDOW_UPDATE)
+    client.request(3, end_stream=False)
+    if hostile is None:
+        client.headers(1)
+    else:
+        client.send(hostile)
+    assert client.resets(1) == [code]
+    client.alive()
+    client.send(frame(DATA, END_STREAM, 3, b"body"))
+    assert not client.resets(3)
+    message = client.sink.started[1].receive_nowait(client.now)
+    assert message is not None
+    assert message["body"] == b"body"
+
+
 def test_8_2_push_promise_from_a_client(client: RawClient) -> None:
     client.request(1, end_stream=False)
     client.send(frame(PUSH_PROMISE, END_HEADERS, 1, b"\x00\x00\x00\x02" + client.block()))
@@ -539,3 +576,17 @@ def test_hpack_5_2_huffman_with_eos(client: RawClient) -> None:
 def test_hpack_6_3_size_update_after_a_field(client: RawClient) -> None:
     client.headers(1, block=client.block() + b"\x20")
     client.connection_error(COMPRESSION_ERROR)
+
+
+def test_hpack_memo_sees_a_table_change_that_keeps_its_length_and_front(client: RawClient) -> None:
+    """A block decoded while the dynamic table is in one state may be memoised, but a block
+    that evicts an entry and adds one equal to the front changes what an index means."""
+    base = b"\x82\x86\x84\x01\x01x"  # GET http / with :authority x
+    entry_a, entry_b = b"\x40\x03x-a\x011", b"\x40\x03x-b\x011"  # 36 octets each
+    client.headers(1, block=b"\x3f\x29" + base + entry_a + entry_b)  # table of 72: [b, a]
+    client.headers(3, block=base + b"\xbf")  # index 63: x-a
+    client.headers(5, block=base + entry_b)  # [b, b]: a evicted
+    client.headers(7, block=base + b"\xbf")  # index 63: now x-b
+    seen = [stream.scope["headers"][-1] for stream in client.sink.started]
+    assert seen == [(b"x-b", b"1"), (b"x-a", b"1"), (b"x-b", b"1"), (b"x-b", b"1")]
+    client.alive()

@@ -4,9 +4,11 @@ attacks against a real worker, with RSS and a victim connection: tests/e2e/test_
 
 from __future__ import annotations
 
+import hpack
 import pytest
 
 from hypercorn.protocols.h2_guard import OVERHEAD_BURST, RESET_BURST, RESET_RATE
+from hypercorn.protocols.h2_hpack import _MEMO_BLOCK, _MEMO_SIZE, BlockDecoder
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.h2pair import ENGINES
 from tests.support.h2raw import (
@@ -144,3 +146,19 @@ def test_streams_after_keep_alive_max_requests_are_refused(engine: str) -> None:
     assert goaway is not None
     assert goaway.last_stream_id == 5
     assert client.resets(7) == [0x7]  # REFUSED_STREAM: the client retries it elsewhere
+
+
+def test_fast_engine_hpack_memo_is_bounded() -> None:
+    """The fast engine memoises decoded request blocks: a client sending ever new or large
+    ones gets them decoded (and checked) every time, and the memo stays small."""
+    decoder = BlockDecoder(2**16)
+    base = b"\x82\x86\x84\x01\x01x"  # GET http / with :authority x
+    for n in range(3 * _MEMO_SIZE):
+        value = str(n).encode() * (1 if n % 2 else 1000)  # (every other one is large)
+        length = hpack.hpack.encode_integer(len(value), 7)
+        block = base + b"\x00\x03x-n" + bytes(length) + value  # literal, not indexed
+        headers, _, _ = decoder.request(block)
+        assert headers[-1] == (b"x-n", value)
+    memo = decoder._memo
+    assert 0 < len(memo) <= _MEMO_SIZE
+    assert max(len(block) for block, _ in memo) <= _MEMO_BLOCK
