@@ -37,6 +37,7 @@ async def serve(
         mode: "asgi" or "wsgi" to skip detection of the application's kind.
     """
     from hypercorn.workers import current_backend
+    from hypercorn.workers.asyncio_backend import AsyncioBackend
     from hypercorn.workers.serve import serve as worker_serve
 
     if config.workers != 1:
@@ -53,3 +54,5 @@ async def serve(
     finally:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
             sock.close()
+        if isinstance(backend, AsyncioBackend):  # (the caller's loop may end next)
+            await backend.close_lingering()

@@ -1,10 +1,9 @@
 """The asyncio implementation of the per-loop contract (``backend.py``); uvloop reuses it.
 
-Hot path: ``_StreamProtocol`` is both the ``asyncio.Protocol`` and our ``Transport``; its
-``data_received`` calls the driver's directly, and ``pause_writing``/``resume_writing``
-drive ``drain`` (uvicorn's flow control). Accepting is our own loop on ``add_reader`` rather
-than ``loop.create_server``, for two things ``create_server`` cannot do: stop accepting at
-``max_connections``, and back off quietly (one log line a second at most) on EMFILE.
+Connections are ``asyncio_transport.StreamProtocol`` (the hot path). Accepting is our own
+loop on ``add_reader`` rather than ``loop.create_server``, for two things ``create_server``
+cannot do: stop accepting at ``max_connections``, and back off quietly (one log line a second
+at most) on EMFILE.
 """
 
 from __future__ import annotations
@@ -17,15 +16,14 @@ import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hypercorn.protocols.proxy import ProxyHeaderError
+from hypercorn.workers.asyncio_transport import StreamProtocol as _StreamProtocol
 from hypercorn.workers.backend import (
     ACCEPT_EXHAUSTION,
     EXHAUSTION_BACKOFF,
     BackendName,
-    ConnectionHandler,
-    ConnectionInfo,
     DatagramSocket,
     ExceptionMapping,
     ExhaustionLog,
@@ -37,16 +35,12 @@ from hypercorn.workers.backend import (
     TransportClosed,
     TransportTimeout,
     map_exceptions,
-    peer_address,
-    tcp_bytes_acked,
-    tls_connection_info,
 )
 from hypercorn.workers.proxy_header import close_refused, read_proxy_header
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
 
-    from hypercorn.protocols.proxy import ProxyHeader
     from hypercorn.workers.backend import AsyncEvent
 
     Ts = TypeVarTuple("Ts")
@@ -55,7 +49,6 @@ T = TypeVar("T")
 
 _logger = logging.getLogger("hypercorn.error")
 
-
 EXCEPTIONS: ExceptionMapping = {
     asyncio.TimeoutError: TransportTimeout,
     TimeoutError: TransportTimeout,
@@ -63,184 +56,6 @@ EXCEPTIONS: ExceptionMapping = {
     ssl.SSLError: TransportClosed,
     OSError: TransportClosed,
 }
-
-
-class _StreamProtocol(asyncio.Protocol):
-    """An accepted connection: asyncio Protocol below, our ``Transport`` above."""
-
-    __slots__ = (
-        "_closing",
-        "_drain_waiters",
-        "_handler",
-        "_info",
-        "_loop",
-        "_on_connection",
-        "_on_lost",
-        "_options",
-        "_tls",
-        "_transport",
-        "data_received",
-        "proxied",
-        "raw_write",
-        "writing_paused",
-    )
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_connection: OnConnection,
-        options: ServeOptions,
-        on_lost: Callable[[], None],
-        tls: bool,
-    ) -> None:
-        self._loop = loop
-        self._on_connection = on_connection
-        self._options = options
-        self._on_lost = on_lost
-        self._tls = tls
-        #: True while the write buffer is above the high-water mark (a plain attribute: the
-        #: ASGI ``send`` reads it per message).
-        self.writing_paused = False
-        #: The asyncio transport's own ``write`` once connected (see ``Transport.raw_write``).
-        self.raw_write: Callable[[bytes], None] = self.write
-        self._closing = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._transport: asyncio.Transport | None = None
-        self._handler: ConnectionHandler | None = None
-        self._info = ConnectionInfo(client=None, server=None)
-        #: The PROXY header read before the connection was made, if the listener wants one.
-        self.proxied: ProxyHeader | None = None
-        #: The handler's own ``data_received`` once connected: the transport calls it with no
-        #: frame of ours in between (uvloop caches the bound method: see connection_made).
-        # (An attribute where asyncio.Protocol has a method: the transport calls either.)
-        self.data_received: Callable[[bytes], None] = self._no_handler  # type: ignore[assignment]
-
-    # -- asyncio.Protocol ----------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self._transport = transport
-        self.raw_write = transport.write
-        options = self._options
-        transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
-        sock = transport.get_extra_info("socket")
-        family = sock.family if sock is not None else socket.AF_INET
-        if family == getattr(socket, "AF_UNIX", None):
-            client = None
-            server: tuple[str, int | None] | None = (
-                str(transport.get_extra_info("sockname")),
-                None,
-            )
-        else:
-            client = peer_address(transport.get_extra_info("peername"))
-            server = peer_address(transport.get_extra_info("sockname"))
-        proxied = self.proxied
-        if proxied is not None and proxied.client is not None:
-            client, server = proxied.client, proxied.server
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self._info = tls_connection_info(ssl_object, client, server)
-        else:
-            self._info = ConnectionInfo(client=client, server=server)
-        try:
-            self._handler = handler = self._on_connection(self)
-        except Exception:
-            _logger.exception("Error setting up a connection")
-            transport.abort()
-            return
-        self.data_received = handler.data_received
-        # uvloop looked ``data_received`` up when the transport was made: look again.
-        transport.set_protocol(self)
-
-    def _no_handler(self, data: bytes) -> None:
-        """``data_received`` without a handler (its setup failed, or it is gone): drop."""
-
-    def eof_received(self) -> bool | None:
-        if self._handler is not None:
-            self._handler.eof_received()
-        # Keep the write side open for the response unless TLS (asyncio can't half-close it).
-        return None if self._tls else True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_exception(TransportClosed("connection lost"))
-        self._drain_waiters.clear()
-        handler = self._handler
-        self._handler = None
-        self.data_received = self._no_handler
-        if handler is not None:
-            handler.connection_lost()
-        self._on_lost()
-
-    def pause_writing(self) -> None:
-        self.writing_paused = True
-        if self._handler is not None:
-            self._handler.write_paused()
-
-    def resume_writing(self) -> None:
-        self.writing_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
-        if self._handler is not None:
-            self._handler.write_resumed()
-
-    # -- Transport -----------------------------------------------------------------------------
-
-    @property
-    def info(self) -> ConnectionInfo:
-        return self._info
-
-    @property
-    def is_closing(self) -> bool:
-        return self._closing
-
-    @property
-    def write_buffer_size(self) -> int:
-        transport = self._transport
-        return 0 if transport is None else transport.get_write_buffer_size()
-
-    @property
-    def write_progress(self) -> int:
-        transport = self._transport
-        if transport is None:
-            return 0
-        acked = tcp_bytes_acked(transport.get_extra_info("socket"))
-        return -transport.get_write_buffer_size() if acked is None else acked
-
-    def write(self, data: bytes) -> None:
-        if not self._closing:
-            self._transport.write(data)  # type: ignore[union-attr]
-
-    async def drain(self) -> None:
-        if self._closing:
-            raise TransportClosed("connection closed")
-        if not self.writing_paused:
-            return
-        waiter = self._loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
-
-    def pause_reading(self) -> None:
-        if not self._closing:
-            self._transport.pause_reading()  # type: ignore[union-attr]
-
-    def resume_reading(self) -> None:
-        if not self._closing:
-            self._transport.resume_reading()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._transport.close()  # type: ignore[union-attr]
-
-    def abort(self) -> None:
-        self._closing = True
-        if self._transport is not None:
-            self._transport.abort()
 
 
 #: Request tasks start eagerly where asyncio can (3.12+): a simple app then answers inside
@@ -296,6 +111,8 @@ class AsyncioBackend:
         self._name: BackendName = name
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Closed connections still discarding the peer's input (see _StreamProtocol).
+        self._lingering: set[_StreamProtocol] = set()
         self.now = self._loop.time  # type: ignore[method-assign]
 
     @property
@@ -403,7 +220,7 @@ class AsyncioBackend:
         stop: AsyncEvent,
         options: ServeOptions,
     ) -> None:
-        acceptor = _Acceptor(self._loop, listeners, on_connection, options)
+        acceptor = _Acceptor(self._loop, listeners, on_connection, options, self._lingering)
         acceptor.start()
         try:
             await stop.wait()
@@ -412,6 +229,17 @@ class AsyncioBackend:
         # A socket accepted just before the stop may still be in its handshake task: let
         # it reach on_connection, or the caller's graceful shutdown would not see it.
         await acceptor.settle()
+
+    async def close_lingering(self) -> None:
+        """Close the connections still lingering after their close (the loop is about to end:
+        their handlers are done with them already)."""
+        lingering = self._lingering
+        for protocol in list(lingering):
+            protocol.abort()
+        for _ in range(8):  # (a loop pass or two lets each transport close and report it)
+            if not lingering:
+                return
+            await asyncio.sleep(0)
 
 
 class _Acceptor:
@@ -423,8 +251,10 @@ class _Acceptor:
         listeners: Sequence[Listener],
         on_connection: OnConnection,
         options: ServeOptions,
+        lingering: set[_StreamProtocol],
     ) -> None:
         self._loop = loop
+        self._lingering = lingering
         self._listeners = listeners
         self._on_connection = on_connection
         self._options = options
@@ -504,7 +334,12 @@ class _Acceptor:
 
     def _connect(self, conn: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         protocol = _StreamProtocol(
-            self._loop, self._on_connection, self._options, self._lost, ssl_context is not None
+            self._loop,
+            self._on_connection,
+            self._options,
+            self._lost,
+            ssl_context is not None,
+            self._lingering,
         )
         task = self._loop.create_task(self._handshake(conn, ssl_context, protocol))
         self._handshakes.add(task)
@@ -568,7 +403,11 @@ def run(
     """Run ``main(backend)`` on a new event loop made by ``loop_factory``."""
 
     async def _main() -> T:
-        return await main(AsyncioBackend(name))
+        backend = AsyncioBackend(name)
+        try:
+            return await main(backend)
+        finally:
+            await backend.close_lingering()
 
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=loop_factory) as runner:

@@ -226,10 +226,10 @@ class Transport(Protocol):
     Closing: ``close()`` flushes what is buffered, then closes; ``abort()`` drops the buffer and
     closes at once (used for a peer that stopped reading). Both are idempotent and safe after
     the peer went away; after either, ``write`` silently drops data and no more data reaches
-    the handler. After ``close()`` a backend should not reset a peer that is still sending
+    the handler. After ``close()`` a backend must not reset a peer that is still sending
     (the kernel does when a socket closes with input unread, which can destroy the last
     response): it shuts its write side once flushed, reports ``connection_lost``, and discards
-    input for a bounded while (trio does; asyncio only over TLS, through the TLS shutdown).
+    input for a bounded while (a lingering close; over TLS, asyncio's TLS shutdown does it).
     """
 
     @property

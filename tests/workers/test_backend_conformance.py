@@ -14,6 +14,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -763,19 +764,11 @@ def test_accept_survives_fd_exhaustion(
 
 
 def test_close_with_unread_input_still_delivers_what_was_written(
-    worker_class: str, bound_socket: socket.socket, request: pytest.FixtureRequest
+    worker_class: str, bound_socket: socket.socket
 ) -> None:
     """A peer that sent more than we read before ``close`` (pipelined requests, a flood
     answered with GOAWAY) still gets every byte written before the close: the transport
     does not reset the connection under it (a lingering close, RFC 9112 9.6)."""
-    if worker_class != "trio":
-        # Known defect: asyncio's plain-TCP close() closes the socket with input unread, and
-        # the kernel's reset can destroy the answer before the peer reads it (asyncio's TLS
-        # close lingers through its TLS shutdown). Not strict: whether the reset wins the
-        # race depends on timing.
-        request.applymarker(
-            pytest.mark.xfail(reason="asyncio backend: no lingering close yet", strict=False)
-        )
     answer = os.urandom(256 * 1024)
 
     class CloseAtOnce(Recorder):
@@ -802,6 +795,103 @@ def test_close_with_unread_input_still_delivers_what_was_written(
 
         server.start()
         assert await backend.run_sync(client) == answer
+        await server.close()
+
+    run(worker_class, main)
+
+
+def _linger_for(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every backend's lingering close lasts ``seconds`` at most."""
+    from hypercorn.workers import asyncio_transport
+
+    monkeypatch.setattr(asyncio_transport, "_LINGER", seconds)
+    if _TRIO_READY:
+        from hypercorn.workers import trio_transport_backend
+
+        monkeypatch.setattr(trio_transport_backend, "_LINGER", seconds)
+
+
+class ByeAtOnce(Recorder):
+    """Answers the first bytes with b"bye" and closes; ``lost`` is set by connection_lost."""
+
+    lost: threading.Event
+
+    def data_received(self, data: bytes) -> None:
+        if not self.data:
+            self.transport.write(b"bye")
+            self.transport.close()
+        self.data += data
+
+    def connection_lost(self) -> None:
+        super().connection_lost()
+        self.lost.set()
+
+
+def test_lingering_close_reports_lost_once_written(
+    worker_class: str, bound_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a closed connection lingers (the peer still connected, still sending), its
+    handler has already heard ``connection_lost``: a graceful shutdown waits for nothing."""
+    _linger_for(monkeypatch, 60.0)
+    lost = threading.Event()
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+
+        def handler(transport: Transport) -> ByeAtOnce:
+            recorder = ByeAtOnce(transport)
+            recorder.lost = lost
+            return recorder
+
+        server.on_connection = handler  # type: ignore[method-assign]
+
+        def client() -> tuple[bytes, bool]:
+            with connect(bound_socket) as c:
+                c.sendall(b"x")
+                answer = recv_until_eof(c)  # (the server shut its write side)
+                c.sendall(b"more")  # discarded, not answered with a reset
+                return answer, lost.wait(TIMEOUT)
+
+        server.start()
+        assert await backend.run_sync(client) == (b"bye", True)
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_lingering_close_is_bounded(
+    worker_class: str, bound_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that keeps sending after our close is cut off once the linger is over."""
+    _linger_for(monkeypatch, 0.3)
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+
+        def handler(transport: Transport) -> ByeAtOnce:
+            recorder = ByeAtOnce(transport)
+            recorder.lost = threading.Event()
+            return recorder
+
+        server.on_connection = handler  # type: ignore[method-assign]
+
+        def client() -> tuple[bytes, bool]:
+            with connect(bound_socket) as c:
+                c.sendall(b"x")
+                answer = recv_until_eof(c)
+                c.settimeout(0.5)
+                deadline = time.monotonic() + 30.0
+                while time.monotonic() < deadline:
+                    try:
+                        c.send(b"y" * 65536)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        return answer, True
+                return answer, False
+
+        server.start()
+        assert await backend.run_sync(client) == (b"bye", True)
         await server.close()
 
     run(worker_class, main)
