@@ -20,7 +20,9 @@ FAST = ["--graceful-timeout", "5", "-t", "10"]
 
 
 @pytest.mark.slow
-def test_usr1_restarts_fail_no_http2_stream(app_dir: Path, bound_socket: socket.socket) -> None:
+def test_usr1_restarts_fail_no_http2_stream(
+    app_dir: Path, bound_socket: socket.socket, worker_args: list[str]
+) -> None:
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1")
     issued.cert_chain_pems[0].write_to_path(app_dir / "cert.pem")
@@ -28,7 +30,17 @@ def test_usr1_restarts_fail_no_http2_stream(app_dir: Path, bound_socket: socket.
     context = ssl.create_default_context()
     ca.configure_trust(context)
     context.set_alpn_protocols(["h2"])
-    args = ["-w", "2", *FAST, "--certfile", "cert.pem", "--keyfile", "key.pem", "app:app"]
+    args = [
+        *worker_args,
+        "-w",
+        "2",
+        *FAST,
+        "--certfile",
+        "cert.pem",
+        "--keyfile",
+        "key.pem",
+        "app:app",
+    ]
     with running(args, cwd=app_dir, sock=bound_socket) as server:
         generations = [server.wait_ready()]
         assert server.notify is not None
