@@ -1,6 +1,6 @@
 """The asyncio implementation of the per-loop contract (``backend.py``); uvloop reuses it.
 
-Connections are ``asyncio_transport.StreamProtocol`` (the hot path). Accepting is our own
+Connections are ``asyncio_transport_backend.StreamProtocol`` (the hot path). Accepting is our own
 loop on ``add_reader`` rather than ``loop.create_server``, for two things ``create_server``
 cannot do: stop accepting at ``max_connections``, and back off quietly (one log line a second
 at most) on EMFILE.
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hypercorn.protocols.proxy import ProxyHeaderError
-from hypercorn.workers.asyncio_transport import StreamProtocol as _StreamProtocol
+from hypercorn.workers.asyncio_transport_backend import StreamProtocol as _StreamProtocol
 from hypercorn.workers.backend import (
     ACCEPT_EXHAUSTION,
     EXHAUSTION_BACKOFF,

@@ -802,9 +802,9 @@ def test_close_with_unread_input_still_delivers_what_was_written(
 
 def _linger_for(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Every backend's lingering close lasts ``seconds`` at most."""
-    from hypercorn.workers import asyncio_transport
+    from hypercorn.workers import asyncio_transport_backend
 
-    monkeypatch.setattr(asyncio_transport, "_LINGER", seconds)
+    monkeypatch.setattr(asyncio_transport_backend, "_LINGER", seconds)
     if _TRIO_READY:
         from hypercorn.workers import trio_transport_backend
 
