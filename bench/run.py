@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -76,6 +77,9 @@ PEERS: dict[str, tuple[str, ...]] = {
         "websockets==17.4",
     ),
     "granian": ("granian==2.8.7",),
+    # uvicorn's HTTP/2 (--http zttp --http2) needs zttp, a compiled wheel: a venv of its own,
+    # so a Python without a zttp wheel loses only this target, not uvicorn's HTTP/1.1 rows.
+    "uvicorn-zttp": ("uvicorn==0.54.0", "zttp==0.0.35", "uvloop==0.23.0"),
     "gunicorn": ("gunicorn==27.0.1",),
 }
 
@@ -91,7 +95,8 @@ class Workload:
     description: str
     app: str  # "module:attr" in bench/ (PYTHONPATH=bench)
     kind: str  # "asgi" | "wsgi": which servers can run the app
-    protocol: str = "h1"  # "h1" | later "h2", "ws": which servers speak it
+    protocol: str = "h1"  # "h1" | "h2" | "ws": which servers speak it
+    tls: bool = False  # https: the servers get bench/.tls/ certificate and key
     tool: str = "wrk"  # key into TOOLS
     path: str = "/"
     expect_body: int = 13  # bytes in a correct response body (checked before measuring)
@@ -165,6 +170,31 @@ WORKLOADS: list[Workload] = [
         tool="ws-echo",
         path="/ws",
     ),
+    Workload(
+        name="h2c-hello",
+        description=(
+            "HTTP/2 cleartext with prior knowledge (h2c), 13-byte ASGI hello, rounds of "
+            "h2load -t1 -c10 -m10 -n 40000 (4,000 streams per connection) for the duration; "
+            "p50/p99 from h2load's per-request log"
+        ),
+        app="apps:hello",
+        kind="asgi",
+        protocol="h2",
+        tool="h2load",
+        connections=10,
+        extra_args=("-m10",),
+    ),
+    Workload(
+        name="h2-tls-hello",
+        description="as h2c-hello over TLS, HTTP/2 chosen by ALPN (self-signed P-256 certificate)",
+        app="apps:hello",
+        kind="asgi",
+        protocol="h2",
+        tls=True,
+        tool="h2load",
+        connections=10,
+        extra_args=("-m10",),
+    ),
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +215,10 @@ class Target:
     default: bool = True
     #: A peer on the same event loop: the "same loop" table gives this target ÷ that one.
     versus: str | None = None
+    #: Arguments appended for HTTP/2 workloads (e.g. granian's ``--http 2``).
+    h2_args: tuple[str, ...] = ()
+    #: (certificate flag, key flag) appended, with bench/.tls/'s files, for TLS workloads.
+    tls_flags: tuple[str, str] = ("--certfile", "--keyfile")
 
     def supports(self, workload: Workload) -> bool:
         return (
@@ -288,11 +322,39 @@ def _raw_uvloop(app: str, port: int, workers: int) -> list[str]:
     return ["python", str(BENCH / "raw_uvloop.py"), str(port), str(workers)]
 
 
+def _uvicorn_zttp(app: str, port: int, workers: int) -> list[str]:
+    return [*_uvicorn("zttp", "uvloop")(app, port, workers), "--http2"]
+
+
+def _this_h2_engine(app: str, port: int, workers: int) -> list[str]:
+    return [*_hypercorn("uvloop")(app, port, workers), "--h2-engine", "h2"]
+
+
 ASGI_WSGI = frozenset({"asgi", "wsgi"})
 H1_WS = frozenset({"h1", "ws"})
+H1_WS_H2 = frozenset({"h1", "ws", "h2"})
+#: keep_alive_max_requests lifted for this server and upstream Hypercorn alike: at its default
+#: (1000) both send GOAWAY after 1000 streams, and h2load does not reconnect.
+H2_CONFIG = ("--config", str(BENCH / "h2_config.toml"))
 TARGETS: list[Target] = [
     Target(
-        "this", "this server (uvloop)", "this", ASGI_WSGI, _hypercorn("uvloop"), protocols=H1_WS
+        "this",
+        "this server (uvloop)",
+        "this",
+        ASGI_WSGI,
+        _hypercorn("uvloop"),
+        protocols=H1_WS_H2,
+        h2_args=H2_CONFIG,
+    ),
+    Target(
+        "this-h2-engine",
+        "this server (uvloop, --h2-engine h2)",
+        "this",
+        frozenset({"asgi"}),
+        _this_h2_engine,
+        protocols=frozenset({"h2"}),
+        h2_args=H2_CONFIG,
+        default=False,
     ),
     Target(
         "this-asyncio",
@@ -317,7 +379,8 @@ TARGETS: list[Target] = [
         "hypercorn",
         ASGI_WSGI,
         _hypercorn("uvloop"),
-        protocols=H1_WS,
+        protocols=H1_WS_H2,
+        h2_args=H2_CONFIG,
     ),
     Target(
         "hypercorn-trio",
@@ -341,7 +404,25 @@ TARGETS: list[Target] = [
         frozenset({"asgi"}),
         _uvicorn("httptools", "uvloop"),
     ),
-    Target("granian", "granian", "granian", ASGI_WSGI, _granian_any, protocols=H1_WS),
+    Target(
+        "granian",
+        "granian",
+        "granian",
+        ASGI_WSGI,
+        _granian_any,
+        protocols=H1_WS_H2,
+        h2_args=("--http", "2"),
+        tls_flags=("--ssl-certificate", "--ssl-keyfile"),
+    ),
+    Target(
+        "uvicorn-zttp",
+        "uvicorn (zttp --http2, uvloop)",
+        "uvicorn-zttp",
+        frozenset({"asgi"}),
+        _uvicorn_zttp,
+        protocols=frozenset({"h2"}),
+        tls_flags=("--ssl-certfile", "--ssl-keyfile"),
+    ),
     Target(
         "uvicorn-wsproto",
         "uvicorn (--ws wsproto, httptools, uvloop)",
@@ -443,7 +524,14 @@ def _on_signal(signum: int, frame: object) -> None:
 # Setup: load tools from apt, peers into their own venvs.
 # --------------------------------------------------------------------------------------------
 
-TOOL_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client", "node": "nodejs", "npm": "npm"}
+TOOL_PACKAGES = {
+    "wrk": "wrk",
+    "h2load": "nghttp2-client",
+    "curl": "curl",
+    "openssl": "openssl",
+    "node": "nodejs",
+    "npm": "npm",
+}
 _apt_updated = False
 
 
@@ -841,11 +929,110 @@ def run_ws_echo(workload: Workload, url: str, duration: float) -> LoadResult:
     return result
 
 
+#: Requests per h2load run: with -c10, 4,000 streams per connection, under the 4,096 at which
+#: uvicorn's zttp HTTP/2 resets (issue 13). Runs shorter than 10 s (warm-up, --quick) use
+#: H2LOAD_ROUND_SHORT so that one round of the slowest server stays short.
+H2LOAD_ROUND = 40_000
+H2LOAD_ROUND_SHORT = 10_000
+#: Seconds one h2load round may take before it is killed (40,000 requests at 500 req/s).
+H2LOAD_ROUND_TIMEOUT = 80.0
+
+
+def parse_h2load(out: str) -> tuple[LoadResult, float]:
+    """One h2load run's summary and its elapsed seconds (0.0: no summary in ``out``);
+    rate = succeeded requests / h2load's own elapsed time."""
+    result = LoadResult(raw=out)
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m|h), ([\d.]+) req/s", out)
+    counts = re.search(
+        r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        out,
+    )
+    if m is None or counts is None:
+        return result, 0.0
+    total, done, succeeded, failed, errored, timeout = map(int, counts.groups())
+    elapsed_s = _ms(m.group(1), m.group(2)) / 1000
+    result.requests = succeeded
+    result.rate = succeeded / elapsed_s if elapsed_s > 0 else None
+    result.errors = total - succeeded
+    details = [f"{n} {k}" for k, n in (("failed", failed), ("errored", errored)) if n]
+    details += [f"{n} timeout" for n in (timeout,) if n]
+    if total > done:
+        details.append(f"{total - done} not done")
+    if status := re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out):
+        non_2xx = sum(map(int, status.groups()[1:]))
+        if non_2xx:
+            details.append(f"non-2xx {non_2xx}")
+    result.error_detail = ", ".join(details)
+    return result, elapsed_s
+
+
+def _latency_percentiles(logs: Sequence[Path]) -> tuple[float | None, float | None]:
+    """p50/p99 in ms from h2load --log-file lines (start µs, status, µs to the response end)."""
+    latencies = []
+    for path in logs:
+        with contextlib.suppress(OSError), path.open() as f:
+            for line in f:
+                fields = line.split("\t")
+                if len(fields) >= 3:
+                    latencies.append(int(fields[2]))
+    if not latencies:
+        return None, None
+    latencies.sort()
+    n = len(latencies)
+    return latencies[n // 2] / 1000, latencies[min(n - 1, n * 99 // 100)] / 1000
+
+
+def run_h2load(workload: Workload, url: str, duration: float) -> LoadResult:
+    """Rounds of ``h2load -t1 -c<connections> <extra_args> -n <round>`` until ``duration`` has
+    passed (at least one): each round opens new connections, so none carries more streams than
+    a round gives it. The rate is the succeeded requests over h2load's summed elapsed times."""
+    h2load = ensure_tool("h2load")
+    per_round = H2LOAD_ROUND if duration >= 10 else H2LOAD_ROUND_SHORT
+    total = LoadResult()
+    elapsed_s = 0.0
+    outputs = []
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        logs: list[Path] = []
+        deadline = time.monotonic() + duration
+        while not logs or time.monotonic() < deadline:
+            logs.append(Path(tmp) / f"round-{len(logs)}.log")
+            argv = [
+                "taskset",
+                "-c",
+                load_cpus(workload),
+                h2load,
+                "-t1",
+                f"-c{workload.connections}",
+                *workload.extra_args,
+                f"-n{per_round}",
+                f"--log-file={logs[-1]}",
+                url,
+            ]
+            done = _run(argv, timeout=H2LOAD_ROUND_TIMEOUT)
+            outputs.append(done.stdout)
+            one, one_elapsed = parse_h2load(done.stdout)
+            if one.rate is None:
+                total.error_detail = f"h2load exited {done.returncode}: {done.stdout[-500:]}"
+                break
+            elapsed_s += one_elapsed
+            total.requests += one.requests
+            total.errors += one.errors
+            if one.error_detail:  # counted, as wrk's errors are; the first is kept to read
+                total.error_detail = total.error_detail or f"round {len(logs)}: {one.error_detail}"
+        total.raw = "\n".join(outputs)
+        if total.requests and elapsed_s > 0 and one.rate is not None:
+            total.rate = total.requests / elapsed_s
+            total.p50_ms, total.p99_ms = _latency_percentiles(logs)
+    return total
+
+
 TOOLS: dict[str, Callable[[Workload, str, float], LoadResult]] = {
     "wrk": run_wrk,
     "ws-echo": run_ws_echo,
+    "h2load": run_h2load,
 }
-TOOL_BINARIES = {"wrk": "wrk", "ws-echo": "node"}
+TOOL_BINARIES = {"wrk": "wrk", "ws-echo": "node", "h2load": "h2load"}
 
 # --------------------------------------------------------------------------------------------
 # One run: start server pinned, wait, verify, warm up, measure, stop.
@@ -901,8 +1088,78 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> str
     return f"server did not accept connections within {READY_TIMEOUT:.0f}s"
 
 
+TLS_DIR = BENCH / ".tls"
+
+
+def ensure_tls() -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1 in bench/.tls/ (git-ignored), made once
+    with the openssl command line."""
+    cert, key = TLS_DIR / "cert.pem", TLS_DIR / "key.pem"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    openssl = ensure_tool("openssl")
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    done = _run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        60,
+    )
+    if done.returncode or not cert.is_file():
+        raise SetupError(f"openssl could not make a certificate: {done.stdout[-1000:]}")
+    return cert, key
+
+
+def verify_h2(port: int, workload: Workload) -> str | None:
+    """One real HTTP/2 request with curl (prior knowledge, or ALPN over TLS): status 200, the
+    expected body length, and HTTP/2 actually spoken."""
+    curl = ensure_tool("curl")
+    scheme, mode = ("https", "--http2") if workload.tls else ("http", "--http2-prior-knowledge")
+    argv = [
+        curl,
+        "-sS",
+        "-k",
+        mode,
+        "--max-time",
+        "5",
+        "-o",
+        os.devnull,
+        "-w",
+        "%{http_code} %{size_download} %{http_version}",
+        f"{scheme}://127.0.0.1:{port}{workload.path}",
+    ]
+    deadline = time.monotonic() + 10
+    last = ""
+    while time.monotonic() < deadline:
+        out = _run(argv, timeout=10).stdout.strip()
+        if out == f"200 {workload.expect_body} 2":
+            return None
+        last = f"curl {mode} GET {workload.path}: {out!r} (want '200 {workload.expect_body} 2')"
+        time.sleep(0.2)
+    return last
+
+
 def verify(port: int, workload: Workload) -> str | None:
     """One real request before measuring: status 200 and the expected body length."""
+    if workload.protocol == "h2":
+        return verify_h2(port, workload)
     deadline = time.monotonic() + 10
     last = ""
     while time.monotonic() < deadline:
@@ -939,6 +1196,11 @@ def run_one(
 ) -> RunResult:
     result = RunResult(workload.name, target.name, target.label, repeat, python)
     argv = target.command(workload.app, port := free_port(), workload.workers)
+    if workload.protocol == "h2":
+        argv += target.h2_args
+    if workload.tls:
+        cert, key = ensure_tls()
+        argv += [target.tls_flags[0], str(cert), target.tls_flags[1], str(key)]
     executable = env_bin(target.env, python) / argv[0]
     argv = ["taskset", "-c", server_cpus(workload), str(executable), *argv[1:]]
     result.argv = argv
@@ -972,7 +1234,7 @@ def _measure(
         result.error = error
         return result
     tool = TOOLS[workload.tool]
-    url = f"http://127.0.0.1:{port}{workload.path}"
+    url = f"{'https' if workload.tls else 'http'}://127.0.0.1:{port}{workload.path}"
     if warmup > 0:
         tool(workload, url, warmup)
     sampler = Sampler(proc.pid)
@@ -1308,6 +1570,10 @@ def metadata(
         out = _run(["wrk", "-v"], 10).stdout
         if m := re.search(r"wrk (\S+)", out):
             wrk = f"wrk {m.group(1)}"
+    if shutil.which("h2load"):
+        out = _run(["h2load", "--version"], 10).stdout
+        if m := re.search(r"nghttp2/(\S+)", out):
+            wrk += f", h2load {m.group(1)}"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
@@ -1445,12 +1711,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted = False
     with signals_raise():
         try:
-            for tool in {w.tool for w in workloads}:
+            binaries = {TOOL_BINARIES[w.tool] for w in workloads}
+            binaries |= {"curl" for w in workloads if w.protocol == "h2"}  # verify_h2
+            binaries |= {"openssl" for w in workloads if w.tls}  # ensure_tls
+            for binary in sorted(binaries):
                 if args.no_install:
-                    if not shutil.which(TOOL_BINARIES[tool]):
-                        raise SetupError(f"{TOOL_BINARIES[tool]} missing and --no-install given")
+                    if not shutil.which(binary):
+                        raise SetupError(f"{binary} missing and --no-install given")
                 else:
-                    ensure_tool(TOOL_BINARIES[tool])
+                    ensure_tool(binary)
+            if any(w.tls for w in workloads):
+                ensure_tls()
             usable: list[tuple[Target, str]] = []
             for t in targets:
                 for py in args.pythons:
