@@ -14,6 +14,8 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --loop asyncio --parser h11
     .venv/bin/python bench/hotpath.py --profile           # cProfile, sorted by own time
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions   # per echoed WS message
+    .venv/bin/python bench/hotpath.py --app wsgi_hello --instructions  # WSGI, thread pool
+    .venv/bin/python bench/hotpath.py --app stream --instructions  # 100 KB in ten chunks
     .venv/bin/python bench/hotpath.py --app ws_echo --instructions --ws-reference  # wsproto only
     .venv/bin/python bench/hotpath.py --instructions --python 3.13  # on another CPython
     .venv/bin/python bench/hotpath.py --instructions --loop trio       # over real sockets
@@ -98,14 +100,48 @@ _MASK = b"\x12\x34\x56\x78"
 WS_FRAME = b"\x81\xa0" + _MASK + bytes(b ^ _MASK[i % 4] for i, b in enumerate(b"x" * 32))
 
 
+class Responses:
+    """Counts the responses written; ``wait`` returns once ``count`` reached a number (WSGI
+    responses come back from pool threads, not within a fixed number of loop passes)."""
+
+    def __init__(self, per_response: int) -> None:
+        self.per_response = per_response
+        self.writes = 0
+        self.responses = 0
+        self.target = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def written(self) -> None:
+        self.writes += 1
+        if self.waiter is not None and self.writes >= self.target and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def wait(self, more: int) -> None:
+        """Until ``more`` responses beyond those waited for before were written."""
+        self.responses += more
+        self.target = self.responses * self.per_response
+        if self.writes < self.target:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+            self.waiter = None
+
+
 class FakeTransport:
     """Enough of asyncio.Transport for a server Protocol: writes are counted, not sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, responses: Responses | None = None) -> None:
         self.writes = 0
+        self._written = responses.written if responses is not None else None
 
     def write(self, data: bytes) -> None:
         self.writes += 1
+        if self._written is not None:
+            self._written()
+
+    def writelines(self, data: Any) -> None:
+        self.writes += 1
+        if self._written is not None:
+            self._written()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
@@ -158,8 +194,13 @@ def _this_server(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> l
     limits = limits_from_config(config)
     if args.ws_reference:
         limits = dataclasses.replace(limits, websocket_fast_path=False)
+    app = _app(args.app)
+    if args.app == "wsgi_hello":
+        from hypercorn.apps import wrap_app
+
+        app = wrap_app(app, config, backend, "wsgi")
     ctx = WorkerContext(
-        app=_app(args.app),
+        app=app,
         backend=backend,
         limits=limits,
         parser_kind=config.http1_parser,
@@ -185,7 +226,14 @@ async def _run(args: argparse.Namespace) -> list[float]:
     loop = asyncio.get_running_loop()
     make = _uvicorn if args.server == "uvicorn" else _this_server
     protocols = make(args, loop)
-    transports = [FakeTransport() for _ in protocols]
+    # Writes per response: uvicorn writes a response's head apart from its first body piece,
+    # and the stream app sends ten pieces and (chunked) an end.
+    if args.app == "stream":
+        per_response = 12 if args.server == "uvicorn" else 11
+    else:
+        per_response = 2 if args.server == "uvicorn" else 1
+    responses = Responses(per_response) if args.app == "wsgi_hello" else None
+    transports = [FakeTransport(responses) for _ in protocols]
     for protocol, transport in zip(protocols, transports, strict=True):
         protocol.connection_made(transport)
     request = REQUEST
@@ -199,12 +247,6 @@ async def _run(args: argparse.Namespace) -> list[float]:
             protocol.data_received(WS_HANDSHAKE)
         for _ in range(3):
             await asyncio.sleep(0)
-    # Writes per response: uvicorn writes a response's head apart from its first body piece,
-    # and the stream app sends ten pieces and (chunked) an end.
-    if args.app == "stream":
-        per_response = 12 if args.server == "uvicorn" else 11
-    else:
-        per_response = 2 if args.server == "uvicorn" else 1
 
     async def one_round() -> float:
         start = time.perf_counter()
@@ -218,6 +260,8 @@ async def _run(args: argparse.Namespace) -> list[float]:
             # Let every app task run to completion (one loop pass for the task, one spare).
             await asyncio.sleep(0)
             await asyncio.sleep(0)
+            if responses is not None:  # (WSGI: until the pool threads answered them all)
+                await responses.wait(len(protocols))
         return time.perf_counter() - start
 
     times = []
@@ -412,7 +456,9 @@ def _instructions(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("this", "uvicorn"), default="this")
-    parser.add_argument("--app", choices=("hello", "stream", "ws_echo"), default="hello")
+    parser.add_argument(
+        "--app", choices=("hello", "stream", "wsgi_hello", "ws_echo"), default="hello"
+    )
     parser.add_argument("--scenario", choices=("identical", "unique", "close"), default="identical")
     parser.add_argument("--loop", choices=("uvloop", "asyncio", "trio"), default="uvloop")
     parser.add_argument("--sockets", action="store_true", help="real sockets (see above)")
