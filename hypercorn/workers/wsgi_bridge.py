@@ -3,15 +3,18 @@
 Theory of operation
 -------------------
 The loop reads the whole request body (at most ``wsgi_max_body_size`` bytes, else 413), then
-runs the application in the backend's thread pool with ``backend.run_sync``. The pool thread
-builds the environ, calls the app and iterates its result, appending each chunk to a buffer
-shared with the loop (``_Exchange``), and finally calls ``close()`` on the result.
+hands the exchange (``_Exchange``) to the loop's thread pool (``workers/threads.py``: one
+queue put there, one batched ``call_soon_threadsafe`` back). The pool thread builds the
+environ, calls the app and iterates its result, appending each chunk to a buffer shared with
+the loop, and finally calls ``close()`` on the result.
 
 * Fast path: if the thread finishes before ``STREAM_AFTER`` seconds, the loop sends the
   start message and the whole body at once (with a Content-Length when the app gave none).
-  The only thread hop is ``run_sync`` itself.
-* Streaming: if the thread is still running after ``STREAM_AFTER`` (a timer on the loop), or
-  it buffered more than ``HIGH_WATER`` bytes, the loop starts a sender task. From then on
+  The only thread hops are the pool's.
+* Streaming: if the thread is still running after ``STREAM_AFTER`` (one timer per bridge
+  sweeps the running exchanges every ``STREAM_AFTER / 2``, so a thread that ran that long
+  streams within 1.5 ``STREAM_AFTER``), or it buffered more than ``HIGH_WATER`` bytes, the
+  loop starts a sender task. From then on
   the thread wakes the sender with ``call_soon_threadsafe`` when it buffers a chunk (at most
   one pending wake-up at a time), and the sender forwards buffered chunks through the ASGI
   ``send`` (which applies the transport's back-pressure). Back-pressure reaches the thread
@@ -32,6 +35,7 @@ how fast the loop was.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -47,11 +51,13 @@ from hypercorn.protocols.wsgi import (
     parse_status,
 )
 from hypercorn.typing import ASGIReceive, ASGISend, WSGIApp
+from hypercorn.workers.threads import thread_pool
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from hypercorn.workers.backend import AsyncEvent, Backend, TaskHandle, TimerHandle
+    from hypercorn.workers.backend import AsyncEvent, Backend, TaskHandle
+    from hypercorn.workers.threads import ThreadPool
 
 __all__ = ["HIGH_WATER", "LOW_WATER", "STREAM_AFTER", "WSGIBridge"]
 
@@ -61,6 +67,8 @@ _error_logger = logging.getLogger("hypercorn.error")
 #: before its output is streamed chunk by chunk. Well above the GIL switch interval (5 ms),
 #: so a busy worker's quick responses keep the one-hop fast path.
 STREAM_AFTER = 0.02
+#: How often the bridge looks for exchanges that ran ``STREAM_AFTER`` (while any run).
+_SWEEP_EVERY = STREAM_AFTER / 2
 #: Unsent bytes at which the application thread waits for the client to catch up.
 HIGH_WATER = 256 * 1024
 #: ...and the level it waits for.
@@ -78,7 +86,7 @@ class WSGIBridge:
     ``header_map`` says what becomes of header names containing ``_`` (see ``build_environ``).
     """
 
-    __slots__ = ("app", "backend", "header_map", "max_body_size")
+    __slots__ = ("_running", "_sweeping", "app", "backend", "header_map", "max_body_size", "pool")
 
     def __init__(
         self, app: WSGIApp, backend: Backend, max_body_size: int, header_map: str = "drop"
@@ -87,6 +95,11 @@ class WSGIBridge:
         self.backend = backend
         self.max_body_size = max_body_size
         self.header_map = header_map
+        self.pool: ThreadPool = thread_pool(backend)
+        #: Exchanges whose thread runs (or waits for a thread) and that do not stream yet.
+        self._running: set[_Exchange] = set()
+        #: The sweep timer is armed (it is while ``_running`` is not empty).
+        self._sweeping = False
 
     async def __call__(
         self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
@@ -108,8 +121,28 @@ class WSGIBridge:
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
-        exchange = _Exchange(self.app, self.backend, receive, send, scope, body, self.header_map)
-        await exchange.run()
+        exchange = _Exchange(self, receive, send, scope, body)
+        await exchange.serve()
+
+    def _watch(self, exchange: _Exchange) -> None:
+        self._running.add(exchange)
+        if not self._sweeping:
+            self._sweeping = True
+            backend = self.backend
+            backend.call_at(backend.now() + _SWEEP_EVERY, self._sweep)
+
+    def _sweep(self) -> None:
+        running = self._running
+        if running:
+            now = time.monotonic()
+            for exchange in list(running):
+                if exchange.check_time(now):
+                    running.discard(exchange)
+        if running:
+            backend = self.backend
+            backend.call_at(backend.now() + _SWEEP_EVERY, self._sweep)
+        else:
+            self._sweeping = False
 
     async def _read_body(
         self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
@@ -176,21 +209,47 @@ async def _send_too_large(send: ASGISend) -> None:
 
 
 class _Exchange:
-    """One request/response between the loop and an application thread (see module doc)."""
+    """One request/response between the loop and an application thread (see module doc).
+
+    It is the pool's job itself: ``run`` in the thread, ``done`` back on the loop."""
+
+    __slots__ = (
+        "aborted",
+        "body",
+        "bridge",
+        "buffered",
+        "chunks",
+        "committed",
+        "context",
+        "error",
+        "finished",
+        "headers",
+        "headers_sent",
+        "lock",
+        "notified",
+        "receive",
+        "scope",
+        "send",
+        "sender",
+        "sender_done",
+        "space",
+        "started_at",
+        "status",
+        "streaming",
+        "thread_done",
+        "wake",
+        "watcher",
+    )
 
     def __init__(
         self,
-        app: WSGIApp,
-        backend: Backend,
+        bridge: WSGIBridge,
         receive: ASGIReceive,
         send: ASGISend,
         scope: MutableMapping[str, Any],
         body: bytes,
-        header_map: str,
     ) -> None:
-        self.app = app
-        self.header_map = header_map
-        self.backend = backend
+        self.bridge = bridge
         self.receive = receive
         self.send = send
         self.scope = scope
@@ -215,48 +274,50 @@ class _Exchange:
         self.sender: TaskHandle | None = None
         self.sender_done: AsyncEvent | None = None
         self.watcher: TaskHandle | None = None
-        self.timer: TimerHandle | None = None
         #: time.monotonic() when a pool thread began running the application.
         self.started_at: float | None = None
+        self.thread_done: AsyncEvent | None = None
+        #: The context the application runs in (a copy of the request task's).
+        self.context: contextvars.Context | None = None
+        #: What the application thread raised (given to the loop by ``done``).
+        self.error: BaseException | None = None
+
+    @property
+    def backend(self) -> Backend:
+        return self.bridge.backend
 
     # -- loop side ----------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def serve(self) -> None:
         try:
-            await self._run()
+            await self._serve()
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
 
-    async def _run(self) -> None:
-        backend = self.backend
-        self.timer = backend.call_at(backend.now() + STREAM_AFTER, self._on_timer)
+    async def _serve(self) -> None:
+        bridge = self.bridge
+        self.thread_done = thread_done = bridge.backend.event()
+        self.context = contextvars.copy_context()
+        bridge.pool.submit(self)
+        bridge._watch(self)
         try:
-            await backend.run_sync(self._call_app)
-        except Exception as exc:
-            # A committed response goes out as far as it got, then the driver aborts the
-            # connection (the response has started); otherwise the driver answers 500.
-            self.timer.cancel()
-            if self.streaming:
-                self._ensure_sender()
-            await self._stop_streaming(abort=False)
-            if self.committed and not self.aborted:
-                await self._send_committed()
-            elif isinstance(exc, WSGIResponseError) and not self.headers_sent:
-                # The application broke PEP 3333 before anything was sent (a header that is
-                # not safe to send, no start_response): one line says what, and the 500 is
-                # an ordinary response, so the connection serves the next request.
-                _error_logger.error("WSGI app error: %s", exc)
-                await self.send({"type": "http.response.start", "status": 500, "headers": []})
-                await self.send({"type": "http.response.body", "body": b""})
-                return
-            raise
+            await thread_done.wait()
         except BaseException:
-            self.timer.cancel()
+            # Cancelled: the thread runs on (nothing can stop it) and hears of the abort.
+            bridge._running.discard(self)
             await self._stop_streaming(abort=True)
             raise
-        self.timer.cancel()
-        # The timer may have fired between the thread finishing and this coroutine resuming.
+        error = self.error
+        if error is not None:
+            self.error = None  # (no cycle through the traceback's frames)
+            try:
+                await self._after_error(error)
+            finally:
+                del error
+            return
+        # The sweep may have started streaming between the thread finishing and this
+        # coroutine resuming.
         if self.streaming:
             self._ensure_sender()
             await self._stop_streaming(abort=False)
@@ -267,6 +328,27 @@ class _Exchange:
                 return
         # The thread is done and nothing was sent yet: the whole response in one go.
         await self._send_complete()
+
+    async def _after_error(self, exc: BaseException) -> None:
+        if not isinstance(exc, Exception):
+            await self._stop_streaming(abort=True)
+            raise exc
+        # A committed response goes out as far as it got, then the driver aborts the
+        # connection (the response has started); otherwise the driver answers 500.
+        if self.streaming:
+            self._ensure_sender()
+        await self._stop_streaming(abort=False)
+        if self.committed and not self.aborted:
+            await self._send_committed()
+        elif isinstance(exc, WSGIResponseError) and not self.headers_sent:
+            # The application broke PEP 3333 before anything was sent (a header that is
+            # not safe to send, no start_response): one line says what, and the 500 is
+            # an ordinary response, so the connection serves the next request.
+            _error_logger.error("WSGI app error: %s", exc)
+            await self.send({"type": "http.response.start", "status": 500, "headers": []})
+            await self.send({"type": "http.response.body", "body": b""})
+            return
+        raise exc
 
     async def _send_complete(self) -> None:
         chunks = self.chunks
@@ -316,21 +398,27 @@ class _Exchange:
                     self._abort_locked()
                 raise
 
-    def _on_timer(self) -> None:
+    def check_time(self, now: float) -> bool:
+        """The bridge's sweep (``now`` is ``time.monotonic()``): start streaming if the
+        application ran ``STREAM_AFTER``. True once there is nothing left to watch."""
         with self.lock:
             if self.finished or self.streaming:
-                return
+                return True
             started = self.started_at
             # Time spent queued for a pool thread does not count: under load every request
             # waits there, and streaming them all would cost a task and a hop per chunk.
-            ran_for = 0.0 if started is None else time.monotonic() - started
-            if ran_for < STREAM_AFTER:
-                delay = STREAM_AFTER - ran_for
-                self.timer = self.backend.call_at(self.backend.now() + delay, self._on_timer)
-                return
+            if started is None or now - started < STREAM_AFTER:
+                return False
             self.streaming = True
             self.notified = True
         self._ensure_sender()
+        return True
+
+    def done(self) -> None:
+        """The pool's ``Job.done``: the thread finished (from the loop)."""
+        self.bridge._running.discard(self)
+        assert self.thread_done is not None
+        self.thread_done.set()
 
     def _ensure_sender(self) -> None:
         if self.sender is None and not self.aborted and not self.finished:
@@ -414,17 +502,25 @@ class _Exchange:
 
     # -- thread side --------------------------------------------------------------------------
 
+    def run(self) -> None:
+        """The pool's ``Job.run``: the application, in the request's context."""
+        try:
+            assert self.context is not None
+            self.context.run(self._call_app)
+        except BaseException as exc:  # (for the loop: ``done`` hands it over)
+            self.error = exc
+
     def _call_app(self) -> None:
         self.started_at = time.monotonic()
         try:
-            environ = build_environ(self.scope, self.body, header_map=self.header_map)
+            environ = build_environ(self.scope, self.body, header_map=self.bridge.header_map)
         except InvalidPathError:
             self._answer(404, b"Not Found\n")
             return
         except UnderscoreHeaderError:
             self._answer(400, b"Header names with underscores are refused.\n")
             return
-        result: Iterable[bytes] = self.app(environ, self.start_response)
+        result: Iterable[bytes] = self.bridge.app(environ, self.start_response)
         try:
             if type(result) in (list, tuple) and self.status is not None:
                 # The whole body is known: hand it over at once, without waking the sender,
