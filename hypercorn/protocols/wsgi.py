@@ -70,28 +70,29 @@ def build_environ(
 
     scheme: str = scope.get("scheme") or "http"
     server = scope.get("server")
-    if server is None:
-        server_name, server_port = "localhost", _DEFAULT_PORTS.get(scheme, "80")
-    else:
-        server_name = str(server[0])
-        port = server[1] if len(server) > 1 else None
-        server_port = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
-
-    environ = _BASE_ENVIRON.copy()
-    environ["REQUEST_METHOD"] = scope["method"]
-    environ["SCRIPT_NAME"] = script_name
-    environ["PATH_INFO"] = path if path.isascii() else _bytes_as_unicode(path)
-    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
-    environ["SERVER_NAME"] = server_name
-    environ["SERVER_PORT"] = server_port
     http_version = scope.get("http_version", "1.1")
-    environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(http_version) or "HTTP/" + http_version
-    environ["wsgi.url_scheme"] = scheme
+    # What a connection's requests share comes from a template (a dict copy costs a fraction
+    # of building the same dict key by key); the rest overwrites its placeholders in place.
+    try:
+        template = _TEMPLATES.get((scheme, server, http_version))
+    except TypeError:  # (an unhashable server in a hand-made scope)
+        template = None
+    if template is None:
+        template = _template(scheme, server, http_version)
+    environ = template.copy()
+    environ["REQUEST_METHOD"] = scope["method"]
+    if script_name:
+        environ["SCRIPT_NAME"] = script_name
+    environ["PATH_INFO"] = path if path.isascii() else _bytes_as_unicode(path)
+    query_string = scope.get("query_string", b"")
+    if query_string:
+        environ["QUERY_STRING"] = query_string.decode("latin-1")
     environ["wsgi.input"] = BytesIO(body)
     environ["wsgi.errors"] = errors if errors is not None else sys.stderr
     client = scope.get("client")
     if client is not None:
-        environ["REMOTE_ADDR"] = str(client[0])
+        host = client[0]
+        environ["REMOTE_ADDR"] = host if type(host) is str else str(host)
         if len(client) > 1 and client[1] is not None:
             environ["REMOTE_PORT"] = str(client[1])
 
@@ -110,15 +111,44 @@ def build_environ(
     return environ
 
 
-_BASE_ENVIRON: dict[str, Any] = {
-    "SCRIPT_NAME": "",
-    "wsgi.version": (1, 0),
-    "wsgi.input_terminated": True,
-    "wsgi.multithread": True,
-    "wsgi.multiprocess": True,
-    "wsgi.run_once": False,
-}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
+#: (scheme, server, http_version) -> the environ keys every request there shares, with
+#: placeholders for the per-request ones (so that setting them does not grow the dict).
+#: Bounded like the caches below (past the cap, templates are built every time).
+_TEMPLATES: dict[tuple[str, Any, str], dict[str, Any]] = {}
+
+
+def _template(scheme: str, server: Any, http_version: str) -> dict[str, Any]:
+    if server is None:
+        server_name, server_port = "localhost", _DEFAULT_PORTS.get(scheme, "80")
+    else:
+        server_name = str(server[0])
+        port = server[1] if len(server) > 1 else None
+        server_port = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
+    template: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": _PROTOCOLS.get(http_version) or "HTTP/" + http_version,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": None,
+        "wsgi.errors": None,
+        "wsgi.input_terminated": True,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if len(_TEMPLATES) < _CACHE_LIMIT:
+        try:
+            _TEMPLATES[scheme, server, http_version] = template
+        except TypeError:
+            pass
+    return template
+
 
 # Raw header name -> environ key. Bounded: a client sending endless distinct names cannot
 # grow it without limit (after the cap, names are converted every time). Names with "_" are
