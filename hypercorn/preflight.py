@@ -32,6 +32,7 @@ def preflight(config: Config) -> None:
         # Upstream refuses this too ("Cannot reload without workers").
         raise ConfigError("use_reloader: --reload needs workers (-w 1 or more)")
     _check_worker_identity(config)
+    _check_metrics(config)
     config.log  # noqa: B018 - builds the loggers: log files and logconfig fail here, named
     # TLS files: a BootError (exit 3) from the master rather than from every worker.
     config.create_ssl_context()
@@ -43,6 +44,21 @@ def _check_quic() -> None:
     except ImportError:
         raise ConfigError(
             "quic_bind: HTTP/3 needs the aioquic package: pip install 'hypercorn[h3]'"
+        ) from None
+
+
+def _check_metrics(config: Config) -> None:
+    if config.metrics_bind is None:
+        return
+    if config.workers == 0:
+        raise ConfigError(
+            "metrics_bind: the master serves /metrics: it needs workers (-w 1 or more)"
+        )
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "metrics_bind: needs prometheus_client: pip install 'hypercorn[metrics]'"
         ) from None
 
 

@@ -58,6 +58,7 @@ from hypercorn.arbiter.messages import (
     WorkerStopping,
     WritePidfile,
 )
+from hypercorn.arbiter.metrics import master_metrics, restart_cause
 from hypercorn.arbiter.signals import (
     MASTER_SIGNALS,
     SignalQueue,
@@ -155,6 +156,7 @@ class Runner:
         self._selector = selectors.DefaultSelector()
         self._signals: SignalQueue | None = None
         self._announced = False
+        self.metrics = master_metrics(config, self.core)
 
     # ------------------------------------------------------------------ logging
 
@@ -175,6 +177,10 @@ class Runner:
             if self.reloader is not None:
                 self._selector.register(self.reloader.fileno(), selectors.EVENT_READ, "reload")
                 self.reloader.start()
+            if self.metrics is not None:
+                self.metrics.register(self._selector)
+                if self.metrics.url is not None:
+                    self.logger.info("Prometheus metrics at %s", self.metrics.url)
             self._execute(self.core.start(time.monotonic()))
             self._drain_pending()
             while self.exit_code is None:
@@ -186,9 +192,11 @@ class Runner:
     def _wait_once(self) -> None:
         deadline = self.core.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        for key, _ in self._selector.select(timeout):
+        for key, events in self._selector.select(timeout):
             tag = key.data
-            if tag == "signals":
+            if callable(tag):  # (the metrics server's sockets)
+                tag(events)
+            elif tag == "signals":
                 self._take_signals()
             elif tag == "reload":
                 self._on_reload_wakeup()
@@ -250,6 +258,8 @@ class Runner:
                     self._feed(WorkerRetiring(worker.wid))
                 elif message.kind is MessageKind.SHUTDOWN:
                     self._feed(WorkerShuttingDown(worker.wid))
+                elif message.kind is MessageKind.METRICS and self.metrics is not None:
+                    self.metrics.update(worker.wid, message.data)
                 else:
                     self._feed(WorkerFailed(worker.wid, message.reason))
 
@@ -283,9 +293,12 @@ class Runner:
             self.pids.pop(worker.wid, None)
             if code < 0:
                 dumped = os.WIFSIGNALED(status) and os.WCOREDUMP(status)
-                self._feed(ChildExited(worker.wid, signal=-code, core_dumped=dumped))
+                exited = ChildExited(worker.wid, signal=-code, core_dumped=dumped)
             else:
-                self._feed(ChildExited(worker.wid, code=code))
+                exited = ChildExited(worker.wid, code=code)
+            if self.metrics is not None:  # (asks the core why, before the core hears of it)
+                self.metrics.worker_exited(exited.wid, restart_cause(self.core, exited))
+            self._feed(exited)
 
     def _on_reload_wakeup(self) -> None:
         assert self.reloader is not None
@@ -383,6 +396,7 @@ class Runner:
         fds.extend(
             fd for fd in (self._upgrade_read_fd, self.upgrade_fd, reporter_fd) if fd is not None
         )
+        fds.extend(self.metrics.fds() if self.metrics is not None else ())
         selector_fileno = getattr(self._selector, "fileno", None)
         if selector_fileno is not None:
             fds.append(selector_fileno())
@@ -585,6 +599,8 @@ class Runner:
         self._close_upgrade_pipe()
         if self.reloader is not None:
             self.reloader.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self._signals is not None:
             self._signals.close()
         with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Listeners",
     "Sockets",
+    "adopt_fd",
     "all_sockets",
     "close_sockets",
     "create_listeners",
@@ -164,7 +165,7 @@ def create_listeners(config: Config) -> Listeners:
 def _bind_one(config: Config, bind: str, kind: Kind, unix_paths: list[str]) -> socket.socket:
     type_ = socket.SOCK_DGRAM if kind == "quic" else socket.SOCK_STREAM
     if bind.startswith("fd://"):
-        return _adopt_fd(bind, type_, config.backlog)
+        return adopt_fd(bind, type_, config.backlog)
     if bind.startswith("unix:"):
         return _bind_unix(config, bind, type_, unix_paths)
     host, port = split_host_port(bind)
@@ -228,7 +229,8 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
-def _adopt_fd(bind: str, type_: int, backlog: int) -> socket.socket:
+def adopt_fd(bind: str, type_: int, backlog: int) -> socket.socket:
+    """The socket ``fd://N`` names, checked to be of ``type_`` (a stream one listening)."""
     try:
         sock = socket.socket(fileno=int(bind[5:]))
     except (OSError, ValueError) as exc:

@@ -12,6 +12,7 @@ used in error messages).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import ipaddress
 import ssl
@@ -33,8 +34,10 @@ __all__ = [
     "enum_flags",
     "enum_member",
     "group_id",
+    "host_port",
     "int_range",
     "ip_networks",
+    "listen_address",
     "non_negative_float",
     "non_negative_int",
     "one_of",
@@ -291,6 +294,26 @@ ip_networks: Parser[list[str]] = Parser(
     _parse_ip_networks,
     type_name="list[str]",
     expects="comma-separated IP addresses or networks, or *",
+)
+
+
+def _parse_host_port(value: object, *, port_zero: bool = False) -> str:
+    text = _parse_str(value).strip()
+    if port_zero and text.startswith("fd://") and text[5:].isdigit():
+        return text
+    host, _, port = text.rpartition(":")
+    lowest = 0 if port_zero else 1
+    if not host.strip("[]") or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise _fail("host:port or fd://N" if port_zero else "host:port", value)
+    return text
+
+
+host_port: Parser[str] = Parser(_parse_host_port, type_name="str", expects="host:port")
+#: A TCP address to listen on: ``host:port`` (port 0: the kernel picks) or ``fd://N``.
+listen_address: Parser[str] = Parser(
+    functools.partial(_parse_host_port, port_zero=True),
+    type_name="str",
+    expects="host:port or fd://N",
 )
 
 

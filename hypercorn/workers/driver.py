@@ -135,6 +135,7 @@ class WorkerContext:
         state: dict[str, Any] | None = None,
         access_log: Any = None,
         on_request: Callable[[], None] | None = None,
+        on_done: Callable[[Any, float], None] | None = None,
     ) -> None:
         self.app = app
         self.backend = backend
@@ -143,10 +144,13 @@ class WorkerContext:
         self.state = state
         self.dates = DateCache()
         self.refresh_clock()
-        #: A ``hypercorn.logging.Logger`` whose ``log_access`` is called per request, or None.
-        self.access_log = (
-            access_log if access_log is not None and access_log.access_enabled else None
-        )
+        #: ``on_done(stream, now)`` as each request's app finished (metrics, which call the
+        #: access log too), else the access log's ``log_access`` if enabled, else None.
+        if on_done is None and access_log is not None and access_log.access_enabled:
+            from hypercorn.workers.metrics import access_observer
+
+            on_done = access_observer(access_log)
+        self.on_done = on_done
         #: Called when each request's app finished (max_requests accounting).
         self.on_request = on_request
         self.connections: set[ConnectionDriver] = set()
@@ -536,15 +540,9 @@ class ConnectionDriver:
             self._streams.discard(stream)
             ctx.running_apps -= 1
             ctx.requests += 1
-            access_log = ctx.access_log
-            if access_log is not None:
-                access_log.log_access(
-                    stream.scope,
-                    stream.status or 0,
-                    stream.response_length,
-                    now() - stream.start_time,
-                    stream.response_headers,
-                )
+            on_done = ctx.on_done
+            if on_done is not None:
+                on_done(stream, now())
             if ctx.on_request is not None:
                 ctx.on_request()
             if ctx._idle_waiter is not None:

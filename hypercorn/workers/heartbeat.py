@@ -8,6 +8,7 @@ Frames are one kind byte, except FAILED which carries a reason::
     b"X"                      RETIRE    max_requests reached: replace me (I keep serving)
     b"L"                      SHUTDOWN  drained; lifespan shutdown runs now
     b"F" + len(2, BE) + utf8  FAILED    one-line reason, sent just before a boot-failure exit
+    b"M" + len(2, BE) + json  METRICS   cumulative request metrics (``metrics_bind``, statsd)
 
 Every frame is far below PIPE_BUF, so writes are atomic. The worker's end is non-blocking: a
 full pipe (a stuck master) drops beats rather than stalling the event loop, and a closed pipe
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 __all__ = ["Message", "MessageDecoder", "MessageKind", "WorkerChannel", "encode"]
 
 _MAX_REASON = 1024
+#: A frame must stay within PIPE_BUF (4096 on Linux) to be written whole or not at all.
+_MAX_PAYLOAD = 4000
 
 
 class MessageKind(enum.Enum):
@@ -34,20 +37,27 @@ class MessageKind(enum.Enum):
     RETIRE = b"X"
     SHUTDOWN = b"L"
     FAILED = b"F"
+    METRICS = b"M"
 
 
 @dataclass(frozen=True)
 class Message:
     kind: MessageKind
     reason: str = ""
+    data: bytes = b""
 
 
-def encode(kind: MessageKind, reason: str = "") -> bytes:
+def encode(kind: MessageKind, reason: str = "", data: bytes = b"") -> bytes:
     tag: bytes = kind.value
+    if kind is MessageKind.METRICS:
+        return tag + struct.pack(">H", len(data)) + data
     if kind is not MessageKind.FAILED:
         return tag
     payload = reason.encode("utf-8", "replace")[:_MAX_REASON]
     return tag + struct.pack(">H", len(payload)) + payload
+
+
+_WITH_PAYLOAD = (MessageKind.FAILED.value, MessageKind.METRICS.value)
 
 
 class MessageDecoder:
@@ -62,14 +72,18 @@ class MessageDecoder:
         index = 0
         while index < len(buffer):
             tag = buffer[index : index + 1]
-            if tag == MessageKind.FAILED.value:
+            if tag in _WITH_PAYLOAD:
                 if len(buffer) - index < 3:
                     break
                 (length,) = struct.unpack(">H", buffer[index + 1 : index + 3])
                 if len(buffer) - index < 3 + length:
                     break
-                reason = buffer[index + 3 : index + 3 + length].decode("utf-8", "replace")
-                messages.append(Message(MessageKind.FAILED, reason))
+                payload = buffer[index + 3 : index + 3 + length]
+                if tag == MessageKind.METRICS.value:
+                    messages.append(Message(MessageKind.METRICS, data=payload))
+                else:
+                    reason = payload.decode("utf-8", "replace")
+                    messages.append(Message(MessageKind.FAILED, reason))
                 index += 3 + length
                 continue
             try:
@@ -109,6 +123,12 @@ class WorkerChannel:
 
     def shutting_down(self) -> None:
         self._write(encode(MessageKind.SHUTDOWN))
+
+    def metrics(self, data: bytes) -> None:
+        """A metrics report; one too large for an atomic write is not sent (its successor,
+        cumulative like it, makes up for a lost one)."""
+        if len(data) <= _MAX_PAYLOAD:
+            self._write(encode(MessageKind.METRICS, data=data))
 
     def failed(self, reason: str) -> None:
         self._write(encode(MessageKind.FAILED, " ".join(reason.split())))

@@ -162,6 +162,8 @@ def _run(spec: WorkerSpec) -> int:
         on_retire=channel.retire,
         on_lifespan_shutdown=channel.shutting_down,
         on_reopen_logs=reopen_logs,
+        # The master sums the workers' metrics for /metrics and for statsd's gauges.
+        on_metrics=channel.metrics if config.metrics_bind or config.statsd_host else None,
     )
     try:
         run_worker_loop(app, config, spec.sockets, worker_class=config.worker_class, hooks=hooks)

@@ -70,6 +70,9 @@ class WorkerHooks:
     on_reopen_logs: Callable[[], None] | None = None
     #: Log "Running on ..." as a server on its own does (the arbiter announces its workers).
     announce: bool = False
+    #: With each beat and at the end, the worker's metrics (``RequestMetrics.snapshot``);
+    #: None when the master wants none.
+    on_metrics: Callable[[bytes], None] | None = None
 
 
 class _Stopper:
@@ -107,6 +110,7 @@ async def serve(
     """
     from hypercorn.apps import wrap_app
     from hypercorn.workers.lifespan import Lifespan, LifespanFailure
+    from hypercorn.workers.metrics import worker_metrics
 
     if sockets.quic_sockets and not config._quic_addresses:
         # (Under the arbiter the sockets were made without Config.create_sockets.)
@@ -138,6 +142,8 @@ async def serve(
                 limit = sys.maxsize
                 retire()
 
+    report = hooks.on_metrics if hooks is not None else None
+    metrics = worker_metrics(config, backend, master_reports=report is not None)
     ctx = WorkerContext(
         app=asgi_app,
         backend=backend,
@@ -146,7 +152,11 @@ async def serve(
         state=lifespan.state,
         access_log=config.log,
         on_request=on_request,
+        # (The metrics' observer calls the access log itself.)
+        on_done=metrics.observer if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.context = ctx
     listeners = _listeners(config, sockets)
     if hooks is None or hooks.announce:
         # Serving on its own (-w 0, hypercorn.asyncio/trio.serve): announce, as upstream does,
@@ -178,7 +188,8 @@ async def serve(
         backend.spawn(_await_trigger, shutdown_trigger, stopper)
     if stop_event is not None:
         backend.spawn(_await_trigger, stop_event.wait, stopper)
-    backend.spawn(_beat, ctx, stopper, hooks)
+    on_beat = None if metrics is None else lambda: metrics.periodic(report)
+    backend.spawn(_beat, ctx, stopper, hooks, on_beat)
 
     options = ServeOptions(
         max_connections=config.max_connections,
@@ -225,6 +236,8 @@ async def serve(
         for signum in installed:
             backend.remove_signal_handler(signum)
         stopper.event.set()  # ends the beat loop
+        if metrics is not None:
+            metrics.close(report)
         if hooks is not None and lifespan.will_shut_down:
             hooks.on_lifespan_shutdown()  # (the arbiter's kill deadline makes room for it)
         await lifespan.shutdown()
@@ -261,13 +274,22 @@ async def _await_trigger(trigger: Callable[[], Awaitable[object]], stopper: _Sto
     stopper.graceful()
 
 
-async def _beat(ctx: WorkerContext, stopper: _Stopper, hooks: WorkerHooks | None) -> None:
+async def _beat(
+    ctx: WorkerContext,
+    stopper: _Stopper,
+    hooks: WorkerHooks | None,
+    on_beat: Callable[[], None] | None,
+) -> None:
     interval = hooks.beat_interval if hooks is not None else _CLOCK_REFRESH
+    if on_beat is not None:
+        interval = min(interval, 1.0)  # (statsd's gauges, when serving alone)
     backend = ctx.backend
     while not await backend.wait_event(stopper.event, interval):
         ctx.refresh_clock()
         if hooks is not None and not hooks.on_beat():
             stopper.graceful()
+        if on_beat is not None:
+            on_beat()
 
 
 def run_worker_loop(

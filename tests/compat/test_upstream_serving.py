@@ -121,6 +121,9 @@ MASTER_CHECKS = [
     (["--error-logfile", "/nodir/e.log"], "errorlog: cannot open '/nodir/e.log'"),
     (["-k", "uvloop"], "worker_class: the uvloop worker class needs the uvloop package"),
     (["-w", "0", "--reload"], "use_reloader: --reload needs workers"),
+    (["-w", "0", "--metrics-bind", "127.0.0.1:0"], "metrics_bind: the master serves /metrics"),
+    (["--metrics-bind", "127.0.0.1:0"], "metrics_bind: needs prometheus_client"),
+    (["--statsd-host", "localhost"], "argument --statsd-host: expected host:port, got 'localhost'"),
 ]
 
 
@@ -130,7 +133,11 @@ def test_errors_that_would_show_in_workers_are_one_line_from_the_master(
 ) -> None:
     """Checked before forking: one line naming the setting, exit 2, no worker started (item 6)."""
     write_app(tmp_path)
-    env = _shadow(tmp_path, "uvloop") if "uvloop" in flags else None
+    env = None
+    if "uvloop" in flags:
+        env = _shadow(tmp_path, "uvloop")
+    elif "needs prometheus_client" in message:
+        env = _shadow(tmp_path, "prometheus_client")
     args = ["-w", "2", "-b", "127.0.0.1:0", *flags, "app:app"]
     result = hypercorn_cli(args, cwd=tmp_path, env=env)
     assert result.returncode == 2

@@ -106,11 +106,16 @@ class LoggingSettings(SettingsHolder):
     )
     statsd_host = Setting(
         None,
-        parse=p.optional(p.string),
+        parse=p.optional(p.host_port),
         section="logging",
         flags=("--statsd-host",),
         metavar="HOST:PORT",
-        help="The host:port of the statsd server; metrics are sent when set.",
+        help="""The host:port of the statsd server; metrics are sent when set, over UDP,
+        batched (each worker sends once a second, or sooner when busy):
+        `hypercorn.requests`, `hypercorn.request.duration` (ms),
+        `hypercorn.request.status.<code>` and `.status_class.<N>xx`, `hypercorn.log.<level>`
+        from the workers; `hypercorn.connections.open`, `hypercorn.websockets.open`,
+        `hypercorn.workers` and `hypercorn.worker.restart.<cause>` from the master.""",
     )
     statsd_prefix = Setting(
         "",
@@ -126,4 +131,17 @@ class LoggingSettings(SettingsHolder):
         section="logging",
         metavar="TAGS",
         help="Comma-separated `key:value` DogStatsD tags added to every metric.",
+    )
+    metrics_bind = Setting(
+        None,
+        parse=p.optional(p.listen_address),
+        section="logging",
+        flags=("--metrics-bind",),
+        metavar="HOST:PORT",
+        help="""Serve Prometheus metrics at `http://HOST:PORT/metrics` from the master, summed
+        over every worker: requests by method and status class, a latency histogram, open
+        connections and WebSockets, worker restarts by cause, heartbeat ages. Counters are
+        server totals (they survive worker restarts). `fd://N` serves on an inherited
+        listening socket; port 0 lets the kernel choose (the address is logged). Needs
+        workers (-w 1 or more) and the `metrics` extra (prometheus_client).""",
     )
