@@ -22,6 +22,7 @@ that only counts writes.
     .venv/bin/python bench/hotpath.py --instructions --sockets         # uvloop, the same way
     .venv/bin/python bench/hotpath.py --instructions --scenario unique  # no head seen twice
     .venv/bin/python bench/hotpath.py --instructions --scenario close   # new connection each
+    .venv/bin/python bench/hotpath.py --instructions --metrics statsd  # with statsd on
 
 ``--server uvicorn`` runs uvicorn's httptools protocol the same way, with the Python of
 ``bench/.peers/uvicorn`` (made by ``run.py``). What this leaves out is the kernel's work
@@ -199,16 +200,46 @@ def _this_server(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> l
         from hypercorn.apps import wrap_app
 
         app = wrap_app(app, config, backend, "wsgi")
+    metrics = _metrics(args, backend)
     ctx = WorkerContext(
         app=app,
         backend=backend,
         limits=limits,
         parser_kind=config.http1_parser,
+        on_done=metrics.observer if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.context = ctx
     return [
         _StreamProtocol(loop, ctx.on_connection, ServeOptions(), lambda: None, False)
         for _ in range(args.connections)
     ]
+
+
+def _metrics(args: argparse.Namespace, backend: Any) -> Any:
+    """``--metrics statsd``: the worker's counters, sending to a UDP socket of ours (never
+    read: what the kernel does with the datagrams is not counted); ``prometheus``: counting
+    for the master's /metrics only; ``both``.
+
+    With no heartbeat here, what is measured is the flush every ``_BATCH`` requests, as a
+    busy worker makes them (a quiet one flushes once a second: some 0.2 ms of CPU)."""
+    if args.metrics == "off":
+        return None
+    import socket
+
+    from hypercorn.statsd import StatsdClient
+    from hypercorn.workers import metrics as module
+
+    statsd = None
+    if args.metrics in ("statsd", "both"):
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        _keep.append(sink)
+        statsd = StatsdClient(f"127.0.0.1:{sink.getsockname()[1]}", "bench")
+    return module.RequestMetrics(backend, histogram=args.metrics != "statsd", statsd=statsd)
+
+
+_keep: list[Any] = []
 
 
 def _uvicorn(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> list[Any]:
@@ -438,6 +469,7 @@ def _instructions(args: argparse.Namespace) -> None:
             *(["--no-gc"] if args.no_gc else []),
             *(["--ws-reference"] if args.ws_reference else []),
             *(["--sockets"] if args.sockets else []),
+            f"--metrics={args.metrics}",
         ]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
         match = re.search(r"Collected : (\d+)", result.stderr)
@@ -449,7 +481,7 @@ def _instructions(args: argparse.Namespace) -> None:
         f"{per_request:,.0f} instructions/request "
         f"({args.server}, {args.app}, {args.scenario}, {args.loop}"
         f"{', sockets' if args.sockets else ''}, "
-        f"Python {version})"
+        f"Python {version}{'' if args.metrics == 'off' else ', metrics ' + args.metrics})"
     )
 
 
@@ -473,6 +505,12 @@ def main() -> None:
         "--ws-reference", action="store_true", help="WebSocket frames through wsproto only"
     )
     parser.add_argument("--python", metavar="X.Y", help="measure on this CPython (see above)")
+    parser.add_argument(
+        "--metrics",
+        choices=("off", "statsd", "prometheus", "both"),
+        default="off",
+        help="this server with statsd on, or counting for the master's /metrics",
+    )
     args = parser.parse_args()
     if args.loop == "trio" or args.scenario == "close":
         args.sockets = True
@@ -482,6 +520,8 @@ def main() -> None:
         parser.error("--scenario unique and close measure the hello app")
     if args.sockets and (args.server != "this" or args.app != "hello"):
         parser.error("--sockets (and --loop trio) measure this server's hello only")
+    if args.metrics != "off" and (args.sockets or args.server != "this"):
+        parser.error("--metrics measures this server without --sockets")
     if args.instructions:
         _instructions(args)
         return
