@@ -114,6 +114,11 @@ class AsyncioBackend:
         #: Closed connections still discarding the peer's input (see _StreamProtocol).
         self._lingering: set[_StreamProtocol] = set()
         self.now = self._loop.time  # type: ignore[method-assign]
+        # The loop's own, bound once (no frame of ours per timer: one per connection).
+        self.call_at = self._loop.call_at  # type: ignore[method-assign,assignment]
+        self.call_soon = self._loop.call_soon  # type: ignore[method-assign,assignment]
+        #: The last ``task_starter()`` and the task factory it was made for.
+        self._starter: tuple[object, TaskStarter] | None = None
 
     @property
     def name(self) -> BackendName:
@@ -130,14 +135,23 @@ class AsyncioBackend:
         # bookkeeping would cost a loop callback each). Built directly with a fixed name
         # (an unnamed Task formats "Task-<n>", and create_task adds a layer), through a
         # partial: a C-level callable, no Python frame per request.
+        # (Asked once per connection: made again only when the task factory changed.)
         loop = self._loop
-        if loop.get_task_factory() is not None:
-            return TaskStarter(loop.create_task, True)  # (a factory may start tasks eagerly)
-        if _EAGER:
+        factory = loop.get_task_factory()
+        made = self._starter
+        if made is not None and made[0] is factory:
+            return made[1]
+        if factory is not None:
+            starter = TaskStarter(loop.create_task, True)  # (a factory may start eagerly)
+        elif _EAGER:
             eager: dict[str, Any] = {"eager_start": True}  # (3.12+; not in 3.11's stubs)
             start = functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME, **eager)
-            return TaskStarter(start, True)
-        return TaskStarter(functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME), False)
+            starter = TaskStarter(start, True)
+        else:
+            start = functools.partial(asyncio.Task, loop=loop, name=_TASK_NAME)
+            starter = TaskStarter(start, False)
+        self._starter = (factory, starter)
+        return starter
 
     def spawn(
         self, fn: Callable[[Unpack[Ts]], Awaitable[object]], *args: Unpack[Ts]
