@@ -34,13 +34,17 @@ class DateCache:
     reads a clock). The worker may refresh it now and then to follow wall-clock steps.
     """
 
-    __slots__ = ("_line", "_second", "_value", "wall_offset")
+    __slots__ = ("_line", "_second", "_value", "tails", "wall_offset")
 
     def __init__(self, wall_offset: float = 0.0) -> None:
         self.wall_offset = wall_offset
         self._second = -1
         self._value = b""
         self._line = b""
+        #: The HTTP/1.1 response tails last built (Date line + fixed lines), by their fixed
+        #: lines: (tail, loop time until which it holds). A new connection starts from it
+        #: rather than building its own.
+        self.tails: dict[bytes, tuple[bytes, float]] = {}
 
     def _refresh(self, now: float) -> None:
         wall = now + self.wall_offset

@@ -37,7 +37,7 @@ from hypercorn.protocols.connection import ServerConnection, SwitchProtocol
 from hypercorn.protocols.errors import AppProtocolError
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.http1.connection import H1Connection
-from hypercorn.protocols.http1.selection import make_parser
+from hypercorn.protocols.http1.selection import parser_factory
 from hypercorn.protocols.http2 import H2Connection
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.protocols.ws import WsSession
@@ -141,6 +141,8 @@ class WorkerContext:
         self.backend = backend
         self.limits = limits
         self.parser_kind = parser_kind
+        #: A new connection's HTTP/1.1 parser (the choosing done once per worker).
+        self.make_parser = parser_factory(parser_kind, limits)
         self.state = state
         self.dates = DateCache()
         self.refresh_clock()
@@ -267,7 +269,7 @@ class ConnectionDriver:
         else:
             self._core = H1Connection(
                 sink=self,
-                parser=make_parser(ctx.parser_kind, ctx.limits),
+                parser=ctx.make_parser(),
                 limits=ctx.limits,
                 dates=ctx.dates,
                 client=info.client,

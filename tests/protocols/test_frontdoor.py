@@ -185,7 +185,7 @@ def test_the_memo_is_bounded() -> None:
     limits = ProtocolLimits()
     for i in range(frontdoor._KNOWN_HEADS_SIZE * 2):
         make_parser("httptools", limits).take_head(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
-    known = frontdoor._known_heads_for(limits, HttptoolsHeadParser())
+    known = frontdoor.known_heads_for(limits, HttptoolsHeadParser())
     assert 0 < len(known) <= frontdoor._KNOWN_HEADS_SIZE
     big = GET[:-2] + b"X: " + b"a" * frontdoor._KNOWN_HEAD_MAX + b"\r\n\r\n"
     assert make_parser("httptools", limits).take_head(big) is not None

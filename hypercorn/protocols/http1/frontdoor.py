@@ -63,7 +63,7 @@ from hypercorn.protocols.limits import ProtocolLimits
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-__all__ = ["DEFAULT_MAX_CHUNK_LINE", "HeadParser", "StrictH1Parser"]
+__all__ = ["DEFAULT_MAX_CHUNK_LINE", "HeadParser", "StrictH1Parser", "known_heads_for"]
 
 #: Longest chunk-size line (size plus extensions, without CRLF) accepted by default.
 DEFAULT_MAX_CHUNK_LINE = 4096
@@ -134,7 +134,7 @@ _KNOWN_HEAD_MAX = 2048
 _KNOWN_HEAD_MEMOS = 16
 
 
-def _known_heads_for(limits: ProtocolLimits, head_parser: HeadParser) -> _KnownHeads:
+def known_heads_for(limits: ProtocolLimits, head_parser: HeadParser) -> _KnownHeads:
     key = (id(limits), type(head_parser))
     entry = _known_heads.get(key)
     if entry is None:
@@ -167,12 +167,13 @@ class StrictH1Parser:
         self,
         head_parser: HeadParser,
         limits: ProtocolLimits,
+        known: _KnownHeads | None = None,
         *,
         max_chunk_line: int = DEFAULT_MAX_CHUNK_LINE,
     ) -> None:
         self._head_parser = head_parser
         self._limits = limits
-        self._known = _known_heads_for(limits, head_parser)
+        self._known = known if known is not None else known_heads_for(limits, head_parser)
         self._max_chunk_line = max_chunk_line
         self._buf: bytes | bytearray = b""
         self._eof = False

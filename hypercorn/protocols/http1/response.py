@@ -47,6 +47,25 @@ __all__ = ["Framing", "ResponseWriter"]
 
 _INFINITY = float("inf")
 
+#: Per limits object (by id; the entry holds it, so the id is not reused meanwhile): the
+#: Server line, the extra header lines and the two with the blank line, built once rather
+#: than per connection.
+_fixed_lines: dict[int, tuple[ProtocolLimits, bytes, bytes, bytes]] = {}
+
+
+def _fixed_lines_for(limits: ProtocolLimits) -> tuple[ProtocolLimits, bytes, bytes, bytes]:
+    server_line = b"server: " + limits.server_header + _CRLF if limits.server_header else b""
+    extra_lines = b"".join(name + b": " + value + _CRLF for name, value in limits.extra_headers)
+    if len(_fixed_lines) >= 16:  # (a worker has one limits object; tests make many)
+        _fixed_lines.clear()
+    lines = _fixed_lines[id(limits)] = (
+        limits,
+        server_line,
+        extra_lines,
+        server_line + extra_lines + _CRLF,
+    )
+    return lines
+
 
 class Framing(Enum):
     CONTENT_LENGTH = "content-length"
@@ -113,19 +132,20 @@ class ResponseWriter:
 
     def __init__(self, sink: ConnectionSink, limits: ProtocolLimits, dates: DateCache) -> None:
         self._write = sink.write
-        self._dates: DateCache | None = dates if limits.include_date_header else None
-        self._server_line = (
-            b"server: " + limits.server_header + _CRLF if limits.server_header else b""
-        )
-        self._extra_lines = b"".join(
-            name + b": " + value + _CRLF for name, value in limits.extra_headers
-        )
+        lines = _fixed_lines.get(id(limits))
+        if lines is None or lines[0] is not limits:
+            lines = _fixed_lines_for(limits)
+        _, self._server_line, self._extra_lines, fixed = lines
         # Everything after the app's headers but the Date line, and the whole tail as last
         # built (rebuilt when the Date second changes): one append per response.
-        self._tail_fixed = self._server_line + self._extra_lines + _CRLF
-        self._tail = self._tail_fixed
-        #: Loop time until which ``_tail`` holds (its Date second ends then).
-        self._tail_until = -_INFINITY if self._dates is not None else _INFINITY
+        self._tail_fixed = fixed
+        if limits.include_date_header:
+            self._dates: DateCache | None = dates
+            #: Loop time until which ``_tail`` holds (its Date second ends then).
+            self._tail, self._tail_until = dates.tails.get(fixed) or (fixed, -_INFINITY)
+        else:
+            self._dates = None
+            self._tail, self._tail_until = fixed, _INFINITY
         # The current exchange, shared with the connection (which owns its lifecycle).
         self._stream: AsgiHttpStream | AsgiWsStream | None = None
         self._head: RequestHead | None = None
@@ -293,9 +313,10 @@ class ResponseWriter:
         if dates is None or now < self._tail_until:
             return self._tail
         second = int(now + dates.wall_offset)
-        self._tail_until = second + 1 - dates.wall_offset
-        self._tail = dates.line(now) + self._tail_fixed
-        return self._tail
+        self._tail_until = until = second + 1 - dates.wall_offset
+        self._tail = tail = dates.line(now) + self._tail_fixed
+        dates.tails[self._tail_fixed] = (tail, until)
+        return tail
 
     def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
         """(bytes to write for this body piece, content-length left unfilled at the end)."""

@@ -12,13 +12,20 @@ de-chunking, pipelining) around a head tokeniser:
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
-from hypercorn.protocols.http1.frontdoor import HeadParser, StrictH1Parser
+from hypercorn.protocols.http1.frontdoor import HeadParser, StrictH1Parser, known_heads_for
 from hypercorn.protocols.http1.h11_tokeniser import H11HeadParser
 from hypercorn.protocols.http1.parser import H1Parser
 from hypercorn.protocols.limits import ProtocolLimits
 
-__all__ = ["PARSER_KINDS", "httptools_available", "make_head_parser", "make_parser"]
+__all__ = [
+    "PARSER_KINDS",
+    "httptools_available",
+    "make_head_parser",
+    "make_parser",
+    "parser_factory",
+]
 
 PARSER_KINDS = ("auto", "h11", "httptools")
 
@@ -47,3 +54,13 @@ def make_head_parser(kind: str, limits: ProtocolLimits) -> HeadParser:
 def make_parser(kind: str, limits: ProtocolLimits) -> H1Parser:
     """The ``H1Parser`` for Config ``http1_parser`` ("auto", "h11" or "httptools")."""
     return StrictH1Parser(make_head_parser(kind, limits), limits)
+
+
+def parser_factory(kind: str, limits: ProtocolLimits) -> Callable[[], H1Parser]:
+    """``make_parser(kind, limits)`` for every connection of a worker, with the choosing done
+    once: its connections share one head tokeniser (``parse_head`` is a synchronous call
+    that leaves no state behind) and the memo of judged heads, looked up once."""
+    head_parser = make_head_parser(kind, limits)
+    return functools.partial(
+        StrictH1Parser, head_parser, limits, known_heads_for(limits, head_parser)
+    )
