@@ -35,6 +35,7 @@ from hypercorn.workers.backend import (
     TransportClosed,
     TransportTimeout,
     map_exceptions,
+    peer_address,
 )
 from hypercorn.workers.proxy_header import close_refused, read_proxy_header
 
@@ -256,6 +257,35 @@ class AsyncioBackend:
             await asyncio.sleep(0)
 
 
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
+_WILDCARDS = ("0.0.0.0", "::")
+
+
+class _AcceptedTCP(socket.socket):
+    """An accepted TCP socket whose ``family`` and ``type`` are plain class attributes.
+
+    The loop reads both when it wraps the socket (uvloop three times), and ``socket.socket``
+    makes each an enum through a Python property: a few thousand instructions per
+    connection. Subclasses fix the family (one per address family, see ``_accepted_class``).
+    It is still a ``socket.socket``, so uvloop detaches it (rather than closing its fd a
+    second time) when the transport closes.
+    """
+
+    __slots__ = ()
+    type = socket.SOCK_STREAM
+
+
+_ACCEPTED: dict[int, type[_AcceptedTCP]] = {}
+
+
+def _accepted_class(family: int) -> type[_AcceptedTCP]:
+    cls = _ACCEPTED.get(family)
+    if cls is None:
+        name = f"_Accepted{socket.AddressFamily(family).name}"
+        cls = _ACCEPTED[family] = type(name, (_AcceptedTCP,), {"__slots__": (), "family": family})
+    return cls
+
+
 class _Acceptor:
     """Accept loop over ``add_reader`` with max_connections and EMFILE back-off."""
 
@@ -278,6 +308,10 @@ class _Acceptor:
         self._retry: asyncio.TimerHandle | None = None
         self._exhaustion = ExhaustionLog()
         self._handshakes: set[asyncio.Task[None]] = set()
+        #: Plain connections between accept and ``connection_made`` (see ``_setup``).
+        self._setting_up = 0
+        #: Per listening socket: its address, if connections cannot reach another.
+        self._servers: dict[socket.socket, tuple[tuple[str, int] | None]] = {}
 
     def start(self) -> None:
         for listener in self._listeners:
@@ -293,8 +327,11 @@ class _Acceptor:
     async def settle(self) -> None:
         """Wait for the handshakes in flight (each is bounded: a plain connection takes a
         loop pass or two, TLS at most ``ssl_handshake_timeout``)."""
-        while self._handshakes:
-            await asyncio.wait(list(self._handshakes))
+        while self._handshakes or self._setting_up:
+            if self._handshakes:
+                await asyncio.wait(list(self._handshakes))
+            else:
+                await asyncio.sleep(0)  # (connection_made is a loop callback away)
 
     def _set_reading(self, on: bool) -> None:
         if on == self._reading:
@@ -311,6 +348,59 @@ class _Acceptor:
         return not self._stopped and (limit is None or self._open < limit)
 
     def _accept(self, listener: Listener) -> None:
+        sock = listener.sock
+        family = sock.family
+        if family == _AF_UNIX:
+            self._accept_sockets(listener)
+            return
+        # The C accept (no socket object, no enum conversions), wrapped in a socket whose
+        # family is a class attribute; the server address is the listener's own unless it
+        # listens on every address.
+        accept = sock._accept  # type: ignore[attr-defined]
+        make = _accepted_class(family)
+        server = self._servers.get(sock)
+        if server is None:
+            bound = peer_address(sock.getsockname())
+            server = self._servers[sock] = (
+                None if bound is None or bound[0] in _WILDCARDS else bound,
+            )
+        ssl_context = listener.ssl_context
+        plain = ssl_context is None and self._options.proxy is None
+        limit = self._options.max_connections
+        for _ in range(128):
+            if self._stopped or (limit is not None and self._open >= limit):
+                self._set_reading(False)
+                return
+            try:
+                fd, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in ACCEPT_EXHAUSTION:
+                    self._exhausted(exc)
+                    return
+                # ECONNABORTED and friends: that one connection is gone; keep accepting.
+                continue
+            conn = make(family, socket.SOCK_STREAM, 0, fd)
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._open += 1
+            protocol = _StreamProtocol(
+                self._loop,
+                self._on_connection,
+                self._options,
+                self._lost,
+                not plain,
+                self._lingering,
+            )
+            protocol._peer = (peer_address(addr), server[0])
+            if plain:
+                self._setup(conn, protocol)
+            else:
+                self._start_handshake(conn, ssl_context, protocol)
+
+    def _accept_sockets(self, listener: Listener) -> None:
+        """``_accept`` for Unix sockets: socket objects, a task per connection."""
         for _ in range(128):
             if not self._can_accept():
                 self._set_reading(False)
@@ -323,13 +413,19 @@ class _Acceptor:
                 if exc.errno in ACCEPT_EXHAUSTION:
                     self._exhausted(exc)
                     return
-                # ECONNABORTED and friends: that one connection is gone; keep accepting.
-                continue
+                continue  # (that one connection is gone)
             conn.setblocking(False)
-            if conn.family != getattr(socket, "AF_UNIX", None):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._open += 1
-            self._connect(conn, listener.ssl_context)
+            ssl_context = listener.ssl_context
+            protocol = _StreamProtocol(
+                self._loop,
+                self._on_connection,
+                self._options,
+                self._lost,
+                ssl_context is not None,
+                self._lingering,
+            )
+            self._start_handshake(conn, ssl_context, protocol)
 
     def _exhausted(self, exc: OSError) -> None:
         self._exhaustion.report(self._loop.time(), exc)
@@ -346,18 +442,43 @@ class _Acceptor:
         if not self._reading and self._retry is None and self._can_accept():
             self._set_reading(True)
 
-    def _connect(self, conn: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
-        protocol = _StreamProtocol(
-            self._loop,
-            self._on_connection,
-            self._options,
-            self._lost,
-            ssl_context is not None,
-            self._lingering,
-        )
+    def _start_handshake(
+        self,
+        conn: socket.socket,
+        ssl_context: ssl.SSLContext | None,
+        protocol: _StreamProtocol,
+    ) -> None:
         task = self._loop.create_task(self._handshake(conn, ssl_context, protocol))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
+
+    def _setup(self, conn: socket.socket, protocol: _StreamProtocol) -> None:
+        """A plain connection (no TLS, no PROXY header): the loop's ``connect_accepted_socket``
+        run by hand rather than in a task. It makes the transport at once and then only
+        waits for ``connection_made`` (a loop callback), so a task per connection (its
+        creation, two steps, a frame of ours) would cost more than all the rest of the
+        setup. Its wait is resumed from the waiter's done callback."""
+        setup = self._loop.connect_accepted_socket(lambda: protocol, conn)
+        self._setting_up += 1
+        self._step(setup, conn, None)
+
+    def _step(self, setup: Any, conn: socket.socket, _waited: object) -> None:
+        try:
+            waiter = setup.send(None)
+        except StopIteration:
+            self._setting_up -= 1
+            return
+        except Exception as exc:
+            # (As _handshake: the connection went before connection_made.)
+            self._setting_up -= 1
+            _logger.debug("Connection failed during setup: %s", exc)
+            conn.close()
+            self._lost()
+            return
+        if waiter is None:  # (a bare yield: resume on the next loop pass)
+            self._loop.call_soon(self._step, setup, conn, None)
+        else:
+            waiter.add_done_callback(functools.partial(self._step, setup, conn))
 
     async def _handshake(
         self, conn: socket.socket, ssl_context: ssl.SSLContext | None, protocol: _StreamProtocol

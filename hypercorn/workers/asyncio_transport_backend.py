@@ -63,6 +63,7 @@ class StreamProtocol(asyncio.Protocol):
         "_on_connection",
         "_on_lost",
         "_options",
+        "_peer",
         "_peer_eof",
         "_timer",
         "_tls",
@@ -105,6 +106,9 @@ class StreamProtocol(asyncio.Protocol):
         self._info = ConnectionInfo(client=None, server=None)
         #: The PROXY header read before the connection was made, if the listener wants one.
         self.proxied: ProxyHeader | None = None
+        #: (client, server) as the accept loop knew them (server None: the listener is on
+        #: every address), so connection_made need not ask the transport; else None.
+        self._peer: tuple[tuple[str, int] | None, tuple[str, int | None] | None] | None = None
         #: The handler's own ``data_received`` once connected: the transport calls it with no
         #: frame of ours in between (uvloop caches the bound method: see connection_made).
         # (An attribute where asyncio.Protocol has a method: the transport calls either.)
@@ -118,17 +122,22 @@ class StreamProtocol(asyncio.Protocol):
         self.raw_write = transport.write
         options = self._options
         transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
-        sock = transport.get_extra_info("socket")
-        family = sock.family if sock is not None else socket.AF_INET
-        if family == getattr(socket, "AF_UNIX", None):
-            client = None
-            server: tuple[str, int | None] | None = (
-                str(transport.get_extra_info("sockname")),
-                None,
-            )
+        known = self._peer
+        client: tuple[str, int] | None
+        server: tuple[str, int | None] | None
+        if known is not None:
+            client, server = known
+            if server is None:  # (a listener on every address: the one this peer reached)
+                server = peer_address(transport.get_extra_info("sockname"))
         else:
-            client = peer_address(transport.get_extra_info("peername"))
-            server = peer_address(transport.get_extra_info("sockname"))
+            sock = transport.get_extra_info("socket")
+            family = sock.family if sock is not None else socket.AF_INET
+            if family == getattr(socket, "AF_UNIX", None):
+                client = None
+                server = (str(transport.get_extra_info("sockname")), None)
+            else:
+                client = peer_address(transport.get_extra_info("peername"))
+                server = peer_address(transport.get_extra_info("sockname"))
         proxied = self.proxied
         if proxied is not None and proxied.client is not None:
             client, server = proxied.client, proxied.server
