@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from hypercorn.protocols.asgi_http import AsgiHttpStream
     from hypercorn.protocols.asgi_ws import AsgiWsStream
     from hypercorn.protocols.http1.parser import RequestHead
@@ -68,6 +70,10 @@ class ConnectionSink(Protocol):
 
     def write(self, data: bytes) -> None:
         """Send ``data`` (buffered; never blocks). Usually the transport's bound ``write``."""
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        """``write`` of ``parts`` in order, as one write, without joining them where the
+        transport can (a large body between small frame pieces: no copy)."""
 
     def close(self) -> None:
         """Flush what was written, then close. Idempotent."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from hypercorn.workers.backend import (
@@ -71,8 +71,12 @@ class StreamProtocol(asyncio.Protocol):
         "data_received",
         "proxied",
         "raw_write",
+        "raw_writelines",
         "writing_paused",
     )
+    #: The asyncio transport's own ``writelines``, set once connected (nothing writes
+    #: before: see ``Transport.raw_writelines``).
+    raw_writelines: Callable[[Sequence[bytes]], None]
 
     def __init__(
         self,
@@ -120,6 +124,8 @@ class StreamProtocol(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
         self.raw_write = transport.write
+        # (uvloop: one writev; asyncio 3.12+: sendmsg; 3.11 and TLS transports join.)
+        self.raw_writelines = transport.writelines
         options = self._options
         transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
         known = self._peer

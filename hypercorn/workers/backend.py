@@ -172,6 +172,15 @@ ACCEPT_EXHAUSTION = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 EXHAUSTION_BACKOFF = 0.1
 
 
+def joined_writelines(write: Callable[[bytes], None]) -> Callable[[Sequence[bytes]], None]:
+    """``Transport.raw_writelines`` for a transport without a vectored write."""
+
+    def writelines(parts: Sequence[bytes]) -> None:
+        write(b"".join(parts))
+
+    return writelines
+
+
 class ExhaustionLog:
     """Says that accepting ran out of resources, at most once a second (no traceback)."""
 
@@ -267,6 +276,13 @@ class Transport(Protocol):
         connection's loss (the driver's protocol core): it may skip the closing check, which
         saves a call per write on the hot path. Backends without a cheaper one give
         ``write``."""
+
+    @property
+    def raw_writelines(self) -> Callable[[Sequence[bytes]], None]:
+        """``raw_write`` of several buffers at once, in order, as one write: vectored where
+        the loop has it (uvloop's ``writelines`` is one ``writev``, nothing copied), else
+        ``joined_writelines(raw_write)``. For a large body with a small frame header
+        around it, which joining would copy."""
 
     async def drain(self) -> None:
         """Wait until the write buffer is below the low-water mark.

@@ -228,6 +228,7 @@ class ConnectionDriver:
         "_transport",
         "_watch",
         "write",
+        "writelines",
     )
 
     def __init__(
@@ -245,6 +246,7 @@ class ConnectionDriver:
         #: The sink's ``write`` is the transport's raw one, bound once (no extra call per
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
+        self.writelines = transport.raw_writelines
         self._pending: list[_AppStream | _AppWsStream] = []
         #: A start of the pending apps is scheduled on the loop (see ``_after_app``).
         self._deferred = False

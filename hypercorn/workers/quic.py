@@ -30,7 +30,12 @@ from aioquic.quic.connection import QuicConnection
 from hypercorn.errors import BootError
 from hypercorn.protocols.http3 import Http3Connection
 from hypercorn.protocols.quic import Address, QuicEndpoint, RetryTokens, retry_key
-from hypercorn.workers.backend import ConnectionInfo, TransportClosed, peer_address
+from hypercorn.workers.backend import (
+    ConnectionInfo,
+    TransportClosed,
+    joined_writelines,
+    peer_address,
+)
 from hypercorn.workers.driver import ConnectionDriver, _AppStream, _AppWsStream
 
 if TYPE_CHECKING:
@@ -231,6 +236,10 @@ class QuicLink:
     @property
     def raw_write(self) -> Callable[[bytes], None]:
         return self.write
+
+    @property
+    def raw_writelines(self) -> Callable[[Sequence[bytes]], None]:
+        return joined_writelines(self.write)
 
     async def drain(self) -> None:
         transport = self._server.transport

@@ -305,6 +305,32 @@ def test_streaming_chunked_response(split: tuple[str, str]) -> None:
     assert len(pair.sink.started) == 2
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"a" * 10_240] * 3 + [b""],  # large pieces: size line, data, CRLF written apart
+        [b"b" * 5000, b"c" * 10, b"d" * 4096],  # a large last piece ends the response
+        [b"e" * 8192],  # one piece: Content-Length, the head written beside the body
+    ],
+)
+@pytest.mark.parametrize("headers", [[], [(b"x-a", b"1")]])
+def test_large_body_pieces_are_framed_alike(
+    pieces: list[bytes], headers: list[tuple[bytes, bytes]]
+) -> None:
+    pair = H1Pair()
+    pair.request()
+    pair.app_send({"type": "http.response.start", "status": 200, "headers": headers})
+    for i, piece in enumerate(pieces):
+        more = i < len(pieces) - 1
+        pair.app_send({"type": "http.response.body", "body": piece, "more_body": more})
+    events = pair.client_events()
+    assert body_of(events) == b"".join(pieces)
+    assert isinstance(events[-1], h11.EndOfMessage)
+    pair.next_cycle()
+    pair.request()  # still alive
+    assert len(pair.sink.started) == 2
+
+
 def test_streaming_with_app_content_length() -> None:
     pair = H1Pair()
     pair.request()

@@ -11,7 +11,7 @@ with every parser stack behind the H1Parser interface.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import h11
@@ -89,6 +89,10 @@ class RecordingSink:
         assert not self.closed, "write after close"
         assert isinstance(data, bytes)
         self.out += data
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        for part in parts:
+            self.write(part)
 
     def close(self) -> None:
         self.closed = True

@@ -20,7 +20,13 @@ import pytest
 from hypercorn.config import Config
 from hypercorn.protocols.limits import ProtocolLimits
 from hypercorn.workers import run_with_backend
-from hypercorn.workers.backend import AsyncEvent, Backend, ConnectionInfo, TransportClosed
+from hypercorn.workers.backend import (
+    AsyncEvent,
+    Backend,
+    ConnectionInfo,
+    TransportClosed,
+    joined_writelines,
+)
 from hypercorn.workers.driver import ConnectionDriver, WorkerContext, limits_from_config
 from tests.support.pairs import parse_responses
 
@@ -43,6 +49,7 @@ class MemoryTransport:
         self._drained: AsyncEvent | None = None
         self._info = ConnectionInfo(client=("10.0.0.1", 1234), server=("10.0.0.2", 80))
         self.raw_write = self.write
+        self.raw_writelines = joined_writelines(self.write)
 
     @property
     def info(self) -> ConnectionInfo:

@@ -90,6 +90,10 @@ _special_header = re.compile(
 ).search
 _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_CRLF_LAST_CHUNK = _CRLF + _LAST_CHUNK
+#: Body pieces from this size on are written beside their framing (``writelines``) rather
+#: than copied into one bytes object with it; below it, one copy is cheaper than a vector.
+_VECTORED = 4096
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _EMPTY_BODY = b"content-length: 0\r\n"
 _CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
@@ -128,10 +132,12 @@ class ResponseWriter:
         "_tail_fixed",
         "_tail_until",
         "_write",
+        "_writelines",
     )
 
     def __init__(self, sink: ConnectionSink, limits: ProtocolLimits, dates: DateCache) -> None:
         self._write = sink.write
+        self._writelines = sink.writelines
         lines = _fixed_lines.get(id(limits))
         if lines is None or lines[0] is not limits:
             lines = _fixed_lines_for(limits)
@@ -227,18 +233,19 @@ class ResponseWriter:
             self._continue_pending = False
             # (Called through a local: on 3.11 ``self._write(...)`` is a generic lookup,
             # the attribute being a stored callable rather than a method.)
-            write = self._write
-            write(
-                b"".join(
-                    (
-                        STATUS_LINES.get(status) or status_line(status),
-                        block,
-                        b"content-length: %d\r\n" % len(body) if content_length is None else b"",
-                        self._tail if now < self._tail_until else self._tail_for(now),
-                        body,
-                    )
-                )
+            pieces = (
+                STATUS_LINES.get(status) or status_line(status),
+                block,
+                b"content-length: %d\r\n" % len(body) if content_length is None else b"",
+                self._tail if now < self._tail_until else self._tail_for(now),
+                body,
             )
+            if len(body) < _VECTORED:
+                write = self._write
+                write(b"".join(pieces))
+            else:  # (a large body is not copied to put the head in front of it)
+                writelines = self._writelines
+                writelines(pieces)
             self._response_complete(now)
             return
         parts = [STATUS_LINES.get(status) or status_line(status), block]
@@ -279,16 +286,25 @@ class ResponseWriter:
             append(_CRLF)
         else:
             append(self._tail_for(now))
+        vectored = len(body) >= _VECTORED and framing is not _FRAMING_NONE
         if framing is _FRAMING_CONTENT_LENGTH and end and len(body) == self._remaining:
             short = False  # the common case: the whole body in one message
             self._remaining = 0
+        elif vectored and framing is _FRAMING_CHUNKED:
+            short = False
+            parts[-1] += b"%x\r\n" % len(body)  # (the chunk size line joins the head)
+            parts.extend((body, _CRLF_LAST_CHUNK if end else _CRLF))
+            body = b""
         else:
             body, short = self._frame(body, end)
         self._response_started = True
         self._continue_pending = False
         if body and framing is not _FRAMING_NONE:
             append(body)
-        self._write(b"".join(parts))
+        if vectored:
+            self._writelines(parts)
+        else:
+            self._write(b"".join(parts))
         if short:
             raise AppProtocolError("response body shorter than its content-length")
         if end:
@@ -336,15 +352,21 @@ class ResponseWriter:
     def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
         if stream is not self._stream or self._closed:
             return
-        write = self._write  # (through a local: see send_head)
         if self._framing is _FRAMING_CHUNKED:
-            # Streaming's usual case, without _frame's tuple.
-            framed = _chunk(data, end)
-            if framed:
-                write(framed)
+            # Streaming's usual case, without _frame's tuple; a large piece is not copied
+            # into its frame (one vectored write of size line, data and CRLF).
+            if len(data) >= _VECTORED:
+                writelines = self._writelines
+                writelines((b"%x\r\n" % len(data), data, _CRLF_LAST_CHUNK if end else _CRLF))
+            else:
+                framed = _chunk(data, end)
+                if framed:
+                    write = self._write  # (through a local: see send_head)
+                    write(framed)
         else:
             framed, short = self._frame(data, end)
             if framed:
+                write = self._write
                 write(framed)
             if short:
                 raise AppProtocolError("response body shorter than its content-length")
