@@ -19,6 +19,7 @@ __all__ = [
     "UnderscoreHeaderError",
     "WSGIResponseError",
     "build_environ",
+    "encode_response_head",
     "encode_response_headers",
     "parse_status",
 ]
@@ -206,6 +207,35 @@ _HEADER_NAMES: dict[str, bytes] = {}
 
 def encode_response_headers(headers: object) -> list[tuple[bytes, bytes]]:
     """Validate a WSGI header list and encode it for ASGI (lower-case latin-1 names)."""
+    return encode_response_head(headers)[0]
+
+
+def encode_response_head(headers: object) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """``encode_response_headers``, and whether the list frames the body itself (has a
+    Content-Length or Transfer-Encoding). Apps send the same few lists over and over: those
+    seen before (hashable, valid) come from a bounded memo."""
+    if type(headers) is list:
+        try:
+            known = _KNOWN_HEADS.get(tuple(headers))
+        except TypeError:  # (unhashable items: validated below, which says what is wrong)
+            known = None
+        if known is not None:
+            return list(known[0]), known[1]
+    encoded = _encode_headers(headers)
+    framed = any(name in _FRAMING_HEADERS for name, _ in encoded)
+    if len(_KNOWN_HEADS) < _CACHE_LIMIT:
+        try:
+            _KNOWN_HEADS[tuple(headers)] = (tuple(encoded), framed)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    return encoded, framed
+
+
+_KNOWN_HEADS: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], bool]] = {}
+_FRAMING_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+
+
+def _encode_headers(headers: object) -> list[tuple[bytes, bytes]]:
     if not isinstance(headers, list):
         raise WSGIResponseError(f"headers must be a list, got {type(headers).__name__}")
     names = _HEADER_NAMES

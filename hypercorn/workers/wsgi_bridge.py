@@ -47,7 +47,7 @@ from hypercorn.protocols.wsgi import (
     UnderscoreHeaderError,
     WSGIResponseError,
     build_environ,
-    encode_response_headers,
+    encode_response_head,
     parse_status,
 )
 from hypercorn.typing import ASGIReceive, ASGISend, WSGIApp
@@ -223,6 +223,7 @@ class _Exchange:
         "context",
         "error",
         "finished",
+        "framed",
         "headers",
         "headers_sent",
         "lock",
@@ -260,6 +261,8 @@ class _Exchange:
         # the lock while streaming.
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
+        #: The headers carry a Content-Length or Transfer-Encoding.
+        self.framed = False
         self.headers_sent = False
         #: A non-empty chunk was produced (thread-only until the thread is done).
         self.committed = False
@@ -360,8 +363,8 @@ class _Exchange:
         if (
             status not in _NO_BODY_STATUSES
             and status >= 200
+            and not self.framed
             and self.scope.get("method") != "HEAD"
-            and not any(name in (b"content-length", b"transfer-encoding") for name, _ in headers)
         ):
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         self.headers_sent = True
@@ -561,10 +564,11 @@ class _Exchange:
         elif self.status is not None:
             raise WSGIResponseError("start_response called a second time without exc_info")
         code = parse_status(status)
-        encoded = encode_response_headers(headers)
+        encoded, framed = encode_response_head(headers)
         with self.lock:
             self.status = code
             self.headers = encoded
+            self.framed = framed
         return self._write
 
     def _write(self, data: object) -> None:

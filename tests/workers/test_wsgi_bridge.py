@@ -18,6 +18,7 @@ from hypercorn.protocols.wsgi import (
     UnderscoreHeaderError,
     WSGIResponseError,
     build_environ,
+    encode_response_head,
     encode_response_headers,
     parse_status,
 )
@@ -228,6 +229,20 @@ def test_encode_headers() -> None:
         (b"content-type", b"text/html"),
         (b"x-a", b"\xe9"),
     ]
+
+
+def test_encode_head_memo_hands_out_copies() -> None:
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "2")]
+    first, framed = encode_response_head(list(headers))
+    assert framed is True
+    first.append((b"x-mutated", b"1"))  # the bridge appends to what it gets
+    again, framed_again = encode_response_head(list(headers))
+    assert again == [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    assert framed_again is True
+    assert encode_response_head([("X-A", "1")])[1] is False
+    # A list seen before that turns invalid is refused, not served from the memo.
+    with pytest.raises(WSGIResponseError):
+        encode_response_head([("Content-Type", "text/plain"), ("Content-Length", 2)])
 
 
 @pytest.mark.parametrize(
