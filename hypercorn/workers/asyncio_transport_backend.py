@@ -19,6 +19,7 @@ from hypercorn.workers.backend import (
     OnConnection,
     ServeOptions,
     TransportClosed,
+    each_written,
     peer_address,
     tcp_bytes_acked,
     tls_connection_info,
@@ -33,6 +34,26 @@ _logger = logging.getLogger("hypercorn.error")
 #: after its last byte is written, or until this much was discarded (see StreamProtocol).
 _LINGER = 2.0
 _LINGER_BYTES = 1 << 20
+
+
+def _pauseless_writelines() -> frozenset[object]:
+    """The stdlib transports whose ``writelines`` never pauses the protocol.
+
+    CPython 3.12 gave the selector socket transport its own ``writelines`` (one
+    ``sendmsg``) that buffers without checking the high-water mark, so ``pause_writing``
+    never comes and an app streaming to a slow reader fills memory, unnoticed by
+    ``write_timeout``. Their ``write`` checks it: those transports get one per buffer.
+    """
+    from asyncio import selector_events
+
+    own = getattr(selector_events, "_SelectorSocketTransport", None)
+    found = getattr(own, "writelines", None)
+    if found is None or found is asyncio.WriteTransport.writelines:
+        return frozenset()
+    return frozenset((found,))
+
+
+_PAUSELESS_WRITELINES = _pauseless_writelines()
 
 
 class StreamProtocol(asyncio.Protocol):
@@ -123,9 +144,11 @@ class StreamProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
-        self.raw_write = transport.write
-        # (uvloop: one writev; asyncio 3.12+: sendmsg; 3.11 and TLS transports join.)
-        self.raw_writelines = transport.writelines
+        self.raw_write = write = transport.write
+        if type(transport).writelines in _PAUSELESS_WRITELINES:
+            self.raw_writelines = each_written(write)
+        else:  # (uvloop: one writev; 3.11's and TLS transports join, then write.)
+            self.raw_writelines = transport.writelines
         options = self._options
         transport.set_write_buffer_limits(options.write_high_water, options.write_low_water)
         known = self._peer

@@ -181,6 +181,17 @@ def joined_writelines(write: Callable[[bytes], None]) -> Callable[[Sequence[byte
     return writelines
 
 
+def each_written(write: Callable[[bytes], None]) -> Callable[[Sequence[bytes]], None]:
+    """``Transport.raw_writelines`` as one ``write`` per buffer: nothing copied, and each
+    ``write`` does whatever its transport does per write (checks its high-water mark)."""
+
+    def writelines(parts: Sequence[bytes]) -> None:
+        for part in parts:
+            write(part)
+
+    return writelines
+
+
 class ExhaustionLog:
     """Says that accepting ran out of resources, at most once a second (no traceback)."""
 
