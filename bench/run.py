@@ -330,6 +330,15 @@ def _this_h2_engine(app: str, port: int, workers: int) -> list[str]:
     return [*_hypercorn("uvloop")(app, port, workers), "--h2-engine", "h2"]
 
 
+def _this_metrics(*flags: str) -> Callable[[str, int, int], list[str]]:
+    """This server with metrics on: "this ÷ server" is then what they cost (issue 16)."""
+
+    def command(app: str, port: int, workers: int) -> list[str]:
+        return [*_hypercorn("uvloop")(app, port, workers), *flags]
+
+    return command
+
+
 ASGI_WSGI = frozenset({"asgi", "wsgi"})
 H1_WS = frozenset({"h1", "ws"})
 H1_WS_H2 = frozenset({"h1", "ws", "h2"})
@@ -354,6 +363,23 @@ TARGETS: list[Target] = [
         _this_h2_engine,
         protocols=frozenset({"h2"}),
         h2_args=H2_CONFIG,
+        default=False,
+    ),
+    Target(
+        "this-statsd",
+        "this server (uvloop, --statsd-host)",
+        "this",
+        ASGI_WSGI,
+        # (Nobody listens on 8125: the datagrams still leave, as to a real statsd.)
+        _this_metrics("--statsd-host", "127.0.0.1:8125"),
+        default=False,
+    ),
+    Target(
+        "this-prometheus",
+        "this server (uvloop, --metrics-bind)",
+        "this",
+        ASGI_WSGI,
+        _this_metrics("--metrics-bind", "127.0.0.1:0"),
         default=False,
     ),
     Target(
