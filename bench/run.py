@@ -597,7 +597,7 @@ def venv_version(venv: Path) -> str | None:
 def env_dir(env: str, python: str) -> Path:
     """The venv of ``env`` ("this" or a PEERS key) for Python ``python`` ("3.13"): this server
     runs from the project's .venv when that is of the version asked for, else from a venv of
-    its own with the project installed (editable) and its fast and uvloop extras."""
+    its own with the project installed (editable) and the extras the rows use."""
     if env == THIS and venv_version(THIS_VENV) == python:
         return THIS_VENV
     if env != THIS and python == RUNNING:
@@ -614,7 +614,8 @@ def _requirements(env: str) -> tuple[str, ...]:
         return PEERS[env]
     # The project's dependencies are in pyproject.toml: the stamp changes when it does.
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    return ("-e", f"{ROOT}[fast,uvloop]", f"# pyproject.toml {digest}")
+    # (trio for this-trio; metrics for this-prometheus.)
+    return ("-e", f"{ROOT}[fast,uvloop,trio,metrics]", f"# pyproject.toml {digest}")
 
 
 def ensure_env(env: str, python: str, install: bool) -> dict[str, str]:
