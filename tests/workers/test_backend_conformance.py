@@ -564,9 +564,15 @@ def test_timers_fire_in_order_at_their_deadline(worker_class: str) -> None:
         backend.call_at(start - 1, lambda: fired.append(("past", backend.now())))
         await until(backend, lambda: len(fired) >= 3)
         await backend.sleep(0.05)
-        assert [name for name, _ in fired] == ["past", "early", "late"]
-        assert fired[1][1] >= start + 0.02 - 0.002
-        assert fired[2][1] >= start + 0.06 - 0.002
+        # A deadline already past runs at once: uvloop makes it a call_soon, which runs after
+        # the timers that came due meanwhile when the loop was held up for longer than 20 ms
+        # (a busy machine), so only the timers still in the future have an order to keep.
+        names = [name for name, _ in fired]
+        assert sorted(names) == ["early", "late", "past"]  # each once, the cancelled never
+        assert names.index("early") < names.index("late")
+        at = dict(fired)
+        assert at["early"] >= start + 0.02 - 0.002
+        assert at["late"] >= start + 0.06 - 0.002
 
     run(worker_class, main)
 
