@@ -368,20 +368,31 @@ def process_title(pid: int) -> str | None:
         return None
 
 
+#: One pass over a master's workers: (pid, title) for each child, oldest pid first.
+Census = tuple[tuple[int, str | None], ...]
+
+
 class WorkerCensus:
     """Samples a master's workers every few milliseconds from a thread: how many are alive,
-    and how many serve (a worker's title says ``(booting)`` or ``(draining)`` otherwise)."""
+    and how many serve (a worker's title says ``(booting)`` or ``(draining)`` otherwise).
+
+    Each sample keeps what it saw, so a failed assertion can say what happened around its
+    worst moment (``explain``)."""
 
     def __init__(self, master_pid: int, interval: float = 0.005) -> None:
         self.master_pid = master_pid
         self.interval = interval
         self.samples: list[tuple[int, int]] = []
+        #: Per sample: seconds since the census began, and what it saw.
+        self.seen: list[tuple[float, Census]] = []
         #: Every worker pid seen.
         self.pids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._began = time.monotonic()
 
     def __enter__(self) -> WorkerCensus:
+        self._began = time.monotonic()
         self._thread.start()
         return self
 
@@ -389,14 +400,18 @@ class WorkerCensus:
         self._stop.set()
         self._thread.join(5)
 
+    def _pass(self) -> Census:
+        pids = children_of(self.master_pid)
+        self.pids |= pids
+        return tuple((pid, process_title(pid)) for pid in sorted(pids))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            pids = children_of(self.master_pid)
-            self.pids |= pids
-            titles = [process_title(pid) for pid in pids]
-            alive = [title for title in titles if title is not None]
-            serving = [t for t in alive if t.startswith("hypercorn: worker") and "(" not in t]
-            self.samples.append((len(alive), len(serving)))
+            at = time.monotonic() - self._began
+            seen = self._pass()
+            alive = [title for _, title in seen if title is not None]
+            self.samples.append((len(alive), sum(map(_serves, alive))))
+            self.seen.append((at, seen))
             self._stop.wait(self.interval)
 
     @property
@@ -406,6 +421,24 @@ class WorkerCensus:
     @property
     def fewest_serving(self) -> int:
         return min(serving for _, serving in self.samples)
+
+    def explain(self, worst: Callable[[tuple[int, int]], int], around: int = 8) -> str:
+        """The samples around the first one that maximises ``worst((alive, serving))``: when
+        each was taken and every worker's title then."""
+        if not self.samples:
+            return "no samples"
+        index = max(range(len(self.samples)), key=lambda i: worst(self.samples[i]))
+        lines = [f"{len(self.samples)} samples; worst is #{index}: {self.samples[index]}"]
+        for i in range(max(0, index - around), min(len(self.seen), index + around + 1)):
+            at, seen = self.seen[i]
+            mark = ">>" if i == index else "  "
+            titles = ", ".join(f"{pid}: {title!r}" for pid, title in seen)
+            lines.append(f"{mark} #{i} {at:7.3f}s {self.samples[i]} {titles}")
+        return "\n".join(lines)
+
+
+def _serves(title: str) -> bool:
+    return title.startswith("hypercorn: worker") and "(" not in title
 
 
 # ------------------------------------------------------------------------------ the server
