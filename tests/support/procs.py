@@ -368,7 +368,7 @@ def process_title(pid: int) -> str | None:
         return None
 
 
-#: One pass over a master's workers: (pid, title) for each child, oldest pid first.
+#: One pass over a master's workers: (pid, title) for each child, by pid.
 Census = tuple[tuple[int, str | None], ...]
 
 
@@ -376,15 +376,28 @@ class WorkerCensus:
     """Samples a master's workers every few milliseconds from a thread: how many are alive,
     and how many serve (a worker's title says ``(booting)`` or ``(draining)`` otherwise).
 
+    Each sample is one instant. A pass reads the children, then their titles one by one,
+    milliseconds apart under load (the test's load threads hold the GIL), so now and then a
+    replacement's READY and its predecessor's stop fall between two reads of one pass: it
+    sees the new worker still booting and the old one already draining, which were never
+    true together. So a sample is two passes in a row that agree: a title only moves forward
+    (the master's, booting, serving, draining, gone), so what both saw held throughout the
+    time between them. (That also covers the kernel's children list, which may skip a child
+    while a sibling is being reaped.)
+
     Each sample keeps what it saw, so a failed assertion can say what happened around its
     worst moment (``explain``)."""
 
-    def __init__(self, master_pid: int, interval: float = 0.005) -> None:
+    def __init__(self, master_pid: int, interval: float = 0.005, tries: int = 20) -> None:
         self.master_pid = master_pid
         self.interval = interval
+        #: Passes after the first one before a sample is given up (workers kept changing).
+        self.tries = tries
         self.samples: list[tuple[int, int]] = []
-        #: Per sample: seconds since the census began, and what it saw.
-        self.seen: list[tuple[float, Census]] = []
+        #: Per sample: seconds since the census began, the passes it took, what it saw.
+        self.seen: list[tuple[float, int, Census]] = []
+        #: Samples given up because no two passes in a row agreed.
+        self.unsettled = 0
         #: Every worker pid seen.
         self.pids: set[int] = set()
         self._stop = threading.Event()
@@ -408,10 +421,17 @@ class WorkerCensus:
     def _run(self) -> None:
         while not self._stop.is_set():
             at = time.monotonic() - self._began
-            seen = self._pass()
-            alive = [title for _, title in seen if title is not None]
-            self.samples.append((len(alive), sum(map(_serves, alive))))
-            self.seen.append((at, seen))
+            previous = self._pass()
+            for passes in range(2, self.tries + 2):
+                current = self._pass()
+                if current == previous:
+                    alive = [title for _, title in current if title is not None]
+                    self.samples.append((len(alive), sum(map(_serves, alive))))
+                    self.seen.append((at, passes, current))
+                    break
+                previous = current
+            else:
+                self.unsettled += 1
             self._stop.wait(self.interval)
 
     @property
@@ -424,16 +444,19 @@ class WorkerCensus:
 
     def explain(self, worst: Callable[[tuple[int, int]], int], around: int = 8) -> str:
         """The samples around the first one that maximises ``worst((alive, serving))``: when
-        each was taken and every worker's title then."""
+        each was taken, in how many passes, and every worker's title then."""
         if not self.samples:
-            return "no samples"
+            return f"no samples ({self.unsettled} unsettled)"
         index = max(range(len(self.samples)), key=lambda i: worst(self.samples[i]))
-        lines = [f"{len(self.samples)} samples; worst is #{index}: {self.samples[index]}"]
+        lines = [
+            f"{len(self.samples)} samples ({self.unsettled} unsettled); "
+            f"worst is #{index}: {self.samples[index]}"
+        ]
         for i in range(max(0, index - around), min(len(self.seen), index + around + 1)):
-            at, seen = self.seen[i]
+            at, passes, seen = self.seen[i]
             mark = ">>" if i == index else "  "
             titles = ", ".join(f"{pid}: {title!r}" for pid, title in seen)
-            lines.append(f"{mark} #{i} {at:7.3f}s {self.samples[i]} {titles}")
+            lines.append(f"{mark} #{i} {at:7.3f}s {passes} passes {self.samples[i]} {titles}")
         return "\n".join(lines)
 
 
