@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.http1.judge import judge_head, judge_head_slowly
+from hypercorn.protocols.http1.judge import fast_match, judge_head, judge_head_slowly
 from hypercorn.protocols.http1.parser import H1Parser
 from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
@@ -106,6 +106,19 @@ def test_fast_path_agrees_with_the_reference(payload: bytes) -> None:
         return
     head = payload[: end + 4]
     assert _verdict(judge_head, head) == _verdict(judge_head_slowly, head)
+
+
+@fuzz
+@given(payload=inputs)
+def test_fast_plain_heads_have_no_fact_fields(payload: bytes) -> None:
+    # take_head trusts lastindex == 1 instead of searching for Connection/Expect.
+    end = payload.find(b"\r\n\r\n")
+    match = None if end == -1 else fast_match(payload[: end + 4], LIMITS)
+    if match is None:
+        return
+    names = {line.partition(b":")[0].lower() for line in payload[:end].split(b"\r\n")[1:]}
+    has_facts = bool(names & {b"content-length", b"connection", b"expect"})
+    assert (match.lastindex == 1) is not has_facts
 
 
 def _verdict(judge: Any, head: bytes) -> int:

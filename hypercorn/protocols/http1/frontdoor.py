@@ -44,6 +44,7 @@ from hypercorn.protocols.http1.judge import (
     CHUNK_LINE_RE,
     CHUNKED,
     earliest_violation,
+    fast_length,
     fast_match,
     judge_trailers,
     judge_with_version,
@@ -291,14 +292,18 @@ class StrictH1Parser:
             method, target, version, fields, facts = known
             # The app gets this list in its scope and may change it: a new one each time.
             return _new_tuple(RequestHead, (method, target, version, list(fields), *facts))
-        if data.find(b"\r\n\r\n") + 4 != len(data) or data[0] in _CR_LF:
-            return None
-        # Only the fast judgement: anything else (a Content-Length, a slow head, an error) is
-        # left to the general path, which judges it the same way.
+        # Only the fast judgement, a full match (so ``data`` is exactly one head): anything
+        # else (a Content-Length, a slow head, an error, more or less than one head) is left
+        # to the general path, which judges it the same way.
         match = fast_match(data, self._limits)
-        if match is None or match[2] is not None or match[3] is not None:
+        if match is None:
             return None
-        head = self._make_head(data, 0, match[1], _DONE)
+        if match.lastindex == 1:  # no Content-Length, Connection or Expect field
+            head = self._make_head(data, 0, match[1], _DONE, plain=True)
+        elif fast_length(match) is not None:
+            return None
+        else:
+            head = self._make_head(data, 0, match[1], _DONE)
         if len(data) <= _KNOWN_HEAD_MAX:
             known_heads = self._known
             if len(known_heads) >= _KNOWN_HEADS_SIZE:
@@ -307,9 +312,10 @@ class StrictH1Parser:
         return head
 
     def _make_head(
-        self, head: bytes, length: int, version: bytes, end_state: DoorState
+        self, head: bytes, length: int, version: bytes, end_state: DoorState, plain: bool = False
     ) -> RequestHead:
-        """Tokenise an approved head and move to its body (or to ``end_state``)."""
+        """Tokenise an approved head and move to its body (or to ``end_state``). ``plain``:
+        the judgement found no Content-Length, Connection or Expect field."""
         method, target, headers = self._head_parser.parse_head(head, length != 0)
         if length == 0:
             self._state = end_state
@@ -319,7 +325,7 @@ class StrictH1Parser:
         else:
             self._state = _BODY
             self._remaining = length
-        if length == 0 and _CONNECTION_OR_EXPECT(head) is None:
+        if plain or (length == 0 and _CONNECTION_OR_EXPECT(head) is None):
             # None of the fields that change these facts (one C-level search of the head).
             keep_alive, expect_continue, has_body, upgrade = version == b"1.1", False, False, None
         else:

@@ -60,6 +60,7 @@ __all__ = [
     "CHUNKED",
     "CHUNK_LINE_RE",
     "earliest_violation",
+    "fast_length",
     "fast_match",
     "judge_head",
     "judge_head_slowly",
@@ -92,22 +93,42 @@ _NONEMPTY_HOST_VALUE = (
     rb"(?:(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:%]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]+)(?::[0-9]*)?"
     rb"|:[0-9]*)"
 )
-_PLAIN_LINE = rb"(?!(?i:host|content-length|transfer-encoding):)" + _FIELD_LINE
+#: A field line that is none of the framing fields. The empty group after it matches on a
+#: Connection or Expect line (the fields that change the request's facts), so a match whose
+#: ``lastindex`` is 1 (only the version group closed) has none of them and no Content-Length.
+_PLAIN_LINE = (
+    rb"(?:(?=(?i:connection|expect):)()|(?!(?i:host|content-length|transfer-encoding):))"
+    + _FIELD_LINE
+)
 _HOST_LINE = rb"(?i:host):[ \t]*(?:" + _NONEMPTY_HOST_VALUE + rb"[ \t]*)?\r\n"
-_CL_LINE = rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
+
+
+def _cl_line(group: bytes) -> bytes:
+    return rb"(?i:content-length):[ \t]*(?P<" + group + rb">[0-9]{1,18})[ \t]*\r\n"
+
 
 # The fast path: origin-form (or OPTIONS *), HTTP/1.0 or 1.1, exactly one Host, at most one
-# Content-Length (captured in group 2 or 3), no Transfer-Encoding. Group 1 is the version
-# (b"1.0" or b"1.1"), whose end is also the length of the request line. A plain line cannot
-# be a Host or Content-Length line, so at each line one branch at most can go on.
+# Content-Length (captured in group length_a or length_b), no Transfer-Encoding. Group 1 is
+# the version (b"1.0" or b"1.1"), whose end is also the length of the request line. A plain
+# line cannot be a Host or Content-Length line, so at each line one branch at most can go on.
 _FAST_HEAD = re.compile(
     rb"(?:OPTIONS \* |(?!CONNECT )" + _TOKEN + rb" /[\x21-\x7e]* )HTTP/(1\.[01])\r\n"
     rb"(?:" + _PLAIN_LINE + rb")*"
     rb"(?:" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*"
-    rb"(?:" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*)?"
-    rb"|" + _CL_LINE + rb"(?:" + _PLAIN_LINE + rb")*" + _HOST_LINE + rb"(?:" + _PLAIN_LINE + rb")*"
+    rb"(?:" + _cl_line(b"length_a") + rb"(?:" + _PLAIN_LINE + rb")*)?"
+    rb"|"
+    + _cl_line(b"length_b")
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*"
+    + _HOST_LINE
+    + rb"(?:"
+    + _PLAIN_LINE
+    + rb")*"
     rb")\r\n"
 )
+_LENGTH_A = _FAST_HEAD.groupindex["length_a"]
+_LENGTH_B = _FAST_HEAD.groupindex["length_b"]
 
 _TOKEN_RE = re.compile(_TOKEN)
 _TARGET_RE = re.compile(rb"[\x21-\x7e]+")
@@ -200,7 +221,7 @@ def judge_with_version(head: bytes, limits: ProtocolLimits) -> tuple[int, bytes]
     """``judge_head`` and the head's version (b"1.0" or b"1.1"), which the door hands on."""
     match = fast_match(head, limits)
     if match is not None:
-        length = match[2] or match[3]
+        length = match[_LENGTH_A] or match[_LENGTH_B]
         return (0 if length is None else int(length)), match[1]
     length = judge_head_slowly(head, limits)
     # An approved request line ends in "HTTP/1.0" or "HTTP/1.1".
@@ -210,7 +231,10 @@ def judge_with_version(head: bytes, limits: ProtocolLimits) -> tuple[int, bytes]
 
 def fast_match(head: bytes, limits: ProtocolLimits) -> re.Match[bytes] | None:
     """``_FAST_HEAD``'s match when it accepts ``head`` within the limits, else None.
-    (Group 1: the version; group 2 or 3: the Content-Length, if any.)"""
+
+    Group 1 is the version; ``fast_length`` reads the Content-Length. A ``lastindex`` of 1
+    means no Content-Length, Connection or Expect field (every other group comes after the
+    version's, so any of them matching would have closed last)."""
     match = _FAST_HEAD.fullmatch(head)
     if (
         match is not None
@@ -223,6 +247,11 @@ def fast_match(head: bytes, limits: ProtocolLimits) -> re.Match[bytes] | None:
     ):
         return match
     return None
+
+
+def fast_length(match: re.Match[bytes]) -> bytes | None:
+    """The Content-Length digits of a ``fast_match``, or None."""
+    return match[_LENGTH_A] or match[_LENGTH_B]
 
 
 def _field_count(head: bytes) -> int:
