@@ -152,10 +152,12 @@ class ArbiterCore(SignalHandlers):
             case UpgradeFailed(reason=reason):
                 self._on_upgrade_failed(reason)
             case Tick():
-                pass
+                # Deadlines only on a Tick, which the runner feeds after everything one wake-up
+                # read: after a stall of the master, every worker's queued beats count first,
+                # so a healthy worker whose beat sits behind another's is not timed out.
+                self._check_deadlines(now)
             case _:  # pragma: no cover - exhaustiveness guard for mypy
                 raise AssertionError(observation)
-        self._check_deadlines(now)
         self._settle(now)
         return self._flush()
 

@@ -646,6 +646,21 @@ def test_a_hung_worker_stops_getting_connections_when_it_times_out() -> None:
 # ---------------------------------------------------------------------------- heartbeats
 
 
+def test_beats_read_after_a_stall_of_the_master_all_count_before_the_timeout() -> None:
+    """The master was stopped (SIGSTOP, a paused VM) for longer than the timeout: when it
+    wakes, both workers' beats are waiting in their pipes. Reading the first must not time
+    out the second, whose beat is read a moment later in the same wake-up."""
+    h = Harness()
+    h.booted()
+    stalled = h.now + SETTINGS.timeout * 3
+    assert kills(h.feed(WorkerBeat(1), at=stalled)) == []
+    assert kills(h.feed(WorkerBeat(2))) == []
+    assert kills(h.advance(0)) == []
+    # And a worker that really is silent is still caught on the wake-up's Tick.
+    h.feed(WorkerBeat(2), at=h.now + SETTINGS.timeout - 1)
+    assert kills(h.advance(1)) == [(1, Sig.ABRT)]
+
+
 def test_heartbeat_timeout_dumps_stacks_then_kills_then_replaces() -> None:
     h = Harness()
     h.booted()
