@@ -384,8 +384,8 @@ class TaskStarter(NamedTuple):
     """
 
     start: Callable[[Coroutine[Any, Any, object]], TaskHandle]
-    #: The coroutine may run up to its first suspension before ``start`` returns (asyncio
-    #: 3.12+, or a task factory installed on the loop); never on trio.
+    #: The coroutine may run up to its first suspension before ``start`` returns (a task
+    #: factory installed on the asyncio loop, which may start eagerly); never on trio.
     eager: bool
 
 

@@ -429,8 +429,9 @@ class ConnectionDriver:
         """``_after_core`` for a core call made from inside an app's task (``receive``,
         ``send``, the app's end): queued apps start from the loop, once this task yields.
         Started here, a pipelined request's app would run inside its predecessor's ``send``
-        where tasks start eagerly (3.12+), one level deeper per request (RecursionError after
-        a few hundred), and would inherit the predecessor's context variables everywhere."""
+        where tasks start eagerly (a task factory), one level deeper per request
+        (RecursionError after a few hundred), and would inherit the predecessor's context
+        variables everywhere."""
         if self._pending and not self._deferred:
             self._deferred = True
             self._backend.call_soon(self._start_deferred)
