@@ -166,8 +166,13 @@ class _Timers:
         heap = self._heap
         while True:
             now = self._now()
+            # Take what is due first, then run it: a callback that arms a timer at a past
+            # deadline gets it on the next pass, after trio has run I/O and other tasks
+            # (asyncio's order), instead of spinning here.
+            due = []
             while heap and heap[0][0] <= now:
-                timer = heapq.heappop(heap)[2]
+                due.append(heapq.heappop(heap)[2])
+            for timer in due:
                 fn = timer.fn
                 if fn is None:
                     self.cancelled -= 1

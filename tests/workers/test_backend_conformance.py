@@ -577,6 +577,33 @@ def test_timers_fire_in_order_at_their_deadline(worker_class: str) -> None:
     run(worker_class, main)
 
 
+def test_a_timer_rearmed_in_the_past_lets_other_tasks_run(worker_class: str) -> None:
+    """A callback that arms a timer at a deadline already past does not starve the loop:
+    each re-armed call waits for a later loop pass, so another task gets a turn."""
+
+    async def main(backend: Backend) -> None:
+        fired = 0
+        seen_by_task: list[int] = []
+
+        def again() -> None:
+            nonlocal fired
+            fired += 1
+            if fired < 2000:
+                backend.call_at(backend.now() - 1, again)
+
+        async def bystander() -> None:
+            await backend.sleep(0)
+            seen_by_task.append(fired)
+
+        backend.spawn(bystander)
+        backend.call_at(backend.now() - 1, again)
+        await until(backend, lambda: fired >= 2000)
+        assert seen_by_task, "the other task never ran"
+        assert seen_by_task[0] < 1000, f"the timer ran {seen_by_task[0]} times in one pass"
+
+    run(worker_class, main)
+
+
 def test_spawn_cancel_and_events(worker_class: str) -> None:
     async def main(backend: Backend) -> None:
         event = backend.event()
