@@ -349,8 +349,10 @@ class ArbiterCore(SignalHandlers):
         if worker is None or worker.state is WorkerState.DRAINING or worker.retiring:
             return
         slot = self.slots.get(worker.slot)
-        if slot is None or slot.current != wid:
+        if slot is None or wid not in (slot.current, slot.incoming):
             return
+        # (An incoming worker can ask before its READY is read; it would not ask again, so
+        # the flag is kept and ``_outdated`` picks it once it is the slot's current worker.)
         worker.retiring = True
         self._log("info", f"{worker.name} asks to be replaced (max_requests); replacing it")
 

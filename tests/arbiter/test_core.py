@@ -343,6 +343,19 @@ def test_retiring_worker_keeps_serving_when_its_replacement_cannot_boot() -> Non
     assert spawned(cmds) == [4]
 
 
+def test_a_replacement_that_asks_to_retire_before_it_is_ready_is_replaced_once_serving() -> None:
+    h = Harness()
+    h.booted()
+    h.feed(WorkerRetiring(1))  # 3 boots for slot 0
+    # 3 reached max_requests before the master read its READY (a beat can overtake it):
+    # the ask is kept, not dropped, since 3 would never ask again.
+    assert spawned(h.feed(WorkerRetiring(3))) == []
+    assert kills(h.feed(WorkerReady(3))) == [(1, Sig.TERM)]
+    assert of(h.exit(1, 0), Spawn) == [Spawn(4, 0, 0)]
+    assert kills(h.feed(WorkerReady(4))) == [(3, Sig.TERM)]
+    assert h.core.slots[0].current == 4
+
+
 def test_usr1_reopens_every_log_file_before_the_roll() -> None:
     h = Harness()
     h.booted()
