@@ -47,8 +47,10 @@ ENHANCE_YOUR_CALM = 0xB
 _MAX_WINDOW = 2**31 - 1
 #: HEADERS plus CONTINUATION frames one header block may take (h2's backlog, the same limit).
 _CONTINUATION_BACKLOG = 64
-#: Closed streams remembered (h2's MAX_CLOSED_STREAMS).
-_CLOSED_MEMORY = 2**16
+#: Closed streams remembered (the newest half to all of this many), so a frame the peer sent
+#: before it saw our reset gets a stream error, not a connection error. h2 keeps 2**16: about
+#: 5 MB per long-lived connection; the newest 2,048 cover far more than a round trip's streams.
+_CLOSED_MEMORY = 2**12
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -487,7 +489,9 @@ class H2FastEngine:
         self._pushed.discard(stream_id)
         closed = self._closed
         if len(closed) >= _CLOSED_MEMORY:
-            del closed[next(iter(closed))]
+            # Forget the older half at once: deleting the oldest one by one is quadratic (a
+            # dict's iteration walks over the holes its deletions leave until it resizes).
+            self._closed = closed = dict(list(closed.items())[_CLOSED_MEMORY // 2 :])
         closed[stream_id] = by_reset
 
     def _header_frames(self, kind: int, flags: int, stream_id: int, block: bytes) -> None:

@@ -14,6 +14,7 @@ import struct
 import pytest
 from hyperframe.frame import SettingsFrame
 
+from hypercorn.protocols import h2_fast
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.h2pair import ENGINES, PREFACE
 from tests.support.h2raw import (
@@ -172,6 +173,24 @@ def test_5_1_closed_after_reset_data(client: RawClient) -> None:
     client.send(rst_stream(1, 0x8))
     client.send(frame(DATA, 0, 1, b"x"))
     client.stream_error(1, STREAM_CLOSED)
+
+
+def test_5_1_closed_streams_are_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast engine remembers how the newest closed streams closed, and forgets the
+    oldest once it holds ``_CLOSED_MEMORY``: a long-lived connection's memory stays bounded."""
+    monkeypatch.setattr(h2_fast, "_CLOSED_MEMORY", 8)
+    client = RawClient(engine="fast")
+    ids = range(1, 81, 2)  # 40 streams, each reset by the client
+    for stream_id in ids:
+        client.request(stream_id, end_stream=False)
+        client.send(rst_stream(stream_id, 0x8))
+    client.send(frame(DATA, 0, ids[-1], b"x"))  # remembered: closed by a reset
+    client.stream_error(ids[-1], STREAM_CLOSED)
+    client.alive()
+    client.send(frame(DATA, 0, ids[0], b"x"))  # forgotten: only "closed before" is known
+    client.connection_error(PROTOCOL_ERROR)
 
 
 def test_5_1_priority_on_half_closed_is_fine(client: RawClient) -> None:
