@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from hypercorn.protocols.asgi_http import AsgiHttpStream
     from hypercorn.protocols.asgi_ws import AsgiWsStream
@@ -74,6 +74,11 @@ class ConnectionSink(Protocol):
     def writelines(self, parts: Sequence[bytes]) -> None:
         """``write`` of ``parts`` in order, as one write, without joining them where the
         transport can (a large body between small frame pieces: no copy)."""
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` from the loop once the running task yields, before the loop waits
+        for anything (a core that held bytes back to write them together writes them then).
+        """
 
     def close(self) -> None:
         """Flush what was written, then close. Idempotent."""

@@ -227,6 +227,7 @@ class ConnectionDriver:
         "_timer_at",
         "_transport",
         "_watch",
+        "call_soon",
         "write",
         "writelines",
     )
@@ -247,6 +248,8 @@ class ConnectionDriver:
         #: write): the core never writes after it closed, aborted or saw the connection lost.
         self.write = transport.raw_write
         self.writelines = transport.raw_writelines
+        #: The sink's ``call_soon`` is the loop's (the core flushes held bytes from it).
+        self.call_soon = backend.call_soon
         self._pending: list[_AppStream | _AppWsStream] = []
         #: A start of the pending apps is scheduled on the loop (see ``_after_app``).
         self._deferred = False

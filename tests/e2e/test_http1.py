@@ -201,6 +201,43 @@ def test_streaming_to_a_slow_reader_does_not_buffer_everything(run_server: RunSe
     assert data.count(chunk[:1]) >= total_chunks * len(chunk)
 
 
+def test_a_piece_sent_before_a_pause_is_on_the_wire_during_the_pause(
+    run_server: RunServer,
+) -> None:
+    """Pieces of one step are written together (response.py Rule 4), but one the app sent
+    before it waits must not wait with it: the app goes on only once the client read it."""
+    read = threading.Event()
+
+    async def ticks(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for tick in (b"one", b"two"):
+            await send({"type": "http.response.body", "body": tick, "more_body": True})
+            while not read.is_set():  # (the client's side, in another thread)
+                await loop_sleep(0.005)
+            read.clear()
+        await send({"type": "http.response.body", "body": b""})
+
+    server = run_server(ticks)
+    with server.connect(timeout=DEADLINE) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+        client.send(h11.EndOfMessage())
+        seen = []
+        while True:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                client.receive_data(sock.recv(65536))  # (times out if a tick is held)
+            elif isinstance(event, h11.Data):
+                seen.append(bytes(event.data))
+                read.set()
+            elif isinstance(event, h11.EndOfMessage):
+                break
+    assert seen == [b"one", b"two"]
+
+
 def test_disconnect_is_delivered(run_server: RunServer) -> None:
     seen: list[str] = []
 

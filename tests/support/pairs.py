@@ -11,7 +11,7 @@ with every parser stack behind the H1Parser interface.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import h11
@@ -76,23 +76,40 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.out = bytearray()
+        #: Calls of ``write`` and ``writelines`` (each would be one system call or so).
+        self.writes = 0
         self.closed = False
         self.aborted = False
         self.reading_paused = False
         self.pause_calls = 0
         self.started: list[Any] = []
         self.switched: list[SwitchProtocol] = []
+        #: Callbacks given to ``call_soon``, not run yet (``run_soon``).
+        self.soon: list[Callable[[], object]] = []
         #: Carries out a protocol switch (as the driver does), if set.
         self.on_switch: Any = None
 
     def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._append(data)
+
+    def writelines(self, parts: Sequence[bytes]) -> None:
+        self.writes += 1
+        for part in parts:
+            self._append(part)
+
+    def _append(self, data: bytes) -> None:
         assert not self.closed, "write after close"
         assert isinstance(data, bytes)
         self.out += data
 
-    def writelines(self, parts: Sequence[bytes]) -> None:
-        for part in parts:
-            self.write(part)
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        self.soon.append(fn)
+
+    def run_soon(self) -> None:
+        """Run what was scheduled with ``call_soon``, as the loop would after a task step."""
+        while self.soon:
+            self.soon.pop(0)()
 
     def close(self) -> None:
         self.closed = True
@@ -193,6 +210,7 @@ class H1Pair:
     # -- server to client ------------------------------------------------------------------
 
     def new_output(self) -> bytes:
+        self.sink.run_soon()  # (the loop went round before the client reads)
         data = bytes(self.sink.out[self._read :])
         self._read = len(self.sink.out)
         return data

@@ -287,6 +287,7 @@ class H1Connection(ResponseWriter):
                 self.deadline = grace
 
     def connection_lost(self) -> None:
+        self._held = None
         self._closed = True
         self._phase = _PHASE_CLOSED
         self.deadline = self._write_deadline = None
@@ -543,6 +544,8 @@ class H1Connection(ResponseWriter):
     def _close(self) -> None:
         if self._closed:
             return
+        if self._held:  # (what the app sent goes before the close: Rule 4 of response.py)
+            self.flush_held()
         self._closed = True
         self._phase = _PHASE_CLOSED
         self.deadline = self._write_deadline = None

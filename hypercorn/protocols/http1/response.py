@@ -12,6 +12,14 @@ otherwise Content-Length of the whole body when the first body message is also t
 otherwise chunked (HTTP/1.1) or close-delimited (HTTP/1.0). HEAD, 204 and 304 responses
 carry no body bytes whatever the app sends.
 
+Rule 4 - a streamed response's pieces are held and written together: what the app sends in
+one step of its task (a head and body messages with ``more_body``) is written as one
+``writelines`` (one system call) when its last message is, or once the task yields (the sink's
+``call_soon``: before the loop waits for anything, so a piece sent before a pause is on the
+wire at once), or as soon as ``_HOLD_BYTES`` or ``_HOLD_PIECES`` are held (so flow control
+still sees the bytes: the transport pauses, the app's ``send`` waits). Anything else written
+or a close flushes what is held first; an abort or a lost connection drops it.
+
 The app's header lists are validated and their facts (Content-Length, Connection: close,
 its own Date / Server) picked out once per distinct list: apps send the same few lists over
 and over, so the facts are memoised (``_known_header_facts``).
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -94,6 +102,11 @@ _CRLF_LAST_CHUNK = _CRLF + _LAST_CHUNK
 #: Body pieces from this size on are written beside their framing (``writelines``) rather
 #: than copied into one bytes object with it; below it, one copy is cheaper than a vector.
 _VECTORED = 4096
+#: Rule 4: held pieces are written as soon as they hold this many bytes (the transports'
+#: default high-water mark: no more is held than a transport buffers before pausing) or
+#: number this many buffers (small pieces are framed into one buffer each).
+_HOLD_BYTES = 64 * 1024
+_HOLD_PIECES = 64
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _EMPTY_BODY = b"content-length: 0\r\n"
 _CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
@@ -115,13 +128,17 @@ class ResponseWriter:
     """The response half of an HTTP/1.1 connection; see the module docstring."""
 
     __slots__ = (
+        "_call_soon",
         "_chunk_trailers_ok",
         "_closed",
         "_continue_pending",
         "_dates",
         "_extra_lines",
+        "_flush_scheduled",
         "_framing",
         "_head",
+        "_held",
+        "_held_size",
         "_keep_alive",
         "_remaining",
         "_request_done",
@@ -138,6 +155,11 @@ class ResponseWriter:
     def __init__(self, sink: ConnectionSink, limits: ProtocolLimits, dates: DateCache) -> None:
         self._write = sink.write
         self._writelines = sink.writelines
+        self._call_soon = sink.call_soon
+        #: Rule 4: pieces held back, their size, and whether ``flush_held`` is scheduled.
+        self._held: list[bytes] | None = None
+        self._held_size = 0
+        self._flush_scheduled = False
         lines = _fixed_lines.get(id(limits))
         if lines is None or lines[0] is not limits:
             lines = _fixed_lines_for(limits)
@@ -301,7 +323,13 @@ class ResponseWriter:
         self._continue_pending = False
         if body and framing is not _FRAMING_NONE:
             append(body)
-        if vectored:
+        if not end:  # (a streamed response: Rule 4)
+            if vectored:
+                self._hold(parts, sum(map(len, parts)))
+            else:
+                joined = b"".join(parts)
+                self._hold((joined,), len(joined))
+        elif vectored:
             self._writelines(parts)
         else:
             self._write(b"".join(parts))
@@ -334,6 +362,49 @@ class ResponseWriter:
         dates.tails[self._tail_fixed] = (tail, until)
         return tail
 
+    def _hold(self, pieces: Sequence[bytes], size: int) -> None:
+        """Hold ``pieces`` (``size`` bytes) back, to be written with what follows (Rule 4).
+        (While something is held, its flush is scheduled: ``send_body`` relies on it.)"""
+        held = self._held
+        if held is None:
+            held = self._held = []
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            call_soon = self._call_soon  # (through a local: see send_head)
+            call_soon(self.flush_held)
+        held += pieces
+        size += self._held_size
+        if size >= _HOLD_BYTES or len(held) >= _HOLD_PIECES:
+            self._held = None
+            self._held_size = 0
+            writelines = self._writelines
+            writelines(held)
+        else:
+            self._held_size = size
+
+    def flush_held(self) -> None:
+        """Write what is held (Rule 4): called from the loop once the app's task yielded."""
+        self._flush_scheduled = False
+        held = self._held
+        if held:
+            self._held = None
+            self._held_size = 0
+            if not self._closed:
+                self._writelines(held)
+
+    def _write_after_held(self, pieces: Sequence[bytes]) -> None:
+        """Write ``pieces`` (after what is held, in one write with it)."""
+        held = self._held
+        if held:
+            self._held = None
+            self._held_size = 0
+            held += pieces
+            self._writelines(held)
+        elif len(pieces) == 1:
+            self._write(pieces[0])
+        else:
+            self._writelines(pieces)
+
     def _frame(self, data: bytes, end: bool) -> tuple[bytes, bool]:
         """(bytes to write for this body piece, content-length left unfilled at the end)."""
         framing = self._framing
@@ -352,26 +423,62 @@ class ResponseWriter:
     def send_body(self, stream: AsgiHttpStream, data: bytes, end: bool, now: float) -> None:
         if stream is not self._stream or self._closed:
             return
+        short = False
         if self._framing is _FRAMING_CHUNKED:
             # Streaming's usual case, without _frame's tuple; a large piece is not copied
-            # into its frame (one vectored write of size line, data and CRLF).
-            if len(data) >= _VECTORED:
-                writelines = self._writelines
-                writelines((b"%x\r\n" % len(data), data, _CRLF_LAST_CHUNK if end else _CRLF))
+            # into its frame (written beside its size line and CRLF).
+            size = len(data)
+            if size >= _VECTORED:
+                pieces: tuple[bytes, ...] = (
+                    _size_lines.get(size) or _size_line(size),
+                    data,
+                    _CRLF_LAST_CHUNK if end else _CRLF,
+                )
+            elif data:
+                pieces = (_chunk(data, end),)
+            elif end:
+                pieces = (_LAST_CHUNK,)
             else:
-                framed = _chunk(data, end)
-                if framed:
-                    write = self._write  # (through a local: see send_head)
-                    write(framed)
+                return
         else:
             framed, short = self._frame(data, end)
-            if framed:
-                write = self._write
-                write(framed)
-            if short:
-                raise AppProtocolError("response body shorter than its content-length")
-        if end:
-            self._response_complete(now)
+            if not framed:
+                if end:
+                    if self._held:
+                        self._write_after_held(())
+                    if short:
+                        raise AppProtocolError("response body shorter than its content-length")
+                    self._response_complete(now)
+                return
+            pieces = (framed,)
+            size = len(framed)
+        if not end:
+            held = self._held
+            if held:  # (``_hold`` inline for a later piece of a step: a call costs as much)
+                held += pieces
+                size += self._held_size
+                if size < _HOLD_BYTES and len(held) < _HOLD_PIECES:
+                    self._held_size = size
+                    return
+                self._held = None
+                self._held_size = 0
+                writelines = self._writelines
+                writelines(held)
+            else:
+                self._hold(pieces, size)
+            return
+        # (The response's last piece: with what is held, in one write.)
+        if self._held:
+            self._write_after_held(pieces)
+        elif len(pieces) == 1:
+            write = self._write  # (through a local: see send_head)
+            write(pieces[0])
+        else:
+            writelines = self._writelines
+            writelines(pieces)
+        if short:
+            raise AppProtocolError("response body shorter than its content-length")
+        self._response_complete(now)
 
     def send_trailers(
         self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
@@ -386,11 +493,13 @@ class ResponseWriter:
                     check_header(name, value)
                     lines.append(b"%s: %s\r\n" % (name, value))
                 lines.append(_CRLF)
-                self._write(b"".join(lines))
+                self._write_after_held((b"".join(lines),))
             else:
-                self._write(_LAST_CHUNK)
+                self._write_after_held((_LAST_CHUNK,))
         elif framing is _FRAMING_CONTENT_LENGTH and self._remaining:
             raise AppProtocolError("response body shorter than its content-length")
+        elif self._held:
+            self._write_after_held(())
         self._response_complete(now)
 
     def send_error(self, stream: AsgiHttpStream, status: int, now: float) -> None:
@@ -490,6 +599,17 @@ def _header_facts(headers: Iterable[tuple[bytes, bytes]], no_content: bool) -> _
 
 #: ``_header_facts`` for header lists seen before (a C-level cache: no Python frame on a hit).
 _known_header_facts = functools.lru_cache(maxsize=256)(_header_facts)
+
+
+#: Chunk-size lines by size (apps stream in a few fixed sizes; ``%`` formatting costs more).
+_size_lines: dict[int, bytes] = {}
+
+
+def _size_line(size: int) -> bytes:
+    if len(_size_lines) >= 64:
+        _size_lines.clear()
+    line = _size_lines[size] = b"%x\r\n" % size
+    return line
 
 
 def _chunk(data: bytes, end: bool) -> bytes:
