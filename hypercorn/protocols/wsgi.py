@@ -57,8 +57,21 @@ def build_environ(
     ("refuse") or are mapped like the others ("dangerous"). Raises ``InvalidPathError`` when
     the path does not start with ``root_path``.
     """
-    path: str = scope["path"]
-    script_name: str = scope.get("root_path", "") or ""
+    try:
+        # Subscripts, not ``.get``: the server's scopes have every key, and a method call per
+        # key costs several subscripts. A hand-made scope may leave the optional ones out.
+        path: str = scope["path"]
+        script_name: str | None = scope["root_path"]
+        scheme: str | None = scope["scheme"]
+        server = scope["server"]
+        http_version: str = scope["http_version"]
+        query_string: bytes = scope["query_string"]
+        client = scope["client"]
+        headers: Iterable[tuple[bytes, bytes]] = scope["headers"]
+    except KeyError:
+        if "path" not in scope:
+            raise
+        return build_environ({**_SCOPE_DEFAULTS, **scope}, body, errors, header_map)
     if script_name:
         if path == script_name or path.startswith(script_name + "/"):
             path = path[len(script_name) :] or "/"
@@ -69,28 +82,21 @@ def build_environ(
             raise InvalidPathError(path)
         script_name = _bytes_as_unicode(script_name)
 
-    scheme: str = scope.get("scheme") or "http"
-    server = scope.get("server")
-    http_version = scope.get("http_version", "1.1")
     # What a connection's requests share comes from a template (a dict copy costs a fraction
     # of building the same dict key by key); the rest overwrites its placeholders in place.
     try:
-        template = _TEMPLATES.get((scheme, server, http_version))
-    except TypeError:  # (an unhashable server in a hand-made scope)
-        template = None
-    if template is None:
-        template = _template(scheme, server, http_version)
+        template = _TEMPLATES[scheme, server, http_version]
+    except (KeyError, TypeError):  # (TypeError: an unhashable server in a hand-made scope)
+        template = _template(scheme or "http", server, http_version)
     environ = template.copy()
     environ["REQUEST_METHOD"] = scope["method"]
     if script_name:
         environ["SCRIPT_NAME"] = script_name
     environ["PATH_INFO"] = path if path.isascii() else _bytes_as_unicode(path)
-    query_string = scope.get("query_string", b"")
     if query_string:
         environ["QUERY_STRING"] = query_string.decode("latin-1")
     environ["wsgi.input"] = BytesIO(body)
     environ["wsgi.errors"] = errors if errors is not None else sys.stderr
-    client = scope.get("client")
     if client is not None:
         host = client[0]
         environ["REMOTE_ADDR"] = host if type(host) is str else str(host)
@@ -98,7 +104,7 @@ def build_environ(
             environ["REMOTE_PORT"] = str(client[1])
 
     keys = _ENVIRON_KEYS
-    for raw_name, raw_value in scope.get("headers", ()):
+    for raw_name, raw_value in headers:
         key = keys.get(raw_name)
         if key is None:
             if b"_" in raw_name and header_map != "dangerous":
@@ -107,16 +113,30 @@ def build_environ(
                 continue
             key = _environ_key(raw_name)
         value = raw_value.decode("latin-1")
-        existing = environ.get(key)
-        environ[key] = value if existing is None else existing + "," + value
+        if key in environ:  # (no template key is a header's)
+            environ[key] = environ[key] + "," + value
+        else:
+            environ[key] = value
     return environ
+
+
+#: What a scope without the optional keys means (ASGI's defaults).
+_SCOPE_DEFAULTS: dict[str, Any] = {
+    "root_path": "",
+    "scheme": "http",
+    "server": None,
+    "http_version": "1.1",
+    "query_string": b"",
+    "client": None,
+    "headers": (),
+}
 
 
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
 #: (scheme, server, http_version) -> the environ keys every request there shares, with
 #: placeholders for the per-request ones (so that setting them does not grow the dict).
 #: Bounded like the caches below (past the cap, templates are built every time).
-_TEMPLATES: dict[tuple[str, Any, str], dict[str, Any]] = {}
+_TEMPLATES: dict[tuple[str | None, Any, str], dict[str, Any]] = {}
 
 
 def _template(scheme: str, server: Any, http_version: str) -> dict[str, Any]:

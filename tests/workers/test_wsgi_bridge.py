@@ -209,6 +209,31 @@ def test_environ_without_server_or_client() -> None:
     assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("/tmp/hc.sock", "80")
 
 
+def test_environ_of_a_scope_without_the_optional_keys() -> None:
+    """A hand-made scope may leave out what ASGI gives defaults for (or give None)."""
+    environ = build_environ({"type": "http", "method": "GET", "path": "/x"}, b"")
+    assert environ["SCRIPT_NAME"] == ""
+    assert environ["PATH_INFO"] == "/x"
+    assert environ["QUERY_STRING"] == ""
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert environ["wsgi.url_scheme"] == "http"
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("localhost", "80")
+    assert "REMOTE_ADDR" not in environ
+    assert not [key for key in environ if key.startswith("HTTP_")]
+    environ = build_environ(scope(scheme=None, root_path=None), b"")
+    assert (environ["wsgi.url_scheme"], environ["SCRIPT_NAME"]) == ("http", "")
+    with pytest.raises(KeyError):
+        build_environ({"type": "http", "method": "GET"}, b"")
+
+
+def test_environ_joins_repeated_headers_with_equal_values() -> None:
+    # (one-character and empty strings are shared objects: equal values must still join)
+    environ = build_environ(
+        scope(headers=[(b"x-a", b"1"), (b"x-a", b"1"), (b"x-b", b""), (b"x-b", b"")]), b""
+    )
+    assert (environ["HTTP_X_A"], environ["HTTP_X_B"]) == ("1,1", ",")
+
+
 @pytest.mark.parametrize(
     ("status", "code"), [("200 OK", 200), ("404 Not Found", 404), ("599", 599)]
 )
