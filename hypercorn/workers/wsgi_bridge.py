@@ -277,7 +277,8 @@ class _Exchange:
         self.sender: TaskHandle | None = None
         self.sender_done: AsyncEvent | None = None
         self.watcher: TaskHandle | None = None
-        #: time.monotonic() when a pool thread began running the application.
+        #: time.monotonic() when a pool thread began running the application; None before
+        #: that and again once it returned (written by the thread, one store each).
         self.started_at: float | None = None
         self.thread_done: AsyncEvent | None = None
         #: The context the application runs in (a copy of the request task's).
@@ -320,9 +321,9 @@ class _Exchange:
                 del error
             return
         # The sweep may have started streaming between the thread finishing and this
-        # coroutine resuming.
+        # coroutine resuming. (No sender is started now: one that never ran has sent
+        # nothing, and the whole response goes out below.)
         if self.streaming:
-            self._ensure_sender()
             await self._stop_streaming(abort=False)
             if self.aborted:
                 return
@@ -413,6 +414,12 @@ class _Exchange:
             if started is None or now - started < STREAM_AFTER:
                 return False
             self.streaming = True
+            if not self.chunks:
+                # Nothing to send yet: the thread's next chunk wakes the loop, whose
+                # ``_on_wake`` starts the sender. An application that was slow to start
+                # (waiting for the GIL under load, say) and then returns its whole body
+                # costs no tasks.
+                return True
             self.notified = True
         self._ensure_sender()
         return True
@@ -512,6 +519,9 @@ class _Exchange:
             self.context.run(self._call_app)
         except BaseException as exc:  # (for the loop: ``done`` hands it over)
             self.error = exc
+        # Done: the sweep must not start streaming while the loop has yet to hear of it
+        # (a loop busy with other connections may take longer than STREAM_AFTER).
+        self.started_at = None
 
     def _call_app(self) -> None:
         self.started_at = time.monotonic()

@@ -565,6 +565,31 @@ def test_streaming_sends_chunks_before_the_app_finishes(worker_class: str) -> No
     assert b"content-length" not in client.headers
 
 
+def test_slow_start_then_chunks_still_stream(worker_class: str) -> None:
+    """The sweep finds the app running with nothing to send yet (no sender is started
+    then): its first chunk must still reach the client while the app waits for it."""
+    release = threading.Event()
+
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        threading.Event().wait(STREAM_AFTER * 4)  # slower than the fast-path window
+        start_response("200 OK", [])
+        yield b"first"
+        assert release.wait(10), "the first chunk was never sent"
+        yield b"second"
+
+    client = Client()
+
+    async def on_send(message: Message) -> None:
+        if message.get("body") == b"first":
+            release.set()
+
+    client.on_send = on_send
+    call(worker_class, app, client=client)
+    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
+    assert [m["body"] for m in bodies] == [b"first", b"second", b""]
+    assert b"content-length" not in client.headers
+
+
 def test_many_chunks_stream_in_order(worker_class: str) -> None:
     client = call(worker_class, wsgi_streaming(chunks=200, size=100))
     assert client.body == b"".join(bytes([97 + i % 26]) * 100 for i in range(200))
@@ -643,6 +668,22 @@ def test_slow_app_switches_to_streaming_and_completes(worker_class: str) -> None
     assert client.status == 200
     assert client.body == b"slow"
     assert client.sent[-1]["more_body"] is False
+
+
+def test_slow_app_returning_a_list_is_sent_whole(worker_class: str) -> None:
+    """Slow to start (as under load, waiting for the GIL) but nothing streamed: the body
+    goes out in one message with the Content-Length the server adds."""
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        threading.Event().wait(STREAM_AFTER * 4)
+        start_response("200 OK", [])
+        return [b"sl", b"ow"]
+
+    client = call(worker_class, app)
+    assert client.status == 200
+    assert client.headers[b"content-length"] == b"4"
+    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
+    assert [(m["body"], m.get("more_body", False)) for m in bodies] == [(b"slow", False)]
 
 
 def test_wrap_app_detects_wsgi_and_uses_config_limit(worker_class: str) -> None:
