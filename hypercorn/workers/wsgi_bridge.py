@@ -106,7 +106,10 @@ class WSGIBridge:
     ) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            # (inline, not a coroutine of its own: each is a frame per request)
+            body = await self._read_body(scope, receive, send)
+            if body is not None:
+                await _Exchange(self, receive, send, scope, body).serve()
         elif kind == "websocket":
             # WSGI has no WebSockets: deny the handshake (403).
             await send({"type": "websocket.close", "code": 1000})
@@ -114,15 +117,6 @@ class WSGIBridge:
             await _lifespan(receive, send)
         else:
             raise RuntimeError(f"unknown ASGI scope type {kind!r}")
-
-    async def _http(
-        self, scope: MutableMapping[str, Any], receive: ASGIReceive, send: ASGISend
-    ) -> None:
-        body = await self._read_body(scope, receive, send)
-        if body is None:
-            return
-        exchange = _Exchange(self, receive, send, scope, body)
-        await exchange.serve()
 
     def _watch(self, exchange: _Exchange) -> None:
         self._running.add(exchange)
@@ -294,44 +288,41 @@ class _Exchange:
 
     async def serve(self) -> None:
         try:
-            await self._serve()
+            bridge = self.bridge
+            self.thread_done = thread_done = bridge.backend.event()
+            self.context = contextvars.copy_context()
+            bridge.pool.submit(self)
+            bridge._watch(self)
+            try:
+                await thread_done.wait()
+            except BaseException:
+                # Cancelled: the thread runs on (nothing can stop it) and hears of the abort.
+                bridge._running.discard(self)
+                await self._stop_streaming(abort=True)
+                raise
+            error = self.error
+            if error is not None:
+                self.error = None  # (no cycle through the traceback's frames)
+                try:
+                    await self._after_error(error)
+                finally:
+                    del error
+                return
+            # The sweep may have started streaming between the thread finishing and this
+            # coroutine resuming. (No sender is started now: one that never ran has sent
+            # nothing, and the whole response goes out below.)
+            if self.streaming:
+                await self._stop_streaming(abort=False)
+                if self.aborted:
+                    return
+                if self.headers_sent:
+                    await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+            # The thread is done and nothing was sent yet: the whole response in one go.
+            await self._send_complete()
         finally:
             if self.watcher is not None:
                 self.watcher.cancel()
-
-    async def _serve(self) -> None:
-        bridge = self.bridge
-        self.thread_done = thread_done = bridge.backend.event()
-        self.context = contextvars.copy_context()
-        bridge.pool.submit(self)
-        bridge._watch(self)
-        try:
-            await thread_done.wait()
-        except BaseException:
-            # Cancelled: the thread runs on (nothing can stop it) and hears of the abort.
-            bridge._running.discard(self)
-            await self._stop_streaming(abort=True)
-            raise
-        error = self.error
-        if error is not None:
-            self.error = None  # (no cycle through the traceback's frames)
-            try:
-                await self._after_error(error)
-            finally:
-                del error
-            return
-        # The sweep may have started streaming between the thread finishing and this
-        # coroutine resuming. (No sender is started now: one that never ran has sent
-        # nothing, and the whole response goes out below.)
-        if self.streaming:
-            await self._stop_streaming(abort=False)
-            if self.aborted:
-                return
-            if self.headers_sent:
-                await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-        # The thread is done and nothing was sent yet: the whole response in one go.
-        await self._send_complete()
 
     async def _after_error(self, exc: BaseException) -> None:
         if not isinstance(exc, Exception):
@@ -526,7 +517,7 @@ class _Exchange:
     def _call_app(self) -> None:
         self.started_at = time.monotonic()
         try:
-            environ = build_environ(self.scope, self.body, header_map=self.bridge.header_map)
+            environ = build_environ(self.scope, self.body, None, self.bridge.header_map)
         except InvalidPathError:
             self._answer(404, b"Not Found\n")
             return
@@ -534,12 +525,13 @@ class _Exchange:
             self._answer(400, b"Header names with underscores are refused.\n")
             return
         result: Iterable[bytes] = self.bridge.app(environ, self.start_response)
+        if type(result) in (list, tuple) and self.status is not None:
+            # The whole body is known: hand it over at once, without waking the sender,
+            # so that run() can send it with a Content-Length. (A list or tuple itself has
+            # no close() to call.)
+            self._push_all(result)  # type: ignore[arg-type]
+            return
         try:
-            if type(result) in (list, tuple) and self.status is not None:
-                # The whole body is known: hand it over at once, without waking the sender,
-                # so that run() can send it with a Content-Length.
-                self._push_all(result)
-                return
             for chunk in result:
                 if chunk:
                     self._push(chunk)
@@ -586,21 +578,26 @@ class _Exchange:
         if data:
             self._push(data)
 
-    def _push_all(self, chunks: Iterable[object]) -> None:
-        parts: list[bytes] = []
-        for chunk in chunks:
-            if not isinstance(chunk, bytes):
-                if not isinstance(chunk, (bytearray, memoryview)):
-                    raise TypeError(
-                        f"WSGI application must produce bytes, got {type(chunk).__name__}"
-                    )
-                chunk = bytes(chunk)
-            if chunk:
-                parts.append(chunk)
-        if not parts:
-            return
+    def _push_all(self, chunks: list[object] | tuple[object, ...]) -> None:
+        if len(chunks) == 1 and type(chunks[0]) is bytes:  # (the usual ``[body]``)
+            body: bytes = chunks[0]
+            if not body:
+                return
+        else:
+            parts: list[bytes] = []
+            for chunk in chunks:
+                if not isinstance(chunk, bytes):
+                    if not isinstance(chunk, (bytearray, memoryview)):
+                        raise TypeError(
+                            f"WSGI application must produce bytes, got {type(chunk).__name__}"
+                        )
+                    chunk = bytes(chunk)
+                if chunk:
+                    parts.append(chunk)
+            if not parts:
+                return
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.committed = True
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         with self.lock:
             if self.aborted:
                 return
