@@ -274,9 +274,10 @@ class _Exchange:
         #: time.monotonic() when a pool thread began running the application; None before
         #: that and again once it returned (written by the thread, one store each).
         self.started_at: float | None = None
-        self.thread_done: AsyncEvent | None = None
-        #: The context the application runs in (a copy of the request task's).
-        self.context: contextvars.Context | None = None
+        self.thread_done: AsyncEvent = bridge.backend.event()
+        #: The context the application runs in (a copy of the request task's: this is
+        #: made in it).
+        self.context = contextvars.copy_context()
         #: What the application thread raised (given to the loop by ``done``).
         self.error: BaseException | None = None
 
@@ -289,12 +290,10 @@ class _Exchange:
     async def serve(self) -> None:
         try:
             bridge = self.bridge
-            self.thread_done = thread_done = bridge.backend.event()
-            self.context = contextvars.copy_context()
             bridge.pool.submit(self)
             bridge._watch(self)
             try:
-                await thread_done.wait()
+                await self.thread_done.wait()
             except BaseException:
                 # Cancelled: the thread runs on (nothing can stop it) and hears of the abort.
                 bridge._running.discard(self)
@@ -418,7 +417,6 @@ class _Exchange:
     def done(self) -> None:
         """The pool's ``Job.done``: the thread finished (from the loop)."""
         self.bridge._running.discard(self)
-        assert self.thread_done is not None
         self.thread_done.set()
 
     def _ensure_sender(self) -> None:
@@ -506,7 +504,6 @@ class _Exchange:
     def run(self) -> None:
         """The pool's ``Job.run``: the application, in the request's context."""
         try:
-            assert self.context is not None
             self.context.run(self._call_app)
         except BaseException as exc:  # (for the loop: ``done`` hands it over)
             self.error = exc
