@@ -1,20 +1,19 @@
-"""HTTP/2 streams on one connection: the stream table, the StreamWire side and flow control.
+"""HTTP/2 streams on one connection: the StreamWire side and flow control.
 
-``H2Streams`` is the half of ``H2Connection`` (``http2.py``) that its streams see: it writes
-their responses (``StreamWire``) within the peer's windows and opens the peer's windows as
-the apps read (Rules 1 and 2 in ``http2.py``). The connection half adds the driver side, the
-engine's events, shutdown and deadlines.
+``H2Streams`` is the half of ``H2Connection`` (``http2.py``) that its streams see: on the
+stream table HTTP/3 shares (``multiplexed.py``), it writes their responses (``StreamWire``)
+within the peer's windows and opens the peer's windows as the apps read (Rules 1 and 2 in
+``http2.py``). The connection half adds the driver side, the engine's events, shutdown and
+deadlines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from hypercorn.protocols.asgi_http import AsgiHttpStream
-from hypercorn.protocols.connection import ConnectionSink
-from hypercorn.protocols.errors import AppProtocolError
-from hypercorn.protocols.h2_engine import INTERNAL_ERROR, NO_ERROR, H2Engine
+from hypercorn.protocols.asgi_ws import AsgiWsStream
+from hypercorn.protocols.h2_engine import CANCEL, INTERNAL_ERROR, NO_ERROR, H2Engine
 from hypercorn.protocols.h2_guard import (
     CONNECTION_WINDOW,
     OVERHEAD_BURST,
@@ -24,102 +23,34 @@ from hypercorn.protocols.h2_guard import (
 )
 from hypercorn.protocols.h2_headers import (
     body_remaining,
-    error_head,
     response_facts,
     status_bytes,
-    trailer_block,
 )
-from hypercorn.protocols.headers import DateCache
-from hypercorn.protocols.limits import ProtocolLimits
-
-if TYPE_CHECKING:
-    from hypercorn.protocols.asgi_ws import AsgiWsStream
-    from hypercorn.protocols.h2_ws import WsStreamState
+from hypercorn.protocols.multiplexed import MultiplexedStreams, StreamRecord
 
 _NO_BODY_STATUSES = frozenset((204, 304))
-_INFINITY = float("inf")
 
 
-class Stream:
-    """The wire's state for one stream, beside its ``AsgiHttpStream``."""
-
-    __slots__ = (
-        "asgi",
-        "blocked_since",
-        "head_sent",
-        "held",
-        "no_body",
-        "pending",
-        "pending_end",
-        "pending_trailers",
-        "recv_open",
-        "recv_window",
-        "remaining",
-        "response_done",
-        "stream_debt",
-        "ws",
-    )
-
-    def __init__(self, asgi: AsgiHttpStream | AsgiWsStream, recv_open: bool) -> None:
-        self.asgi = asgi
-        #: A WebSocket's state (RFC 8441, ``h2_ws.py``), or None for an HTTP exchange.
-        self.ws: WsStreamState | None = None
-        #: The request body is still coming.
-        self.recv_open = recv_open
-        #: Body bytes handed to the app and not read by it yet.
-        self.held = 0
-        #: What the peer may still send on this stream, and what we owe it.
-        self.recv_window = STREAM_WINDOW
-        self.stream_debt = 0
-        #: Response body the windows did not let go yet (one app message at most).
-        self.pending = b""
-        self.pending_end = False
-        self.pending_trailers: list[tuple[bytes, bytes]] | None = None
-        self.blocked_since: float | None = None
-        self.head_sent = False
-        self.response_done = False
-        #: Bytes the app's Content-Length still promises, or None.
-        self.remaining: int | None = None
-        #: HEAD, 204 or 304: no DATA whatever the app sends.
-        self.no_body = False
-
-
-class H2Streams:
-    """The stream table and the writing side of an HTTP/2 connection (see the module
-    docstring); ``H2Connection`` completes it."""
+class H2Streams(MultiplexedStreams):
+    """The writing side of an HTTP/2 connection (see the module docstring);
+    ``H2Connection`` completes it."""
 
     __slots__ = (
-        "_closed",
         "_conn_debt",
         "_conn_window",
-        "_dates",
         "_engine",
-        "_extra",
         "_last_head",
-        "_limits",
-        "_now",
         "_overhead",
-        "_server_value",
-        "_sink",
-        "_stall_at",
-        "_streams",
         "_write",
     )
 
-    def __init__(
-        self,
-        sink: ConnectionSink,
-        limits: ProtocolLimits,
-        dates: DateCache,
-        engine: H2Engine,
-        now: float,
-    ) -> None:
-        self._sink = sink
-        self._write = sink.write
-        self._limits = limits
-        self._dates: DateCache | None = dates if limits.include_date_header else None
-        self._server_value = limits.h2_server_header
-        self._extra = limits.extra_headers
+    _SENDS_INTERIM = True
+    _INTERNAL_ERROR = INTERNAL_ERROR
+    _CANCEL = CANCEL
+
+    def _init_wire(self, engine: H2Engine) -> None:
+        """(Called by ``H2Connection.__init__``, after the table's.)"""
+        self._write = self._sink.write
         #: (status, facts, date, header tuple) of the last response head built.
         self._last_head: tuple[int, object, object, tuple[tuple[bytes, bytes], ...]] = (
             0,
@@ -128,27 +59,24 @@ class H2Streams:
             (),
         )
         self._engine = engine
-        self._streams: dict[int, Stream] = {}
-        self._now = now
-        self._closed = False
         #: What the peer may still send on the connection, and what we owe it.
         self._conn_window = CONNECTION_WINDOW
         self._conn_debt = 0
-        self._overhead = LeakyBucket(OVERHEAD_BURST, OVERHEAD_RATE, now)
-        self._stall_at: float | None = None
+        self._overhead = LeakyBucket(OVERHEAD_BURST, OVERHEAD_RATE, self._now)
 
-    # -- hooks for the connection half -------------------------------------------------------
+    # -- hooks of MultiplexedStreams ---------------------------------------------------------
 
-    def _set_deadline(self) -> None:
-        raise NotImplementedError
+    def _send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        self._engine.send_headers(stream_id, headers, end)
 
-    def _all_streams_done(self) -> None:
-        """The last stream left the table."""
-        raise NotImplementedError
+    def _reset(self, stream_id: int, recv_open: bool, error_code: int) -> None:
+        self._engine.reset_stream(stream_id, error_code)  # (RST_STREAM ends both ways)
 
-    def _ws_forget(self, record: Stream) -> None:
-        """A WebSocket stream left the table (``h2_ws.py``)."""
-        raise NotImplementedError
+    def _stop_request(self, stream_id: int) -> None:
+        self._engine.reset_stream(stream_id, NO_ERROR)  # (Rule 2)
+
+    def _flush_at(self, now: float) -> None:
+        self._flush()
 
     # -- inbound flow control (Rule 1) -------------------------------------------------------
 
@@ -168,7 +96,7 @@ class H2Streams:
         if stream.buffered:
             stream.notify_on_read = True
 
-    def _return_windows(self, record: Stream | None) -> None:
+    def _return_windows(self, record: StreamRecord | None) -> None:
         """Hand read (or discarded) bytes back to the peer, in batches of half a window or
         when its window runs low."""
         engine = self._engine
@@ -260,7 +188,7 @@ class H2Streams:
         self._send_body(record, data, end)
         self._flush()
 
-    def _send_body(self, record: Stream, data: bytes, end: bool) -> None:
+    def _send_body(self, record: StreamRecord, data: bytes, end: bool) -> None:
         # (A body that breaks its Content-Length raises; the stream's cleanup resets it.)
         record.remaining = body_remaining(record.remaining, len(data), end)
         if record.no_body:
@@ -273,7 +201,7 @@ class H2Streams:
         record.pending_end = end
         self._send_pending(record)
 
-    def _send_pending(self, record: Stream) -> None:
+    def _send_pending(self, record: StreamRecord) -> None:
         """Send as much of ``record.pending`` as the windows allow (Rule 1)."""
         engine = self._engine
         stream_id = record.asgi.stream_id
@@ -297,6 +225,7 @@ class H2Streams:
                 asgi = record.asgi
                 if sent or record.blocked_since is None:
                     record.blocked_since = self._now
+                    self._blocked[stream_id] = record
                     self._refresh_stall()
                 asgi.send_blocked = True
                 return
@@ -310,6 +239,7 @@ class H2Streams:
             end = True
         if record.blocked_since is not None:
             record.blocked_since = None
+            self._blocked.pop(stream_id, None)
             self._refresh_stall()
         if record.asgi.send_blocked:
             record.asgi.release_send()
@@ -319,13 +249,10 @@ class H2Streams:
     def send_trailers(
         self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
     ) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closed:
+        checked = self._trailers(stream, headers, now)
+        if checked is None:
             return
-        self._now = now
-        if record.remaining:
-            raise AppProtocolError("response body shorter than its content-length")
-        block = trailer_block(headers)
+        record, block = checked
         if record.pending or stream.send_blocked:
             record.pending_trailers = block
         elif block:
@@ -336,75 +263,9 @@ class H2Streams:
             self._response_complete(record)
         self._flush()
 
-    def send_error(self, stream: AsgiHttpStream | AsgiWsStream, status: int, now: float) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closed:
-            return
-        if record.head_sent:
-            self.abort_stream(stream, now)
-            return
-        head = error_head(status, self._dates, self._server_value, now)
-        self._engine.send_headers(stream.stream_id, head, True)
-        self._response_complete(record)
-        self._flush()
-
-    def send_informational(
-        self, stream: AsgiHttpStream, status: int, headers: list[tuple[bytes, bytes]], now: float
-    ) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closed or record.head_sent:
-            return
-        block, _, _, _ = response_facts(headers)
-        self._engine.send_headers(
-            stream.stream_id, [(b":status", status_bytes(status)), *block], False
-        )
-        self._flush()
-
-    def send_push(
-        self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float
-    ) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closed or record.response_done:
-            return
-        if not self._engine.push_enabled:
-            return
-        self._push(record, path.encode(), response_facts(headers)[0], now)
-        self._flush()
-
-    def _push(
-        self, record: Stream, path: bytes, headers: tuple[tuple[bytes, bytes], ...], now: float
-    ) -> None:
-        raise NotImplementedError
-
-    def abort_stream(self, stream: AsgiHttpStream | AsgiWsStream, now: float) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closed:
-            return
-        self._engine.reset_stream(stream.stream_id, INTERNAL_ERROR)
-        record.response_done = True
-        record.recv_open = False
-        self._streams.pop(stream.stream_id, None)
-        self._forget(record)
-        self._flush()
-
-    def _response_complete(self, record: Stream) -> None:
-        record.response_done = True
-        self._stream_done(record)
-
     # -- stream lifecycle (Rule 2) ----------------------------------------------------------
 
-    def _stream_done(self, record: Stream) -> None:
-        stream_id = record.asgi.stream_id
-        if self._streams.pop(stream_id, None) is None:
-            return
-        if record.recv_open:
-            # Complete response, request still coming: ask the client to stop (Rule 2).
-            record.recv_open = False
-            self._engine.reset_stream(stream_id, NO_ERROR)
-        self._forget(record)
-
-    def _forget(self, record: Stream) -> None:
-        """``record`` left the table: release what it held and tell its app."""
+    def _forget(self, record: StreamRecord) -> None:
         record.recv_open = False
         if record.held:
             self._conn_debt += record.held
@@ -413,6 +274,7 @@ class H2Streams:
         record.pending_trailers = None
         if record.blocked_since is not None:
             record.blocked_since = None
+            self._blocked.pop(record.asgi.stream_id, None)
             self._refresh_stall()
         asgi = record.asgi
         if record.ws is not None:
@@ -424,15 +286,6 @@ class H2Streams:
         self._return_windows(None)
         if not self._streams:
             self._all_streams_done()
-
-    def _refresh_stall(self) -> None:
-        earliest = _INFINITY
-        for record in self._streams.values():
-            since = record.blocked_since
-            if since is not None and since < earliest:
-                earliest = since
-        self._stall_at = None if earliest == _INFINITY else earliest + self._limits.write_timeout
-        self._set_deadline()
 
     def _flush(self) -> None:
         if self._closed:

@@ -1,8 +1,8 @@
 """WebSockets over HTTP/3 (RFC 9220): an extended CONNECT stream carries one WebSocket.
 
 They are HTTP/2's (RFC 8441, ``h2_ws.py``, whose rules hold here) on QUIC streams, and
-share its code: an extended CONNECT ``:protocol websocket`` (aioquic advertises
-``SETTINGS_ENABLE_CONNECT_PROTOCOL``) becomes an ``AsgiWsStream``; ``websocket.accept``
+share its code (``multiplexed.py``): an extended CONNECT ``:protocol websocket`` (aioquic
+advertises ``SETTINGS_ENABLE_CONNECT_PROTOCOL``) becomes an ``AsgiWsStream``; ``websocket.accept``
 answers ``:status 200`` and attaches a ``WsSession`` whose carrier is the stream
 (``H3WsCarrier``): its bytes go out as DATA frames, the peer's DATA feeds it, its close is
 the stream's FIN and its abort a reset. aioquic's windows do not wait for the app (see
@@ -12,31 +12,20 @@ before the accept) waits in the stream's ``early`` list, in order, until it can.
 
 from __future__ import annotations
 
-from aioquic.h3.connection import ErrorCode
+from typing import TYPE_CHECKING
 
-from hypercorn.protocols.asgi_http import host_allowed
-from hypercorn.protocols.asgi_ws import AsgiWsStream
-from hypercorn.protocols.h2_ws import (
-    WsStreamState,
-    accepted_head,
-    open_session,
-    refusal_head,
-    sessions_deadline,
-    sessions_handle_deadline,
-    sessions_start_shutdown,
-    websocket_stream,
-)
-from hypercorn.protocols.h3_streams import H3Stream, H3Streams
+from hypercorn.protocols.h3_streams import H3Streams
+from hypercorn.protocols.multiplexed_ws import StreamCarrier, accepted_head
+
+if TYPE_CHECKING:
+    from hypercorn.protocols.asgi_ws import AsgiWsStream
+    from hypercorn.protocols.multiplexed import StreamRecord
 
 
-class H3WsCarrier:
+class H3WsCarrier(StreamCarrier["H3WebSockets"]):
     """A ``WsCarrier`` on one HTTP/3 stream."""
 
-    __slots__ = ("_conn", "_record")
-
-    def __init__(self, conn: H3WebSockets, record: H3Stream) -> None:
-        self._conn = conn
-        self._record = record
+    __slots__ = ()
 
     def _live(self) -> bool:
         conn = self._conn
@@ -51,23 +40,6 @@ class H3WsCarrier:
         if self._live():
             self._conn._ws_send(self._record, b"", True)
 
-    def abort(self) -> None:
-        if self._live():
-            conn = self._conn
-            record = self._record
-            stream_id = record.asgi.stream_id
-            conn._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-            if record.recv_open:
-                conn._quic_stop(stream_id, ErrorCode.H3_REQUEST_CANCELLED)
-            conn._streams.pop(stream_id, None)
-            conn._forget(record)
-            conn._flush(conn._now)
-
-    def pause_reading(self) -> None:
-        ws = self._record.ws
-        assert ws is not None
-        ws.paused = True
-
     def resume_reading(self) -> None:
         ws = self._record.ws
         assert ws is not None
@@ -79,7 +51,7 @@ class H3WsCarrier:
             for data in held:
                 conn._release(self._record, len(data))
                 ws.session.receive_data(data, now)
-            conn._flush(now)  # (the windows reopen)
+            conn._flush_at(now)  # (the windows reopen)
 
 
 class H3WebSockets(H3Streams):
@@ -87,86 +59,25 @@ class H3WebSockets(H3Streams):
 
     __slots__ = ()
 
-    # -- hooks for the connection half ---------------------------------------------------------
-
-    def _stream_opened(self) -> None:
-        raise NotImplementedError
-
-    def _ws_shutting_down(self) -> bool:
-        raise NotImplementedError
-
-    # -- opening ---------------------------------------------------------------------------------
-
-    def _open_websocket(
-        self,
-        stream_id: int,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        end_stream: bool,
-    ) -> None:
-        asgi = websocket_stream(
-            self,
-            self._ws_stream_class,
-            b"3",
-            stream_id,
-            path,
-            headers,
-            end_stream,
-            scheme_secure=True,
-            client=self._client,
-            server=self._server,
-            root_path=self._root_path,
-            state=self._state,
-            tls=self._tls,
-            limits=self._limits,
-            now=self._now,
-        )
-        if isinstance(asgi, int):
-            assert self._h3 is not None
-            self._h3.send_headers(stream_id, refusal_head(asgi), True)
-            if not end_stream:
-                self._quic_stop(stream_id, ErrorCode.H3_NO_ERROR)
-            return
-        record = H3Stream(asgi, True)
-        record.ws = WsStreamState()
-        self._streams[stream_id] = record
-        self._stream_opened()
-        if self._server_names and not host_allowed(headers, self._server_names):
-            asgi.status = 404
-            self.send_error(asgi, 404, self._now)
-            return
-        self._sink.start_app(asgi)
-
     def accept_websocket(
         self, stream: AsgiWsStream, headers: list[tuple[bytes, bytes]], now: float
     ) -> None:
-        record = self._streams.get(stream.stream_id)
-        if record is None or record.asgi is not stream or self._closing or record.ws is None:
+        record = self._live(stream)
+        if record is None or record.ws is None:
             return
         self._now = now
-        assert self._h3 is not None
         out = accepted_head(headers, self._dates, self._server_value, now, self._extra)
-        self._h3.send_headers(stream.stream_id, out, False)
+        self._send_headers(stream.stream_id, out, False)
         record.head_sent = True
-        self._ws_records[stream.stream_id] = record
-        ws = record.ws
-        open_session(
-            ws,
-            H3WsCarrier(self, record),
-            stream,
-            self._limits,
-            now,
-            self._set_deadline,
-            eof=False,  # (an EOF that came is in ``early``, in order)
-            shutting_down=self._ws_shutting_down(),
-        )
+        # (An EOF that came is in ``early``, in order.)
+        self._open_session(record, H3WsCarrier(self, record), now, eof=False)
         if record.held:
             self._release(record, record.held)  # (the session took what was held)
-        self._flush(now)
+        self._flush_at(now)
 
     # -- the peer's side, our side ---------------------------------------------------------------
 
-    def _ws_data(self, record: H3Stream, data: bytes, end_stream: bool) -> None:
+    def _ws_data(self, record: StreamRecord, data: bytes, end_stream: bool) -> None:
         ws = record.ws
         assert ws is not None
         if end_stream:
@@ -185,30 +96,19 @@ class H3WebSockets(H3Streams):
         if end_stream:
             session.receive_data(b"", self._now)
 
-    def _ws_send(self, record: H3Stream, data: bytes, end: bool) -> None:
+    def _ws_send(self, record: StreamRecord, data: bytes, end: bool) -> None:
         assert self._h3 is not None
         self._h3.send_data(record.asgi.stream_id, data, end)
         if end:
             self._response_complete(record)
-        self._flush(self._now)
+        self._flush_at(self._now)
         if not end:
             self._check_backlog(record)
 
-    def _ws_forget(self, record: H3Stream) -> None:
+    def _ws_forget(self, record: StreamRecord) -> None:
         ws = record.ws
         assert ws is not None
         self._ws_records.pop(record.asgi.stream_id, None)
         ws.early = []
         if ws.session is not None:
             ws.session.connection_lost()
-
-    # -- deadlines and shutdown ----------------------------------------------------------------
-
-    def _ws_deadline(self) -> float | None:
-        return sessions_deadline(self._ws_records.values())
-
-    def _ws_handle_deadline(self, now: float) -> None:
-        sessions_handle_deadline(self._ws_records.values(), now)
-
-    def _ws_start_shutdown(self, now: float) -> None:
-        sessions_start_shutdown(self._ws_records.values(), now)

@@ -47,11 +47,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
+from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import ConnectionSink, SwitchProtocol
 from hypercorn.protocols.h2_engine import (
-    CANCEL,
     DEFAULT_WINDOW,
     ENHANCE_YOUR_CALM,
     MAX_STREAM_ID,
@@ -70,11 +69,12 @@ from hypercorn.protocols.h2_guard import (
     FrameCounter,
     LeakyBucket,
 )
-from hypercorn.protocols.h2_headers import split_request_head
-from hypercorn.protocols.h2_streams import Stream
-from hypercorn.protocols.h2_ws import H2WebSockets, is_websocket_connect
+from hypercorn.protocols.h2_headers import response_facts, split_request_head
+from hypercorn.protocols.h2_ws import H2WebSockets
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.protocols.multiplexed import StreamRecord
+from hypercorn.protocols.multiplexed_ws import is_websocket_connect
 
 if TYPE_CHECKING:
     from hypercorn.protocols.http1.parser import RequestHead
@@ -92,29 +92,15 @@ class H2Connection(H2WebSockets):
     """One HTTP/2 connection's protocol state. See the module docstring."""
 
     __slots__ = (
-        "_client",
-        "_draining",
         "_frames",
         "_highest",
-        "_idle_at",
-        "_keep_alive_timeout",
         "_last_request",
         "_last_stream",
         "_opening",
-        "_ping_at",
         "_reading_paused",
         "_requests",
         "_resets",
-        "_root_path",
-        "_scheme",
-        "_server",
-        "_server_names",
-        "_shutting_down",
-        "_state",
-        "_stream_class",
-        "_tls",
         "_write_deadline",
-        "deadline",
     )
 
     def __init__(
@@ -138,24 +124,21 @@ class H2Connection(H2WebSockets):
             sink,
             limits,
             dates,
-            engine or make_engine(limits),
-            now,
+            http_version=b"2",
+            push=True,
+            client=client,
+            server=server,
+            scheme="https" if ssl else "http",
+            tls=tls,
+            state=state,
+            server_value=limits.h2_server_header,
+            stream_class=stream_class,
+            ws_stream_class=ws_stream_class,
+            now=now,
         )
-        self._client = client
-        self._server = server
-        self._scheme = "https" if ssl else "http"
-        self._tls = tls
-        self._state = state
-        self._root_path = limits.root_path
-        self._server_names = limits.server_names
-        self._keep_alive_timeout = limits.keep_alive_timeout
-        self._stream_class = stream_class
-        self._init_websockets(ws_stream_class)
-        self._shutting_down = False
+        self._init_wire(engine or make_engine(limits))
         #: Streams above this id are refused (set by the final GOAWAY).
         self._last_stream = MAX_STREAM_ID
-        #: A GOAWAY naming ``_last_stream`` went out (or the peer sent one): close when idle.
-        self._draining = False
         self._highest = 0
         self._requests = 0
         #: (headers, their split) of the last request head.
@@ -168,10 +151,7 @@ class H2Connection(H2WebSockets):
         self._reading_paused = False
         self._resets = LeakyBucket(RESET_BURST, RESET_RATE, now)
         self._frames = FrameCounter(0 if upgrade is not None and upgrade.request is None else 24)
-        self._idle_at: float | None = now + limits.header_read_timeout
-        self._ping_at: float | None = None
         self._write_deadline: float | None = None
-        self.deadline: float | None = self._idle_at
         engine = self._engine
         request = upgrade.request if upgrade is not None else None
         engine.initiate(None if request is None else upgrade_settings(request.headers))
@@ -181,14 +161,6 @@ class H2Connection(H2WebSockets):
         self._flush()
 
     # -- driver side -----------------------------------------------------------------------
-
-    @property
-    def idle(self) -> bool:
-        return not self._streams
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def next_deadline(self) -> float | None:
         deadline = self.deadline
@@ -234,12 +206,7 @@ class H2Connection(H2WebSockets):
         if write_deadline is not None and now >= write_deadline:
             self._close(abort=True)
             return
-        if self._ping_at is not None and now >= self._ping_at:
-            self._final_goaway()
-        if self._stall_at is not None and now >= self._stall_at:
-            self._reset_stalled(now)
-        if self._ws_records:
-            self._ws_handle_deadline(now)
+        self._handle_stream_deadlines(now)
         if self._idle_at is not None and now >= self._idle_at and not self._streams:
             if self._opening is None:
                 self._engine.goaway(self._highest, NO_ERROR)
@@ -315,19 +282,7 @@ class H2Connection(H2WebSockets):
             self._engine.send_headers(stream_id, [(b":status", b"501")], False)
             self._engine.reset_stream(stream_id, NO_ERROR)
         elif protocol is not None:
-            self._open_websocket(
-                stream_id,
-                path,
-                asgi_headers,
-                end_stream,
-                scheme_secure=self._scheme == "https",
-                client=self._client,
-                server=self._server,
-                root_path=self._root_path,
-                state=self._state,
-                tls=self._tls,
-                server_names=self._server_names,
-            )
+            self._open_websocket(stream_id, path, asgi_headers, end_stream)
         else:
             self._open_stream(stream_id, method, path, asgi_headers, end_stream)
         self._requests += 1
@@ -433,50 +388,25 @@ class H2Connection(H2WebSockets):
 
     # -- streams -----------------------------------------------------------------------------
 
-    def _open_stream(
-        self,
-        stream_id: int,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        end_stream: bool,
-    ) -> Stream:
-        scope = build_scope(
-            b"2",
-            method,
-            path,
-            headers,
-            self._scheme,
-            self._client,
-            self._server,
-            self._root_path,
-            self._state,
-            self._tls,
-        )
-        scope["extensions"]["http.response.push"] = {}
-        asgi = self._stream_class(self, scope, stream_id, self._now)
-        record = Stream(asgi, not end_stream)
-        record.no_body = method == b"HEAD"
-        self._streams[stream_id] = record
-        self._stream_opened()
-        if end_stream:
-            asgi.end_unsent = True
-        if self._server_names and not host_allowed(headers, self._server_names):
-            asgi.status = 404
-            self.send_error(asgi, 404, self._now)
-            return record
-        self._sink.start_app(asgi)
-        return record
-
     def _stream_opened(self) -> None:
         self._idle_at = None
         self._set_deadline()
 
-    def _ws_shutting_down(self) -> bool:
-        return self._shutting_down
+    def send_push(
+        self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float
+    ) -> None:
+        record = self._live(stream)
+        if record is None or record.response_done or not self._engine.push_enabled:
+            return
+        self._push(record, path.encode(), response_facts(headers)[0], now)
+        self._flush()
 
     def _push(
-        self, record: Stream, path: bytes, headers: tuple[tuple[bytes, bytes], ...], now: float
+        self,
+        record: StreamRecord,
+        path: bytes,
+        headers: tuple[tuple[bytes, bytes], ...],
+        now: float,
     ) -> None:
         """Server push: PUSH_PROMISE of a GET for ``path`` on ``record``'s stream, then the
         promised stream runs the app like a request (RFC 9113 section 8.4)."""
@@ -512,22 +442,7 @@ class H2Connection(H2WebSockets):
             record.asgi.body_received(body)
             record.asgi.end_received()
 
-    def _drop_streams(self) -> None:
-        streams = list(self._streams.values())
-        self._streams.clear()
-        for record in streams:
-            if record.ws is not None:
-                self._ws_forget(record)
-            record.asgi.peer_closed()
-
     # -- shutdown and closing ----------------------------------------------------------------
-
-    def _all_streams_done(self) -> None:
-        if self._draining:
-            self._close_if_done()
-            return
-        self._idle_at = self._now + self._keep_alive_timeout
-        self._set_deadline()
 
     def _final_goaway(self) -> None:
         self._ping_at = None
@@ -540,25 +455,6 @@ class H2Connection(H2WebSockets):
     def _close_if_done(self) -> None:
         if self._draining and not self._streams and self._ping_at is None:
             self._close()
-
-    def _reset_stalled(self, now: float) -> None:
-        """Rule: a peer that never opens its window loses the stream after write_timeout."""
-        limit = now - self._limits.write_timeout
-        for record in list(self._streams.values()):
-            since = record.blocked_since
-            if since is not None and since <= limit:
-                self._engine.reset_stream(record.asgi.stream_id, CANCEL)
-                self._streams.pop(record.asgi.stream_id, None)
-                self._forget(record)
-        self._refresh_stall()
-
-    def _set_deadline(self) -> None:
-        deadline = self._idle_at
-        ws_deadline = self._ws_deadline() if self._ws_records else None
-        for candidate in (self._ping_at, self._stall_at, ws_deadline):
-            if candidate is not None and (deadline is None or candidate < deadline):
-                deadline = candidate
-        self.deadline = deadline
 
     def _connection_error(self, error_code: int) -> None:
         self._engine.goaway(self._highest, error_code)

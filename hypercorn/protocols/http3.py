@@ -12,7 +12,7 @@ that routes them here and leave through it; the driver never sees bytes.
 
 Rule 1 - time. aioquic speaks ``now`` in, ``get_timer()`` out; the connection's one
 ``deadline`` is the earliest of aioquic's timer and its own (idle, GOAWAY, stalled streams,
-WebSocket pings). Every call that may have queued frames ends with ``_flush(now)``: the
+WebSocket pings). Every call that may have queued frames ends with ``_flush_at(now)``: the
 datagrams go out, and the deadline is recomputed.
 
 Rule 2 - back-pressure, both ways. Outbound, aioquic takes any amount of stream data; a stream whose
@@ -41,7 +41,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3 import connection as h3_connection
 from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection, encode_frame
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.connection import QuicConnection
@@ -56,7 +55,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from hypercorn.protocols.asgi_http import AsgiHttpStream, build_scope, host_allowed
+from hypercorn.protocols.asgi_http import AsgiHttpStream
 from hypercorn.protocols.asgi_ws import AsgiWsStream
 from hypercorn.protocols.connection import ConnectionSink
 from hypercorn.protocols.h2_guard import RESET_BURST, RESET_RATE, LeakyBucket
@@ -64,12 +63,12 @@ from hypercorn.protocols.h2_headers import (
     split_request_head,
     status_bytes,
 )
-from hypercorn.protocols.h2_ws import is_websocket_connect
-from hypercorn.protocols.h3_streams import H3Stream
 from hypercorn.protocols.h3_ws import H3WebSockets
 from hypercorn.protocols.headers import DateCache
 from hypercorn.protocols.http2 import GOAWAY_PING_TIMEOUT
 from hypercorn.protocols.limits import ProtocolLimits
+from hypercorn.protocols.multiplexed import StreamRecord
+from hypercorn.protocols.multiplexed_ws import is_websocket_connect
 
 if TYPE_CHECKING:
     from hypercorn.protocols.quic import Address, EndpointConnection, QuicEndpoint
@@ -77,31 +76,21 @@ if TYPE_CHECKING:
 #: The largest client-initiated bidirectional stream id (the first GOAWAY names it).
 MAX_REQUEST_STREAM_ID = 2**62 - 4
 _SHUTDOWN_PING = 0x6863  # ("hc")
-_NO_BODY_STATUSES = frozenset((204, 304))
-#: aioquic sends interim (1xx) responses correctly since it knows them (1.x).
-_INTERIM_OK = hasattr(h3_connection, "is_interim_response")
 
 
 class Http3Connection(H3WebSockets):
     """One HTTP/3 connection's protocol state. See the module docstring."""
 
     __slots__ = (
-        "_draining",
         "_handshaken",
         "_highest",
-        "_idle_at",
-        "_keep_alive_timeout",
         "_last_stream",
         "_linger_at",
-        "_ping_at",
         "_requests",
         "_resets",
         "_route",
         "_routes",
         "_send",
-        "_shutting_down",
-        "_stream_class",
-        "deadline",
     )
 
     def __init__(
@@ -122,50 +111,38 @@ class Http3Connection(H3WebSockets):
         ws_stream_class: type[AsgiWsStream] = AsgiWsStream,
     ) -> None:
         super().__init__(
-            quic,
             sink,
             limits,
             dates,
+            http_version=b"3",
+            push=False,
             client=client,
             server=server,
             tls=tls,
+            scheme="https",
             state=state,
+            server_value=limits.h3_server_header,
+            stream_class=stream_class,
             ws_stream_class=ws_stream_class,
             now=now,
         )
+        self._init_quic(quic)
         self._routes = routes
         #: What the endpoint routes our connection IDs to (ourselves, or the driver's link
         #: in front of us).
         self._route: EndpointConnection = route or self
         self._send = routes.send_datagram
-        self._keep_alive_timeout = limits.keep_alive_timeout
-        self._stream_class = stream_class
-        self._shutting_down = False
         #: The TLS handshake completed (the client's address is validated).
         self._handshaken = False
-        #: The final GOAWAY is out (or the peer sent one): close when the last stream is done.
-        self._draining = False
         #: Requests on streams from this id on are rejected (the final GOAWAY's id).
         self._last_stream = MAX_REQUEST_STREAM_ID + 4
         self._highest = -4
         self._requests = 0
         self._resets = LeakyBucket(RESET_BURST, RESET_RATE, now)
-        #: The handshake and first request must come within header_read_timeout.
-        self._idle_at: float | None = now + limits.header_read_timeout
-        self._ping_at: float | None = None
         #: Draining with no stream left, waiting for the last responses to be delivered.
         self._linger_at: float | None = None
-        self.deadline: float | None = self._idle_at
 
     # -- driver side -----------------------------------------------------------------------
-
-    @property
-    def idle(self) -> bool:
-        return not self._streams
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def next_deadline(self) -> float | None:
         return self.deadline
@@ -188,7 +165,7 @@ class Http3Connection(H3WebSockets):
             self._drop_streams()
         if self._linger_at is not None:
             self._close_if_done()  # (an acknowledgement may have delivered the last response)
-        self._flush(now)
+        self._flush_at(now)
 
     def handle_deadline(self, now: float) -> None:
         if self._closed:
@@ -202,12 +179,7 @@ class Http3Connection(H3WebSockets):
             if self.closed:  # (the closing period ended)
                 return
         if not self._closing:
-            if self._ping_at is not None and now >= self._ping_at:
-                self._final_goaway()
-            if self._stall_at is not None and now >= self._stall_at:
-                self._reset_stalled(now)
-            if self._ws_records:
-                self._ws_handle_deadline(now)
+            self._handle_stream_deadlines(now)
             if self._linger_at is not None and now >= self._linger_at:
                 self._close()  # (the peer did not take the last responses in write_timeout)
             elif self._idle_at is not None and now >= self._idle_at and not self._streams:
@@ -221,7 +193,7 @@ class Http3Connection(H3WebSockets):
                 self._goaway(self._highest + 4)
                 self._draining = True
                 self._close_if_done()
-        self._flush(now)
+        self._flush_at(now)
 
     def write_paused(self, now: float) -> None:
         """(The UDP socket's buffer is the endpoint's: apps wait on it in ``send``.)"""
@@ -246,7 +218,7 @@ class Http3Connection(H3WebSockets):
             self._ping_at = now + GOAWAY_PING_TIMEOUT
         else:
             self._close_if_done()
-        self._flush(now)
+        self._flush_at(now)
 
     def connection_lost(self) -> None:
         """The driver is done with us (it aborted, or we asked it to close)."""
@@ -359,7 +331,7 @@ class Http3Connection(H3WebSockets):
         if event.stream_ended:
             self._request_ended(record)
 
-    def _request_ended(self, record: H3Stream) -> None:
+    def _request_ended(self, record: StreamRecord) -> None:
         record.recv_open = False
         asgi = record.asgi
         if isinstance(asgi, AsgiHttpStream):
@@ -389,81 +361,19 @@ class Http3Connection(H3WebSockets):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _open_stream(
-        self,
-        stream_id: int,
-        method: bytes,
-        path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        end_stream: bool,
-    ) -> None:
-        scope = build_scope(
-            b"3",
-            method,
-            path,
-            headers,
-            "https",
-            self._client,
-            self._server,
-            self._root_path,
-            self._state,
-            self._tls,
-        )
-        asgi = self._stream_class(self, scope, stream_id, self._now)
-        record = H3Stream(asgi, not end_stream)
-        record.no_body = method == b"HEAD"
-        self._streams[stream_id] = record
-        self._stream_opened()
-        if end_stream:
-            asgi.end_unsent = True
-        if self._server_names and not host_allowed(headers, self._server_names):
-            asgi.status = 404
-            self.send_error(asgi, 404, self._now)
-            return
-        self._sink.start_app(asgi)
-
     def _stream_opened(self) -> None:
         self._idle_at = None
 
-    def _ws_shutting_down(self) -> bool:
-        return self._shutting_down
-
     def _answer(self, stream_id: int, status: int, end_stream: bool) -> None:
         """A response of ``status`` with no body, for a request no app sees."""
-        assert self._h3 is not None
-        head = [(b":status", status_bytes(status)), (b"content-length", b"0")]
-        self._h3.send_headers(stream_id, head, True)
-        if not end_stream:
-            self._quic_stop(stream_id, ErrorCode.H3_NO_ERROR)
+        self._refuse(
+            stream_id, [(b":status", status_bytes(status)), (b"content-length", b"0")], end_stream
+        )
 
     def _reject(self, stream_id: int) -> None:
         """A request after the final GOAWAY: not served, safe to retry elsewhere."""
         self._quic.reset_stream(stream_id, ErrorCode.H3_REQUEST_REJECTED)
         self._quic_stop(stream_id, ErrorCode.H3_REQUEST_REJECTED)
-
-    def _quic_stop(self, stream_id: int, error_code: int) -> None:
-        try:
-            self._quic.stop_stream(stream_id, error_code)
-        except ValueError:
-            pass  # (aioquic already forgot the stream: nothing more will be read)
-
-    # -- stream lifecycle (Rule 3) -------------------------------------------------------------
-
-    def _all_streams_done(self) -> None:
-        if self._draining:
-            self._close_if_done()
-            return
-        self._idle_at = self._now + self._keep_alive_timeout
-        self._set_deadline()
-
-    def _drop_streams(self) -> None:
-        streams = list(self._streams.values())
-        self._streams.clear()
-        self._blocked.clear()
-        for record in streams:
-            if record.ws is not None:
-                self._ws_forget(record)
-            record.asgi.peer_closed()
 
     # -- shutdown and closing (Rule 4) ---------------------------------------------------------
 
@@ -519,7 +429,7 @@ class Http3Connection(H3WebSockets):
 
     # -- datagrams out and the deadline (Rule 1) -----------------------------------------------
 
-    def _flush(self, now: float) -> None:
+    def _flush_at(self, now: float) -> None:
         if self._closed:
             return
         self._send_datagrams(now)
@@ -536,15 +446,9 @@ class Http3Connection(H3WebSockets):
         if self._closed:
             self.deadline = None
             return
-        deadline = self._quic.get_timer()
-        ws_deadline = self._ws_deadline() if self._ws_records else None
-        for candidate in (
-            self._idle_at,
-            self._ping_at,
-            self._stall_at,
-            self._linger_at,
-            ws_deadline,
-        ):
+        super()._set_deadline()  # (idle, GOAWAY, stalled streams, WebSockets)
+        deadline = self.deadline
+        for candidate in (self._quic.get_timer(), self._linger_at):
             if candidate is not None and (deadline is None or candidate < deadline):
                 deadline = candidate
         self.deadline = deadline
