@@ -246,22 +246,16 @@ class H2Streams(MultiplexedStreams):
         if end:
             self._response_complete(record)
 
-    def send_trailers(
-        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
-    ) -> None:
-        checked = self._trailers(stream, headers, now)
-        if checked is None:
-            return
-        record, block = checked
-        if record.pending or stream.send_blocked:
-            record.pending_trailers = block
+    def _send_trailers(self, record: StreamRecord, block: list[tuple[bytes, bytes]]) -> None:
+        stream_id = record.asgi.stream_id
+        if record.pending or record.asgi.send_blocked:
+            record.pending_trailers = block  # (sent after the body the windows hold back)
         elif block:
-            self._engine.send_headers(stream.stream_id, block, True)
+            self._engine.send_headers(stream_id, block, True)
             self._response_complete(record)
         else:
-            self._engine.send_data(stream.stream_id, b"", True)
+            self._engine.send_data(stream_id, b"", True)
             self._response_complete(record)
-        self._flush()
 
     # -- stream lifecycle (Rule 2) ----------------------------------------------------------
 

@@ -218,21 +218,14 @@ class H3Streams(MultiplexedStreams):
         if end:
             self._response_complete(record)
 
-    def send_trailers(
-        self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
-    ) -> None:
-        checked = self._trailers(stream, headers, now)
-        if checked is None:
-            return
-        record, block = checked
+    def _send_trailers(self, record: StreamRecord, block: list[tuple[bytes, bytes]]) -> None:
         h3 = self._h3
         assert h3 is not None
         if block:
-            h3.send_headers(stream.stream_id, block, True)
+            h3.send_headers(record.asgi.stream_id, block, True)
         else:
-            h3.send_data(stream.stream_id, b"", True)
+            h3.send_data(record.asgi.stream_id, b"", True)
         self._response_complete(record)
-        self._flush_at(now)
 
     def send_push(
         self, stream: AsgiHttpStream, path: str, headers: list[tuple[bytes, bytes]], now: float

@@ -203,7 +203,6 @@ class MultiplexedStreams:
         # The rest of StreamWire and WsHttpWire, written out by each protocol (hot paths).
         def send_head(self, *args: Any, **kwargs: Any) -> None: ...
         def send_body(self, *args: Any, **kwargs: Any) -> None: ...
-        def send_trailers(self, *args: Any, **kwargs: Any) -> None: ...
         def send_push(self, *args: Any, **kwargs: Any) -> None: ...
         def app_reading(self, *args: Any, **kwargs: Any) -> None: ...
         def accept_websocket(self, *args: Any, **kwargs: Any) -> None: ...
@@ -211,6 +210,10 @@ class MultiplexedStreams:
     # -- hooks for each protocol ---------------------------------------------------------
 
     def _send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        raise NotImplementedError
+
+    def _send_trailers(self, record: StreamRecord, block: list[tuple[bytes, bytes]]) -> None:
+        """End the response with the trailer ``block`` (or an empty DATA when it is empty)."""
         raise NotImplementedError
 
     def _reset(self, stream_id: int, recv_open: bool, error_code: int) -> None:
@@ -364,17 +367,17 @@ class MultiplexedStreams:
         self._response_complete(record)
         self._flush_at(now)
 
-    def _trailers(
+    def send_trailers(
         self, stream: AsgiHttpStream, headers: Iterable[tuple[bytes, bytes]], now: float
-    ) -> tuple[StreamRecord, list[tuple[bytes, bytes]]] | None:
-        """``send_trailers``' record and trailer block, checked (None: the stream is gone)."""
+    ) -> None:
         record = self._live(stream)
         if record is None:
-            return None
+            return
         self._now = now
         if record.remaining:
             raise AppProtocolError("response body shorter than its content-length")
-        return record, trailer_block(headers)
+        self._send_trailers(record, trailer_block(headers))
+        self._flush_at(now)
 
     def send_informational(
         self, stream: AsgiHttpStream, status: int, headers: list[tuple[bytes, bytes]], now: float
