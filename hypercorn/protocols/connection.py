@@ -80,8 +80,10 @@ class ConnectionSink(Protocol):
         for anything (a core that held bytes back to write them together writes them then).
         """
 
-    def close(self) -> None:
-        """Flush what was written, then close. Idempotent."""
+    def close(self, *, linger: bool = True) -> None:
+        """Flush what was written, then close. Idempotent. ``linger=False`` when the peer
+        said it sends nothing more and all it sent was consumed: no lingering close is
+        needed to keep a reset from destroying the last response (``Transport.close``)."""
 
     def abort(self) -> None:
         """Close at once, dropping unsent data (a peer that stopped reading)."""

@@ -66,10 +66,12 @@ class StreamProtocol(asyncio.Protocol):
     the write side once the buffer is flushed (``write_eof``), the handler then hears
     ``connection_lost``, and the socket closes when the peer closes its side or after
     ``_LINGER`` seconds (reading stops after ``_LINGER_BYTES``). A peer that already sent EOF
-    sends nothing more: its connection closes at once, as does a TLS one (asyncio's TLS
-    shutdown keeps reading by itself). ``abort`` closes at once. A lingering connection is in its
-    backend's ``lingering`` set until it closes, so the backend can close what still lingers
-    when its loop ends (``AsyncioBackend.close_lingering``).
+    sends nothing more: its connection closes at once (once flushed), as does a TLS one
+    (asyncio's TLS shutdown keeps reading by itself) and one closed with ``linger=False``
+    (the peer said it sends nothing more, see ``Transport``). ``abort`` closes at once. A
+    lingering connection is in its backend's ``lingering`` set until it closes, so the
+    backend can close what still lingers when its loop ends
+    (``AsyncioBackend.close_lingering``).
     """
 
     __slots__ = (
@@ -281,15 +283,15 @@ class StreamProtocol(asyncio.Protocol):
         if not self._closing:
             self._transport.resume_reading()  # type: ignore[union-attr]
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         if self._closing:
             return
         self._closing = True
         transport = self._transport
         if transport is None:
             return
-        if self._tls or self._peer_eof or transport.is_closing():
-            transport.close()
+        if not linger or self._tls or self._peer_eof or transport.is_closing():
+            transport.close()  # (flushes first; connection_lost follows)
             return
         # Linger (see the class docstring).
         self._lingering = True

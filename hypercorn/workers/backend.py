@@ -250,6 +250,9 @@ class Transport(Protocol):
     (the kernel does when a socket closes with input unread, which can destroy the last
     response): it shuts its write side once flushed, reports ``connection_lost``, and discards
     input for a bounded while (a lingering close; over TLS, asyncio's TLS shutdown does it).
+    ``close(linger=False)`` skips the lingering: the socket closes once flushed. Only for a
+    peer that said it sends nothing more and whose every byte was read (RFC 9112 9.6: a
+    request with ``Connection: close``, read whole), where nothing can arrive to be reset.
     """
 
     @property
@@ -308,8 +311,9 @@ class Transport(Protocol):
     def resume_reading(self) -> None:
         """Undo ``pause_reading``. Idempotent."""
 
-    def close(self) -> None:
-        """Flush the write buffer, then close. Idempotent."""
+    def close(self, *, linger: bool = True) -> None:
+        """Flush the write buffer, then close; ``linger=False``: without lingering (see the
+        class docstring). Idempotent (the first call decides)."""
 
     def abort(self) -> None:
         """Close now, discarding the write buffer. Idempotent."""

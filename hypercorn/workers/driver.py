@@ -340,9 +340,9 @@ class ConnectionDriver:
 
     # -- ConnectionSink (called by the core) -------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         transport = self._transport
-        transport.close()
+        transport.close(linger=linger)
         if transport.write_buffer_size or transport.info.ssl:
             # The core is done, the flush is not: a peer that reads nothing must not keep
             # the rest here for good (write_timeout holds while closing too). (asyncio's TLS

@@ -254,7 +254,7 @@ class QuicLink:
     def resume_reading(self) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         if not self.is_closing:
             self.is_closing = True
             driver = self._driver
@@ -263,4 +263,5 @@ class QuicLink:
                 self._backend.call_soon(driver.connection_lost)
             self._backend.call_soon(self._server.connection_ended)
 
-    abort = close
+    def abort(self) -> None:
+        self.close()

@@ -65,7 +65,8 @@ class _Transport:
     ``_LINGER`` seconds pass. Closing with unread input at once would make the kernel answer
     with a reset, which can destroy the last response (a GOAWAY, a ``Connection: close``
     answer) before the peer reads it (RFC 9112 9.6's lingering close; asyncio's TLS close
-    gets the same from the TLS shutdown). ``abort`` closes the socket at once.
+    gets the same from the TLS shutdown). ``close(linger=False)`` closes the socket once
+    every byte is written (see ``Transport``). ``abort`` closes the socket at once.
     """
 
     def __init__(
@@ -86,6 +87,8 @@ class _Transport:
         #: Everything was written and the write side is shut: lingering.
         self._write_shut = False
         self._peer_eof = False
+        #: False after ``close(linger=False)``: the socket closes once flushed.
+        self._lingers = True
         self._reading_paused = False
         self._resume: trio.Event | None = None
         self._drained: trio.Event | None = None
@@ -146,9 +149,10 @@ class _Transport:
             self._resume.set()
             self._resume = None
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         if not self._closing:
             self._closing = True
+            self._lingers = linger
             self._wake_reader()  # (a paused reader starts discarding)
             if not self._buffered:
                 self._finish_writes()
@@ -164,8 +168,10 @@ class _Transport:
         """Everything is written after ``close``: shut the write side, then linger."""
         if self._closed.is_set() or self._write_shut:
             return
-        if self._peer_eof:
-            self._shut()  # (the peer closed its side already: nothing to linger for)
+        if self._peer_eof or not self._lingers:
+            # Nothing to linger for: the peer closed its side already, or said it sends
+            # nothing more (``Transport``).
+            self._shut()
             return
         try:
             self._shutdown_write()
@@ -418,8 +424,8 @@ class _TLSTransport(_Transport):
         self._wake_writer()
         self._buffered_more()
 
-    def close(self) -> None:
-        super().close()
+    def close(self, *, linger: bool = True) -> None:
+        super().close(linger=linger)
         self._wake_writer()
 
     def _wake_writer(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import RunningServer, start_server
 from tests.support.apps import loop_sleep
+from tests.support.linger import linger_for, reset_by_server
 from tests.support.pairs import parse_responses
 
 Scope = dict[str, Any]
@@ -115,6 +116,74 @@ def test_pipelining_answers_in_order(run_server: RunServer) -> None:
         responses = parse_responses(recv_all(sock))
     bodies = [b"".join(bytes(e.data) for e in r if isinstance(e, h11.Data)) for r in responses]
     assert bodies == [b"GET /%d " % index for index in range(5)] + [b"GET /last "]
+
+
+# -- closing: lingering only where the client may still be sending (RFC 9112 9.6) -------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+    ],
+    ids=["close", "http10", "close-with-body"],
+)
+def test_a_close_the_client_asked_for_does_not_linger(
+    run_server: RunServer, monkeypatch: pytest.MonkeyPatch, request_bytes: bytes
+) -> None:
+    """The whole response, then the server's socket is closed at once: what the client
+    sends after the server's FIN is answered with a reset, not discarded for the linger."""
+    linger_for(monkeypatch, 60.0)
+    server = run_server(echo_app)
+    with server.connect() as sock:
+        sock.sendall(request_bytes)
+        (events,) = parse_responses(recv_all(sock))
+        assert b"".join(bytes(e.data) for e in events if isinstance(e, h11.Data)).startswith(
+            request_bytes[:7].replace(b" HTTP", b"")
+        )
+        assert reset_by_server(sock)
+
+
+def test_a_request_pipelined_behind_connection_close_is_not_reset(
+    run_server: RunServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that pipelines past its own ``Connection: close`` (against RFC 9112 9.6)
+    still gets the answer to it and a lingering close, not a reset."""
+    linger_for(monkeypatch, 60.0)
+    server = run_server(echo_app)
+    with server.connect() as sock:
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        (events,) = parse_responses(recv_all(sock))
+        assert b"".join(bytes(e.data) for e in events if isinstance(e, h11.Data)) == b"GET /a "
+        assert not reset_by_server(sock)
+
+
+def test_a_response_before_the_body_was_read_lingers(
+    run_server: RunServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app that answers a ``Connection: close`` request without reading its body: the
+    rest of the body is still on its way, so the close lingers."""
+    linger_for(monkeypatch, 60.0)
+
+    async def early(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"early"})
+
+    server = run_server(early)
+    with server.connect() as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\nab"
+        )
+        (events,) = parse_responses(recv_all(sock))
+        assert b"".join(bytes(e.data) for e in events if isinstance(e, h11.Data)) == b"early"
+        assert not reset_by_server(sock)
 
 
 def test_chunked_request_and_streamed_response(run_server: RunServer) -> None:

@@ -222,6 +222,50 @@ def test_request_connection_close(split: tuple[str, str]) -> None:
     assert pair.sink.closed
 
 
+def test_close_asked_by_the_client_does_not_linger(split: tuple[str, str]) -> None:
+    """RFC 9112 9.6: a client that sent ``Connection: close`` (or HTTP/1.0) sends nothing
+    more; its request read whole with nothing past it, the close needs no lingering."""
+    for raw in (
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc",
+    ):
+        pair = make(split)
+        pair.feed(raw)
+        pair.receive_all()
+        pair.respond(200, [], b"bye")
+        assert pair.sink.closed
+        assert pair.sink.lingering is False, raw
+
+
+def test_every_other_close_lingers(split: tuple[str, str]) -> None:
+    """A close the client may still be sending into keeps lingering: bytes pipelined behind
+    its ``Connection: close``, a body not read yet, or a close of ours (the app's
+    ``Connection: close``, the last of ``keep_alive_max_requests``, a protocol error)."""
+    close = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    cases: list[tuple[bytes, list[tuple[bytes, bytes]], dict[str, Any]]] = [
+        (close + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n", [], {}),
+        (close + b"G", [], {}),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 9\r\n\r\nabc",
+            [],
+            {},
+        ),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", [(b"connection", b"close")], {}),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", [], {"h1_max_requests": 1}),
+    ]
+    for raw, headers, limits in cases:
+        pair = make(split, **limits)
+        pair.feed(raw)
+        pair.respond(200, headers, b"bye")
+        assert pair.sink.closed
+        assert pair.sink.lingering is True, raw
+    pair = make(split)
+    pair.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nBad Header: x\r\n\r\n")
+    assert pair.sink.closed
+    assert pair.sink.lingering is True
+
+
 def test_app_connection_close_header() -> None:
     pair = H1Pair()
     pair.request()

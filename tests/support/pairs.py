@@ -79,6 +79,8 @@ class RecordingSink:
         #: Calls of ``write`` and ``writelines`` (each would be one system call or so).
         self.writes = 0
         self.closed = False
+        #: The first close asked for a lingering close (``ConnectionSink.close``).
+        self.lingering: bool | None = None
         self.aborted = False
         self.reading_paused = False
         self.pause_calls = 0
@@ -111,7 +113,9 @@ class RecordingSink:
         while self.soon:
             self.soon.pop(0)()
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
+        if not self.closed:
+            self.lingering = linger
         self.closed = True
 
     def abort(self) -> None:

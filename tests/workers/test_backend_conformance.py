@@ -30,6 +30,7 @@ from hypercorn.workers.backend import (
     TransportTimeout,
     map_exceptions,
 )
+from tests.support.linger import linger_for, reset_by_server
 
 T = TypeVar("T")
 
@@ -833,17 +834,6 @@ def test_close_with_unread_input_still_delivers_what_was_written(
     run(worker_class, main)
 
 
-def _linger_for(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """Every backend's lingering close lasts ``seconds`` at most."""
-    from hypercorn.workers import asyncio_transport_backend
-
-    monkeypatch.setattr(asyncio_transport_backend, "_LINGER", seconds)
-    if _TRIO_READY:
-        from hypercorn.workers import trio_transport_backend
-
-        monkeypatch.setattr(trio_transport_backend, "_LINGER", seconds)
-
-
 class ByeAtOnce(Recorder):
     """Answers the first bytes with b"bye" and closes; ``lost`` is set by connection_lost."""
 
@@ -865,7 +855,7 @@ def test_lingering_close_reports_lost_once_written(
 ) -> None:
     """While a closed connection lingers (the peer still connected, still sending), its
     handler has already heard ``connection_lost``: a graceful shutdown waits for nothing."""
-    _linger_for(monkeypatch, 60.0)
+    linger_for(monkeypatch, 60.0)
     lost = threading.Event()
 
     async def main(backend: Backend) -> None:
@@ -896,7 +886,7 @@ def test_lingering_close_is_bounded(
     worker_class: str, bound_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A peer that keeps sending after our close is cut off once the linger is over."""
-    _linger_for(monkeypatch, 0.3)
+    linger_for(monkeypatch, 0.3)
 
     async def main(backend: Backend) -> None:
         server = Server(backend, bound_socket)
@@ -925,6 +915,38 @@ def test_lingering_close_is_bounded(
 
         server.start()
         assert await backend.run_sync(client) == (b"bye", True)
+        await server.close()
+
+    run(worker_class, main)
+
+
+def test_close_without_linger_flushes_then_closes(
+    worker_class: str, bound_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close(linger=False)`` (the peer said it sends nothing more): every byte written
+    arrives, then the socket is closed rather than lingering, so what the peer still sends
+    after our FIN is answered with a reset."""
+    linger_for(monkeypatch, 60.0)
+    payload = os.urandom(3 * 1024 * 1024)
+
+    class AnswerAndClose(Recorder):
+        def data_received(self, data: bytes) -> None:
+            if not self.data:
+                self.transport.write(payload)
+                self.transport.close(linger=False)
+            self.data += data
+
+    async def main(backend: Backend) -> None:
+        server = Server(backend, bound_socket)
+        server.on_connection = AnswerAndClose  # type: ignore[method-assign]
+
+        def client() -> tuple[bool, bool]:
+            with connect(bound_socket) as c:
+                c.sendall(b"x")
+                return recv_until_eof(c) == payload, reset_by_server(c)
+
+        server.start()
+        assert await backend.run_sync(client) == (True, True)
         await server.close()
 
     run(worker_class, main)

@@ -103,7 +103,7 @@ class MemoryTransport:
     def resume_reading(self) -> None:
         self.reading = True
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         self.closed = True
 
     def abort(self) -> None:

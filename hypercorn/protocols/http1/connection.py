@@ -541,7 +541,7 @@ class H1Connection(ResponseWriter):
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = True) -> None:
         if self._closed:
             return
         if self._held:  # (what the app sent goes before the close: Rule 4 of response.py)
@@ -552,7 +552,7 @@ class H1Connection(ResponseWriter):
         stream = self._stream
         if stream is not None:
             stream.peer_closed()
-        self._sink.close()
+        self._sink.close(linger=linger)
 
     def abort_stream(self, stream: AsgiHttpStream, now: float) -> None:
         if stream is self._stream:
@@ -582,7 +582,19 @@ class H1Connection(ResponseWriter):
 
     def _response_complete(self, now: float) -> None:
         if not self._keep_alive or not self._request_done:
-            self._close()
+            # No lingering close when the client asked for the close itself (Connection:
+            # close, or HTTP/1.0): it sends no further request (RFC 9112 9.6), so once its
+            # request was read whole and nothing past it arrived, nothing is left for a close
+            # to answer with a reset (nginx's lingering_close decides alike). Any other close
+            # lingers: a body not read yet, bytes already pipelined, or a close of ours on a
+            # connection the client meant to keep sending on.
+            head = self._head
+            self._close(
+                not self._request_done
+                or head is None
+                or head[4]  # (keep_alive: [4] is cheaper than the name on 3.11)
+                or bool(self._parser.trailing_data[0])
+            )
             return
         # Next cycle (Rule 1).
         self._stream = None
