@@ -55,6 +55,9 @@ def _pauseless_writelines() -> frozenset[object]:
 
 _PAUSELESS_WRITELINES = _pauseless_writelines()
 
+#: ``StreamProtocol.info`` until ``connection_made`` (shared: nothing changes it).
+_NOT_CONNECTED = ConnectionInfo(client=None, server=None)
+
 
 class StreamProtocol(asyncio.Protocol):
     """An accepted connection: asyncio Protocol below, our ``Transport`` above.
@@ -130,7 +133,7 @@ class StreamProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._transport: asyncio.Transport | None = None
         self._handler: ConnectionHandler | None = None
-        self._info = ConnectionInfo(client=None, server=None)
+        self._info = _NOT_CONNECTED
         #: The PROXY header read before the connection was made, if the listener wants one.
         self.proxied: ProxyHeader | None = None
         #: (client, server) as the accept loop knew them (server None: the listener is on
