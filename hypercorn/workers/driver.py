@@ -15,6 +15,9 @@ One ``ConnectionDriver`` per accepted connection. It is the backend's ``Connecti
 * One timer per connection, re-armed lazily: it is moved only when the core's next deadline
   becomes *earlier* than the armed one; a timer that fires early (because the deadline
   moved later) just re-arms itself. Keep-alive traffic therefore costs no timer operations.
+  A new connection's first deadline (the head's) is kept on one timer of the worker's
+  (``WorkerContext._fresh``) until a deadline of its own comes earlier: a connection that
+  sends its request at once and closes arms no timer at all.
 * ``write_timeout`` is time without write progress, in every state (``write_watch.py``):
   while the transport is above its high-water mark, or the core has closed with bytes still
   unsent, a ``WriteWatch`` samples the transport's progress on the same timer.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -161,6 +165,50 @@ class WorkerContext:
         #: Set by ``start_shutdown``: connections set up later start shut down.
         self.shutting_down = False
         self._idle_waiter: AsyncEvent | None = None
+        #: New connections and the deadline their core set at setup (the head's), in setup
+        #: order and so in deadline order. One timer serves them all (``_fresh_due``), not
+        #: one armed and cancelled per connection: most send their request at once, and
+        #: their timer would never fire. A driver leaves it when its connection is lost.
+        self._fresh: dict[ConnectionDriver, float] = {}
+        self._fresh_timer: TimerHandle | None = None
+        #: What ``_fresh_timer`` was armed for, and the latest deadline in ``_fresh``.
+        self._fresh_at = -math.inf
+        self._fresh_last = -math.inf
+
+    def _watch_fresh(self, driver: ConnectionDriver, deadline: float) -> bool:
+        """Keep ``driver``'s first deadline on the shared timer; False when it is earlier
+        than one already kept (the order would break: it needs a timer of its own)."""
+        if deadline < self._fresh_last:
+            return False
+        self._fresh_last = deadline
+        self._fresh[driver] = deadline
+        if self._fresh_timer is None:
+            self._fresh_at = deadline
+            self._fresh_timer = self.backend.call_at(deadline, self._fresh_due)
+        return True
+
+    def _fresh_due(self) -> None:
+        """The shared timer fired: each driver whose first deadline came runs its timer
+        callback, if that deadline is still the one it waits for (it may have armed a timer
+        of its own since); the timer is armed again for the next deadline."""
+        self._fresh_timer = None
+        # (Fired for ``_fresh_at``: that deadline has passed, however early the loop fired.)
+        now = max(self.backend.now(), self._fresh_at)
+        fresh = self._fresh
+        due: list[tuple[ConnectionDriver, float]] = []
+        for driver, deadline in fresh.items():
+            if deadline > now:
+                self._fresh_at = deadline
+                self._fresh_timer = self.backend.call_at(deadline, self._fresh_due)
+                break
+            due.append((driver, deadline))
+        for driver, deadline in due:
+            del fresh[driver]
+            if driver._timer is None and driver._timer_at == deadline:
+                try:
+                    driver._on_timer()
+                except Exception:  # (one connection's bug must not stop the others' deadlines)
+                    _error_logger.exception("Error in a connection's timer")
 
     def refresh_clock(self) -> None:
         """Re-measure wall clock minus loop clock (for the Date header)."""
@@ -287,7 +335,14 @@ class ConnectionDriver:
                 ws_stream_class=_AppWsStream,
             )
         ctx.connections.add(self)
-        self._after_core()
+        if self._pending:
+            self._start_pending()
+        deadline = self._core.deadline
+        if deadline is not None:
+            if ctx._watch_fresh(self, deadline):
+                self._timer_at = deadline  # (armed, on the worker's timer)
+            else:
+                self._arm(deadline)
 
     @property
     def core(self) -> ServerConnection:
@@ -322,6 +377,7 @@ class ConnectionDriver:
         self._pending.clear()
         ctx = self._ctx
         ctx.connections.discard(self)
+        ctx._fresh.pop(self, None)
         ctx._maybe_idle()
 
     def write_paused(self) -> None:

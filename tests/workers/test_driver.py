@@ -437,6 +437,41 @@ def test_timer_rearms_when_deadline_moves_later(worker_class: str) -> None:
     run(main, worker_class)
 
 
+def test_new_connections_share_the_head_deadline_timer(worker_class: str) -> None:
+    """Each new connection's head deadline is kept on one timer of the worker's: silent or
+    half-sent connections still close at theirs, whether those set up before them are gone,
+    answered or silent too, and a lost connection is not kept for its deadline."""
+
+    async def main(backend: Backend) -> None:
+        limits = ProtocolLimits(header_read_timeout=0.2, keep_alive_timeout=0.1)
+        ctx = WorkerContext(app=hello, backend=backend, limits=limits)
+
+        def connect() -> tuple[ConnectionDriver, MemoryTransport]:
+            transport = MemoryTransport(backend)
+            return ConnectionDriver(ctx, transport), transport
+
+        gone, gone_transport = connect()
+        gone_transport.closed = True
+        gone.connection_lost()
+        assert gone not in ctx._fresh
+        answered, answered_transport = connect()
+        answered.data_received(GET)
+        await backend.sleep(0.05)
+        silent, silent_transport = connect()
+        partial, partial_transport = connect()
+        partial.data_received(b"GET / HT")
+        await until(backend, lambda: silent_transport.closed and partial_transport.closed)
+        assert silent_transport.out == b""
+        assert partial_transport.out.startswith(b"HTTP/1.1 408 ")
+        await until(backend, lambda: answered_transport.closed)
+        assert b"hello /" in answered_transport.out
+        for driver in (answered, silent, partial):
+            driver.connection_lost()
+        assert not ctx._fresh
+
+    run(main, worker_class)
+
+
 def test_shutdown_closes_idle_and_finishes_in_flight(worker_class: str) -> None:
     release: list[AsyncEvent] = []
 
