@@ -14,7 +14,7 @@ import pytest
 
 import hypercorn
 from hypercorn.protocols.errors import RemoteProtocolError
-from hypercorn.protocols.http1 import frontdoor, judge
+from hypercorn.protocols.http1 import fieldlines, frontdoor, judge
 from hypercorn.protocols.http1.frontdoor import StrictH1Parser
 from hypercorn.protocols.http1.h11_tokeniser import H11HeadParser
 from hypercorn.protocols.http1.httptools_tokeniser import HttptoolsHeadParser
@@ -161,6 +161,7 @@ def test_a_repeated_head_is_taken_from_the_memo(kind: str, monkeypatch: pytest.M
         raise AssertionError("a head seen before was judged again")
 
     monkeypatch.setattr(frontdoor, "fast_match", judged_again)
+    monkeypatch.setattr(frontdoor, "split_head", judged_again)
     first.headers.append((b"x-app", b"changed"))  # an app changing its scope's list
     parser = make_parser(kind, limits)
     second = parser.take_head(GET)
@@ -190,6 +191,66 @@ def test_the_memo_is_bounded() -> None:
     big = GET[:-2] + b"X: " + b"a" * frontdoor._KNOWN_HEAD_MAX + b"\r\n\r\n"
     assert make_parser("httptools", limits).take_head(big) is not None
     assert big not in known
+
+
+def test_the_line_memo_is_bounded() -> None:
+    # A client sending endless new lines and names only makes the memos restart.
+    parser = make_parser("httptools", LIMITS)
+    for i in range(fieldlines.KNOWN_LINES_SIZE * 3):
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nX-%d: %d\r\nX: %d\r\n\r\n" % (i, i, i)
+        assert parser.take_head(head) is not None
+        parser.start_next_cycle()
+        assert 0 < len(fieldlines._known_lines) <= fieldlines.KNOWN_LINES_SIZE
+        assert 0 < len(fieldlines._known_names) <= fieldlines.KNOWN_NAMES_SIZE
+    long_line = b"X: " + b"a" * fieldlines.KNOWN_LINE_MAX
+    assert parser.take_head(b"GET / HTTP/1.1\r\nHost: a\r\n" + long_line + b"\r\n\r\n")
+    assert long_line not in fieldlines._known_lines
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (b" X-A: b", 400),  # obs-fold
+        (b"X-A : b", 400),  # whitespace before the colon
+        (b"X-A: b\x00", 400),
+        (b"X-A: b\x7f", 400),
+        (b"X-A: b\rc", 400),  # a bare CR inside the line
+        (b"X-A: b\nc", 400),
+        (b"X-A", 400),  # a known name without a colon
+        (b"Host: a", 400),  # a second Host, identical to the first
+        (b"Content-Length: 1", None),  # a body: the general path's
+    ],
+)
+def test_a_known_line_lets_no_similar_line_through(
+    kind: str, bad: bytes, status: int | None
+) -> None:
+    good = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n"
+    assert make_parser(kind, LIMITS).take_head(good) is not None  # now in the memos
+    head = good[:-2] + bad + b"\r\n\r\n"
+    assert make_parser(kind, LIMITS).take_head(head) is None
+    if status is not None:
+        assert status_of(head, kind) == {status}
+
+
+def test_line_path_values_are_exact(kind: str) -> None:
+    head = (
+        b"GET /a?b HTTP/1.1\r\nHOST:  a:1 \r\nX-T:\t v\tw \t\r\nX-O: \xff\xfe\r\n"
+        b"X-E:\r\nConnection: close\r\n\r\n"
+    )
+    taken = make_parser(kind, LIMITS).take_head(head)
+    assert taken is not None
+    assert taken.headers == [
+        (b"host", b"a:1"),
+        (b"x-t", b"v\tw"),
+        (b"x-o", b"\xff\xfe"),
+        (b"x-e", b""),
+        (b"connection", b"close"),
+    ]
+    assert not taken.keep_alive
+
+
+def test_pathological_host_lines_are_judged_in_linear_time() -> None:
+    assert judge.HOST_FIELD_RE.fullmatch(b"Host:" + b" \t" * (_N // 2) + b"\x01") is None
 
 
 # -- limits at their boundaries, whatever the segmentation --------------------------------------

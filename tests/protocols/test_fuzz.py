@@ -8,6 +8,7 @@ more data, and the verdict is the same for both parsers and for every segmentati
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from hypercorn.protocols.errors import RemoteProtocolError
 from hypercorn.protocols.http1.judge import fast_match, judge_head, judge_head_slowly
-from hypercorn.protocols.http1.parser import H1Parser
+from hypercorn.protocols.http1.parser import END_OF_MESSAGE, NEED_DATA, H1Parser
 from hypercorn.protocols.http1.selection import make_parser
 from hypercorn.protocols.limits import ProtocolLimits
 from tests.support.corpus import Outcome, load_corpus, replay_core, replay_parser
@@ -119,6 +120,22 @@ def test_fast_plain_heads_have_no_fact_fields(payload: bytes) -> None:
     names = {line.partition(b":")[0].lower() for line in payload[:end].split(b"\r\n")[1:]}
     has_facts = bool(names & {b"content-length", b"connection", b"expect"})
     assert (match.lastindex == 1) is not has_facts
+
+
+@fuzz
+@given(payload=inputs, raw=st.booleans())
+def test_take_head_agrees_with_the_event_path(payload: bytes, raw: bool) -> None:
+    # The memos of heads and lines persist between examples, as in a worker.
+    limits = dataclasses.replace(LIMITS, pass_raw_headers=raw)
+    for kind in ("h11", "httptools"):
+        head = make_parser(kind, limits).take_head(payload)
+        if head is None:
+            continue
+        slow = make_parser(kind, limits)
+        slow.feed(payload)
+        assert slow.next_event() == head
+        assert slow.next_event() is END_OF_MESSAGE
+        assert slow.next_event() is NEED_DATA
 
 
 def _verdict(judge: Any, head: bytes) -> int:

@@ -40,6 +40,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hypercorn.protocols.errors import RemoteProtocolError
+from hypercorn.protocols.http1.fieldlines import FRAMED, split_head
 from hypercorn.protocols.http1.judge import (
     CHUNK_LINE_RE,
     CHUNKED,
@@ -292,18 +293,25 @@ class StrictH1Parser:
             method, target, version, fields, facts = known
             # The app gets this list in its scope and may change it: a new one each time.
             return _new_tuple(RequestHead, (method, target, version, list(fields), *facts))
-        # Only the fast judgement, a full match (so ``data`` is exactly one head): anything
-        # else (a Content-Length, a slow head, an error, more or less than one head) is left
-        # to the general path, which judges it the same way.
-        match = fast_match(data, self._limits)
-        if match is None:
-            return None
-        if match.lastindex == 1:  # no Content-Length, Connection or Expect field
-            head = self._make_head(data, 0, match[1], _DONE, plain=True)
-        elif fast_length(match) is not None:
-            return None
+        # A new head: judged and tokenised line by line, most lines from the memo of lines.
+        head = split_head(data, self._limits)
+        if type(head) is RequestHead:
+            self._state = _DONE
+        elif head is FRAMED:
+            return None  # a Content-Length or Transfer-Encoding: the general path's
         else:
-            head = self._make_head(data, 0, match[1], _DONE)
+            # Only the fast judgement, a full match (so ``data`` is exactly one head):
+            # anything else (a Content-Length, a slow head, an error, more or less than one
+            # head) is left to the general path, which judges it the same way.
+            match = fast_match(data, self._limits)
+            if match is None:
+                return None
+            if match.lastindex == 1:  # no Content-Length, Connection or Expect field
+                head = self._make_head(data, 0, match[1], _DONE, plain=True)
+            elif fast_length(match) is not None:
+                return None
+            else:
+                head = self._make_head(data, 0, match[1], _DONE)
         if len(data) <= _KNOWN_HEAD_MAX:
             known_heads = self._known
             if len(known_heads) >= _KNOWN_HEADS_SIZE:

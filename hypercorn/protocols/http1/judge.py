@@ -59,6 +59,8 @@ from hypercorn.protocols.limits import ProtocolLimits
 __all__ = [
     "CHUNKED",
     "CHUNK_LINE_RE",
+    "HOST_FIELD_RE",
+    "TOKEN_RE",
     "earliest_violation",
     "fast_length",
     "fast_match",
@@ -137,6 +139,10 @@ _VERSION_RE = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _TRIMMED_VALUE + rb")")
 _VALUE_RE = re.compile(_VALUE)
 _HOST_VALUE_RE = re.compile(_HOST_VALUE)
+#: A Host field line on its own, its value without OWS in group 1 (unmatched when empty).
+HOST_FIELD_RE = re.compile(rb"(?i:host):[ \t]*(?:(" + _NONEMPTY_HOST_VALUE + rb")[ \t]*)?")
+#: For ``fieldlines``.
+TOKEN_RE = _TOKEN_RE
 _DIGITS_RE = re.compile(rb"[0-9]{1,18}")
 _TRAILERS_RE = re.compile(rb"(?:" + _FIELD_LINE + rb")*\r\n")
 # qdtext excludes DQUOTE and backslash, so a quoted string has one way to match.
