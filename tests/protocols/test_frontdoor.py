@@ -484,3 +484,20 @@ def test_no_pattern_needs_python_3_11() -> None:
             if isinstance(pattern, re.Pattern) and _needs_python_3_11(pattern):
                 found.append(f"{info.name}.{name}")
     assert found == []
+
+
+def test_a_connection_of_new_heads_stores_few_of_them() -> None:
+    limits = ProtocolLimits()
+    known = frontdoor.known_heads_for(limits, HttptoolsHeadParser())
+    known.clear()
+    parser = make_parser("httptools", limits)
+    heads = [b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(64)]
+    for head in heads:
+        assert parser.take_head(head) is not None
+        parser.start_next_cycle()
+    retry = frontdoor._KNOWN_HEAD_RETRY
+    assert sum(head in known for head in heads) == retry + (64 - retry) // retry
+    # A head seen again is still found, and a new connection stores its first heads.
+    assert parser.take_head(heads[-1]) is not None
+    assert make_parser("httptools", limits).take_head(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" in known

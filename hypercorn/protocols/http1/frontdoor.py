@@ -132,6 +132,8 @@ _KnownHeads: TypeAlias = "dict[bytes, tuple[Any, ...]]"
 _known_heads: dict[tuple[int, type], tuple[ProtocolLimits, _KnownHeads]] = {}
 _KNOWN_HEADS_SIZE = 256
 _KNOWN_HEAD_MAX = 2048
+#: After this many new heads in a row, a connection stores one new head in this many.
+_KNOWN_HEAD_RETRY = 8
 #: Memos kept at once (a worker has one limits object; tests make many).
 _KNOWN_HEAD_MEMOS = 16
 
@@ -160,6 +162,7 @@ class StrictH1Parser:
         "_known",
         "_limits",
         "_max_chunk_line",
+        "_misses",
         "_remaining",
         "_scanned",
         "_state",
@@ -187,6 +190,8 @@ class StrictH1Parser:
         #: how many CRLFs it held (Rule 1 checks on the accumulated buffer stay linear).
         self._scanned = 0
         self._crlfs = 0
+        #: New heads in a row on this connection (the memo of heads missed).
+        self._misses = 0
 
     # -- H1Parser ---------------------------------------------------------------------------
 
@@ -290,6 +295,7 @@ class StrictH1Parser:
         if known is not None:
             # Judged and tokenised before, under the same limits: the verdict is the same.
             self._state = _DONE
+            self._misses = 0
             method, target, version, fields, facts = known
             # The app gets this list in its scope and may change it: a new one each time.
             return _new_tuple(RequestHead, (method, target, version, list(fields), *facts))
@@ -312,7 +318,12 @@ class StrictH1Parser:
                 return None
             else:
                 head = self._make_head(data, 0, match[1], _DONE)
-        if len(data) <= _KNOWN_HEAD_MAX:
+        # A connection whose heads keep being new (behind a proxy: paths, cookies) keeps
+        # only one in _KNOWN_HEAD_RETRY: storing each costs about 2.5k instructions.
+        misses = self._misses = self._misses + 1
+        if len(data) <= _KNOWN_HEAD_MAX and (
+            misses <= _KNOWN_HEAD_RETRY or not misses % _KNOWN_HEAD_RETRY
+        ):
             known_heads = self._known
             if len(known_heads) >= _KNOWN_HEADS_SIZE:
                 known_heads.clear()
