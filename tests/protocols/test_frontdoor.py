@@ -501,3 +501,22 @@ def test_a_connection_of_new_heads_stores_few_of_them() -> None:
     assert parser.take_head(heads[-1]) is not None
     assert make_parser("httptools", limits).take_head(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" in known
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET  / HTTP/1.1",
+        b"GET / x HTTP/1.1",
+        b"GET /HTTP/1.1",
+        b" / HTTP/1.1",
+        b"GET / HTTP/1.1 ",
+        b"GET /\t HTTP/1.1",
+        b"GET /\xff HTTP/1.1",
+        b"GET / HTTP/1.2",
+    ],
+)
+def test_bad_request_lines_are_not_taken(kind: str, request_line: bytes) -> None:
+    head = request_line + b"\r\nHost: a\r\n\r\n"
+    assert make_parser(kind, LIMITS).take_head(head) is None
+    assert status_of(head, kind) - {None} == status_of(head, kind)
