@@ -241,24 +241,28 @@ class ResponseWriter:
         keep_alive = self._keep_alive and self._request_done and not close
         if (
             end
-            and keep_alive
+            and (keep_alive or close is None)
             and (content_length is None or content_length == len(body))
             and not (has_date or has_server)
             and status not in _NO_BODY_STATUSES
             and head[0] != b"HEAD"  # (the method; [0] is cheaper than .method on 3.11)
         ):
-            # The usual response: the whole body in one message, kept alive. One write of
-            # head and body with the right Content-Length (Rule 3), nothing else to decide.
+            # The usual response: the whole body in one message, kept alive or closing (the
+            # app's head has no Connection line to replace). One write of head and body with
+            # the right Content-Length (Rule 3), nothing else to decide.
             self._framing = _FRAMING_CONTENT_LENGTH
             self._remaining = 0
             self._response_started = True
             self._continue_pending = False
+            if not keep_alive:
+                self._keep_alive = False
             # (Called through a local: on 3.11 ``self._write(...)`` is a generic lookup,
             # the attribute being a stored callable rather than a method.)
             pieces = (
                 STATUS_LINES.get(status) or status_line(status),
                 block,
                 b"content-length: %d\r\n" % len(body) if content_length is None else b"",
+                b"" if keep_alive else _CONNECTION_CLOSE,
                 self._tail if now < self._tail_until else self._tail_for(now),
                 body,
             )
