@@ -375,7 +375,10 @@ class _Acceptor:
                 # ECONNABORTED and friends: that one connection is gone; keep accepting.
                 continue
             conn = make(family, socket.SOCK_STREAM, 0, fd)
-            conn.setblocking(False)
+            if not plain:
+                # (Read before the loop wraps it. The loop makes a plain one non-blocking
+                # itself: asyncio's transport setup, libuv's uv_tcp_open.)
+                conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._open += 1
             protocol = _StreamProtocol(
