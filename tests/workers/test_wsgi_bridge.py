@@ -543,23 +543,7 @@ def test_write_callable(worker_class: str) -> None:
 
 def test_streaming_sends_chunks_before_the_app_finishes(worker_class: str) -> None:
     """A generator that blocks after its first chunk: the chunk must still reach the client."""
-    release = threading.Event()
-
-    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
-        start_response("200 OK", [])
-        yield b"first"
-        assert release.wait(10), "the first chunk was never sent"
-        yield b"second"
-
-    client = Client()
-
-    async def on_send(message: Message) -> None:
-        if message.get("body") == b"first":
-            release.set()
-
-    client.on_send = on_send
-    call(worker_class, app, client=client)
-    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
+    bodies, client = _first_chunk_before_the_second(worker_class, start_delay=0.0)
     assert [m["body"] for m in bodies] == [b"first", b"second", b""]
     assert [m["more_body"] for m in bodies] == [True, True, False]
     assert b"content-length" not in client.headers
@@ -568,10 +552,22 @@ def test_streaming_sends_chunks_before_the_app_finishes(worker_class: str) -> No
 def test_slow_start_then_chunks_still_stream(worker_class: str) -> None:
     """The sweep finds the app running with nothing to send yet (no sender is started
     then): its first chunk must still reach the client while the app waits for it."""
+    # (Slower than the fast-path window.)
+    bodies, client = _first_chunk_before_the_second(worker_class, start_delay=STREAM_AFTER * 4)
+    assert [m["body"] for m in bodies] == [b"first", b"second", b""]
+    assert b"content-length" not in client.headers
+
+
+def _first_chunk_before_the_second(
+    worker_class: str, start_delay: float
+) -> tuple[list[Message], Client]:
+    """Run an app that, after ``start_delay``, yields a chunk and then blocks until the
+    client has received it before yielding the second; the body messages and the client."""
     release = threading.Event()
 
     def app(environ: Any, start_response: Any) -> Iterator[bytes]:
-        threading.Event().wait(STREAM_AFTER * 4)  # slower than the fast-path window
+        if start_delay:
+            threading.Event().wait(start_delay)
         start_response("200 OK", [])
         yield b"first"
         assert release.wait(10), "the first chunk was never sent"
@@ -585,9 +581,7 @@ def test_slow_start_then_chunks_still_stream(worker_class: str) -> None:
 
     client.on_send = on_send
     call(worker_class, app, client=client)
-    bodies = [m for m in client.sent if m["type"] == "http.response.body"]
-    assert [m["body"] for m in bodies] == [b"first", b"second", b""]
-    assert b"content-length" not in client.headers
+    return [m for m in client.sent if m["type"] == "http.response.body"], client
 
 
 def test_many_chunks_stream_in_order(worker_class: str) -> None:
